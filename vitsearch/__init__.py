@@ -1,0 +1,45 @@
+"""vitsearch: find visually similar images with a Vision Transformer and Milvus."""
+
+__version__ = "0.1.0"
+
+from .api import VisualSearch  # noqa: E402
+from .errors import (  # noqa: E402
+    FilterError,
+    ImageError,
+    ModelError,
+    ModelMismatchError,
+    StoreError,
+    StoreLockedError,
+    VitsearchError,
+)
+from .images import load_image  # noqa: E402
+from .indexer import IndexSummary  # noqa: E402
+from .checkpoint import ModelSpec, load_spec  # noqa: E402
+from .search import Hit  # noqa: E402
+
+__all__ = [
+    "Encoder",
+    "FilterError",
+    "Hit",
+    "ImageError",
+    "IndexSummary",
+    "ModelError",
+    "ModelMismatchError",
+    "ModelSpec",
+    "StoreError",
+    "StoreLockedError",
+    "VisualSearch",
+    "VitsearchError",
+    "__version__",
+    "load_image",
+    "load_spec",
+]
+
+
+def __getattr__(name: str):
+    # Encoder needs torch; import it on first use so that `import vitsearch` stays light.
+    if name == "Encoder":
+        from .embed import Encoder
+
+        return Encoder
+    raise AttributeError(f"module 'vitsearch' has no attribute {name!r}")

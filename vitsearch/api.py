@@ -1,0 +1,175 @@
+"""The Python API: what the CLI does, one call away.
+
+>>> from vitsearch import VisualSearch
+>>> vs = VisualSearch("./photos.db")            # Milvus Lite file, or "http://host:19530"
+>>> vs.index(["./photos"]).as_dict()
+>>> for hit in vs.query("shoe.jpg", k=5): print(hit.score, hit.path)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Sequence
+
+from . import __version__
+from .errors import ModelMismatchError, VitsearchError
+from .images import ImageInput, check_roots
+from .indexer import Indexer, IndexSummary, ProgressFactory, no_progress
+from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
+from .search import Hit, search_images
+
+if TYPE_CHECKING:
+    from .embed import Encoder
+from .settings import resolve_collection, resolve_model, resolve_token, resolve_uri
+from .store import Store
+
+
+def model_record(spec: ModelSpec) -> dict:
+    return {
+        "model": spec.name,
+        "fingerprint": spec.fingerprint,
+        "dim": spec.dim,
+        "bundled": spec.is_bundled,
+        "vitsearch": __version__,
+    }
+
+
+class VisualSearch:
+    """A collection of indexed images and the encoder that made its vectors.
+
+    ``model`` defaults to the model that built the collection, else the bundled one. Nothing is
+    opened or loaded until it is needed: the store at the first call, the model's weights at the
+    first image that needs embedding.
+    """
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        collection: str | None = None,
+        *,
+        model: str | None = None,
+        token: str | None = None,
+        device: str | None = "auto",
+        precision: str | None = "auto",
+        batch_size: int = 32,
+        num_workers: int | None = None,
+    ):
+        self.store = Store(resolve_uri(uri), resolve_collection(collection), token=resolve_token(token))
+        self.model_arg = resolve_model(model)
+        self.device, self.precision = device, precision
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self._spec: ModelSpec | None = None
+        self._encoder: "Encoder | None" = None
+
+    # -- model ------------------------------------------------------------------------------
+    @property
+    def spec(self) -> ModelSpec:
+        if self._spec is None:
+            meta = self.store.meta() or {}
+            name = self.model_arg
+            if name is None and meta.get("model"):
+                name = None if meta.get("bundled") else meta["model"]
+            self._spec = load_spec(name)
+        return self._spec
+
+    @property
+    def encoder(self) -> "Encoder":
+        if self._encoder is None:
+            from .embed import Encoder  # torch is imported only when something is embedded
+
+            self._encoder = Encoder(
+                self.spec,
+                device=self.device,
+                precision=self.precision,
+                batch_size=self.batch_size,
+                num_workers=self.num_workers,
+            )
+        return self._encoder
+
+    def _check_model(self) -> None:
+        meta = self.store.meta()
+        if not meta or meta.get("fingerprint") == self.spec.fingerprint:
+            return
+        was = "the bundled model" if meta.get("bundled") else repr(meta.get("model"))
+        now = "the bundled model" if self.spec.is_bundled else repr(self.spec.name)
+        raise ModelMismatchError(
+            f"collection {self.store.collection!r} was indexed with {was} (fingerprint {meta.get('fingerprint')}), "
+            f"not {now} (fingerprint {self.spec.fingerprint}); use that model, another --collection, "
+            "or rebuild this one with `vitsearch index --reindex`"
+        )
+
+    # -- operations -------------------------------------------------------------------------
+    def index(
+        self,
+        paths: Sequence[str | os.PathLike] | str | os.PathLike,
+        *,
+        keep_missing: bool = False,
+        reindex: bool = False,
+        progress: ProgressFactory = no_progress,
+    ) -> IndexSummary:
+        """Sync files and folders into the collection (incremental; see :class:`Indexer`)."""
+        roots = check_roots([paths] if isinstance(paths, (str, os.PathLike)) else paths)
+        if reindex:
+            self.store.drop()
+        if self.store.exists():
+            self._check_model()
+        else:
+            self.store.create(model_record(self.spec))
+        indexer = Indexer(self.store, lambda: self.encoder, batch_size=self.batch_size, progress=progress)
+        return indexer.sync(roots, keep_missing=keep_missing)
+
+    def query(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        k: int = 10,
+        filter: str | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
+        """Nearest indexed images: one query → a list of hits; a list of queries → a list of lists."""
+        single = not isinstance(images, (list, tuple))
+        if not self.store.exists():
+            raise VitsearchError(
+                f"collection {self.store.collection!r} does not exist in {self.store.uri}: run `vitsearch index` first"
+            )
+        self._check_model()
+        results = search_images(self.encoder, self.store, [images] if single else list(images), k=k, filter=filter)
+        return results[0] if single else results
+
+    def remove(self, paths: Sequence[str | os.PathLike] | str | os.PathLike) -> int:
+        """Delete the rows of these files, or of every file under these folders; returns the count."""
+        if not self.store.exists():
+            return 0
+        items = [paths] if isinstance(paths, (str, os.PathLike)) else paths
+        ids = []
+        for path in items:
+            ids += [row["id"] for row in self.store.rows_under(os.path.abspath(os.fspath(path)), ["id", "path"])]
+        return self.store.delete(sorted(set(ids)))
+
+    def count(self) -> int:
+        return self.store.count()
+
+    def info(self) -> dict:
+        meta = self.store.meta() or {}
+        model = meta.get("model")
+        if meta.get("bundled"):
+            model = str(BUNDLED_DIR)
+        return {
+            "uri": self.store.uri,
+            "collection": self.store.collection,
+            "exists": bool(meta) or self.store.exists(),
+            "model": model,
+            "fingerprint": meta.get("fingerprint"),
+            "dimension": meta.get("dim"),
+            "count": self.store.count(),
+            "schema": meta.get("schema"),
+            "indexed_by": meta.get("vitsearch"),
+        }
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "VisualSearch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,210 @@
+"""Batched embedding: decode in worker processes, run the shared ViT core, return float32 vectors.
+
+Device and precision are fixed when an :class:`Encoder` is built. ``encode`` takes images of any
+kind; ``encode_files`` streams a list of files through DataLoader workers so that the model never
+waits for PIL and memory stays bounded whatever the number of files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .errors import ImageError
+from .images import ImageInput, describe, load_image
+from .checkpoint import ModelSpec, load_spec
+from .model import VitBackbone, load_backbone
+from .preprocess import Preprocessing
+from .settings import DEVICES, PRECISIONS, resolve_choice
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX-BF16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def choose_device(device: str | None = None) -> str:
+    device = resolve_choice(device, "VITSEARCH_DEVICE", DEVICES)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU (valid: auto, cpu, cuda)")
+    return device
+
+
+def choose_precision(device: str, precision: str | None = None) -> str:
+    precision = resolve_choice(precision, "VITSEARCH_PRECISION", PRECISIONS)
+    if precision != "auto":
+        return precision
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+@dataclass
+class FileResult:
+    """One file out of :meth:`Encoder.encode_files`: a vector, or the reason it has none."""
+
+    index: int
+    path: str
+    vector: np.ndarray | None
+    width: int = 0
+    height: int = 0
+    error: str | None = None
+
+
+class _FileDataset(torch.utils.data.Dataset):
+    def __init__(self, paths: Sequence[str], preprocessing: Preprocessing):
+        self.paths = paths
+        self.preprocessing = preprocessing
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        path = self.paths[index]
+        try:
+            img = load_image(path, draft=self.preprocessing.draft_size)
+            width, height = _original_size(path, img)
+            return index, self.preprocessing.to_uint8(img), width, height, None
+        except ImageError as exc:
+            return index, None, 0, 0, str(exc)
+        except Exception as exc:  # noqa: BLE001 - a worker must never die on one file
+            return index, None, 0, 0, f"cannot decode: {exc}"
+
+
+def _original_size(path: str, img) -> tuple[int, int]:
+    """The stored width/height: the file's own size after EXIF rotation, not the draft's."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as raw:
+            width, height = raw.size
+            orientation = raw.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001
+        return img.size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _collate(items):
+    return items
+
+
+class Encoder:
+    """Images in, L2-normalised CLS embeddings out.
+
+    >>> enc = Encoder()                       # the bundled model, best device and precision
+    >>> enc.encode("photo.jpg").shape         # one image -> (dim,)
+    >>> enc.encode(["a.jpg", pil_img]).shape  # a list -> (n, dim)
+    """
+
+    def __init__(
+        self,
+        model: str | ModelSpec | None = None,
+        *,
+        device: str | None = "auto",
+        precision: str | None = "auto",
+        batch_size: int = 32,
+        num_workers: int | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.spec = model if isinstance(model, ModelSpec) else load_spec(model)
+        self.device = choose_device(device)
+        self.precision = choose_precision(self.device, precision)
+        self.batch_size = batch_size
+        self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+        self.backbone: VitBackbone = load_backbone(self.spec).to(self.device)
+        prep = self.spec.preprocessing
+        self._scale = torch.tensor(prep.rescale, device=self.device)
+        self._mean = torch.tensor(prep.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(prep.std, device=self.device).view(1, 3, 1, 1)
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.spec.preprocessing
+
+    def __repr__(self) -> str:
+        return f"Encoder(model={self.spec.name!r}, device={self.device!r}, precision={self.precision!r})"
+
+    def _autocast(self):
+        if self.precision in _DTYPES:
+            return torch.autocast(self.device, dtype=_DTYPES[self.precision])
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def embed_pixels(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Embed a uint8 NCHW batch already resized and cropped by :attr:`preprocessing`."""
+        x = torch.as_tensor(batch)
+        x = x.to(self.device, non_blocking=True).float()
+        x = (x * self._scale - self._mean) / self._std
+        with self._autocast():
+            out = self.backbone(x)
+        return out.float().cpu().numpy()
+
+    def encode(self, images: ImageInput | Sequence[ImageInput], *, batch_size: int | None = None) -> np.ndarray:
+        """Embed one image (→ 1-D array) or a list of images (→ 2-D array, one row each).
+
+        Images may be paths, bytes, PIL images or numpy arrays. A bad image raises
+        :class:`ImageError` naming it.
+        """
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        size = batch_size or self.batch_size
+        if size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {size}")
+        prep = self.preprocessing
+        chunks = []
+        for start in range(0, len(items), size):
+            arrays = []
+            for item in items[start : start + size]:
+                try:
+                    arrays.append(prep.to_uint8(load_image(item, draft=prep.draft_size)))
+                except ImageError as exc:
+                    raise ImageError(f"{describe(item)}: {exc}") from None
+            chunks.append(self.embed_pixels(np.stack(arrays)))
+        out = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
+        return out[0] if single else out
+
+    def encode_files(self, paths: Sequence[str], *, batch_size: int | None = None) -> Iterator[FileResult]:
+        """Stream ``paths`` through decode workers and the model, in order; bad files yield an error."""
+        size = batch_size or self.batch_size
+        workers = self.num_workers if len(paths) > size else 0
+        loader = torch.utils.data.DataLoader(
+            _FileDataset(paths, self.preprocessing),
+            batch_size=size,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=self.device == "cuda",
+            prefetch_factor=2 if workers else None,
+            persistent_workers=False,
+        )
+        for items in loader:
+            good = [it for it in items if it[1] is not None]
+            vectors = self.embed_pixels(np.stack([it[1] for it in good])) if good else None
+            row = 0
+            for index, arr, width, height, error in items:
+                if arr is None:
+                    yield FileResult(index, paths[index], None, error=error)
+                else:
+                    yield FileResult(index, paths[index], vectors[row], width, height)
+                    row += 1

@@ -1,0 +1,226 @@
+"""Finding image files and decoding them into RGB pictures.
+
+Decoding is defensive: every way a file can be bad ends in :class:`ImageError` with a short reason,
+never in another exception, so that callers can skip the file and report it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError, VitsearchError
+
+EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+MAX_PIXELS = 120_000_000  # ~ 11000 x 11000; larger files are refused as decompression bombs
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file found by :func:`discover`, with the stat fields the index compares."""
+
+    path: str
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "reason": self.reason}
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in EXTENSIONS
+
+
+def check_roots(roots: Iterable[str | os.PathLike]) -> list[str]:
+    """Absolute, normalised roots; raises if one does not exist."""
+    out = []
+    for root in roots:
+        path = os.path.abspath(os.fspath(root))
+        if not os.path.exists(path):
+            raise VitsearchError(f"no such file or directory: {root}")
+        out.append(path)
+    if not out:
+        raise VitsearchError("no path given")
+    return out
+
+
+def discover(roots: Iterable[str], failures: list[Failure]) -> Iterator[FileEntry]:
+    """Yield image files under ``roots`` (recursive, extensions in any case, symlinks followed once).
+
+    Files given directly are yielded whatever their extension. Unreadable folders and broken links
+    are appended to ``failures``. Each file is yielded once even when several roots overlap.
+    """
+    seen_files: set[str] = set()
+    seen_dirs: set[tuple[int, int]] = set()
+
+    def entry(path: str) -> FileEntry | None:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            failures.append(Failure(path, f"cannot stat: {exc.strerror or exc}"))
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            failures.append(Failure(path, "not a regular file"))
+            return None
+        return FileEntry(path, st.st_size, st.st_mtime)
+
+    for root in roots:
+        if not os.path.isdir(root):
+            if root not in seen_files:
+                seen_files.add(root)
+                found = entry(root)
+                if found:
+                    yield found
+            continue
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            try:
+                st = os.stat(folder)
+                key = (st.st_dev, st.st_ino)
+                if key in seen_dirs:
+                    continue  # a symlink loop or a folder reached twice
+                seen_dirs.add(key)
+                with os.scandir(folder) as it:
+                    children = sorted(it, key=lambda e: e.name)
+            except OSError as exc:
+                failures.append(Failure(folder, f"cannot read folder: {exc.strerror or exc}"))
+                continue
+            subdirs = []
+            for child in children:
+                try:
+                    is_dir = child.is_dir()
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    subdirs.append(child.path)
+                elif is_image_name(child.name) and child.path not in seen_files:
+                    seen_files.add(child.path)
+                    found = entry(child.path)
+                    if found:
+                        yield found
+            stack.extend(reversed(subdirs))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode to RGB; transparency is composited on white, 16-bit and float scaled to 8 bits."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        if img.mode == "F" and arr.max(initial=0) <= 1.0:
+            top = 1.0
+        arr = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _array_to_image(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ImageError(f"array of shape {arr.shape} is not an image (expected HxW, HxWx3 or HxWx4)")
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating):
+            arr = np.clip(arr * 255.0 if arr.max(initial=0) <= 1.0 else arr, 0, 255)
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def load_image(source: ImageInput, *, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Decode ``source`` (path, bytes, PIL image or numpy array) into an RGB PIL image.
+
+    ``draft`` is the smallest (width, height) the caller needs: JPEGs are then decoded at a reduced
+    scale (PIL ``draft``), which is much faster for large photos. EXIF orientation is applied.
+    """
+    if isinstance(source, Image.Image):
+        img = source
+    elif isinstance(source, np.ndarray):
+        return _to_rgb(_array_to_image(source))
+    else:
+        name = "image data"
+        try:
+            if isinstance(source, (bytes, bytearray, memoryview)):
+                if len(source) == 0:
+                    raise ImageError("empty data")
+                img = Image.open(io.BytesIO(bytes(source)))
+            else:
+                name = os.fspath(source)
+                if os.path.isdir(name):
+                    raise ImageError("is a directory")
+                if os.path.getsize(name) == 0:
+                    raise ImageError("empty file")
+                img = Image.open(name)
+        except ImageError:
+            raise
+        except FileNotFoundError:
+            raise ImageError("no such file") from None
+        except PermissionError:
+            raise ImageError("permission denied") from None
+        except UnidentifiedImageError:
+            raise ImageError("not a recognised image format") from None
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"too many pixels (decompression bomb?): {exc}") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageError(f"cannot open: {exc}") from None
+    try:
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            raise ImageError(f"too many pixels: {width}x{height} (limit {MAX_PIXELS:,})")
+        if width < 1 or height < 1:
+            raise ImageError(f"empty image: {width}x{height}")
+        if draft and img.format == "JPEG":
+            short = min(width, height)
+            need = max(draft)
+            if short > need:
+                scale = need / short
+                img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.load()
+        img = ImageOps.exif_transpose(img) or img
+        return _to_rgb(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombWarning as exc:
+        raise ImageError(f"too many pixels (decompression bomb?): {exc}") from None
+    except Exception as exc:  # PIL raises many types on corrupt data; all mean "cannot decode"
+        reason = str(exc) or type(exc).__name__
+        raise ImageError(f"cannot decode: {reason}") from None
+
+
+def describe(source: ImageInput) -> str:
+    """A short name for an image input, for messages."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, Image.Image):
+        return f"PIL image {source.size[0]}x{source.size[1]}"
+    if isinstance(source, np.ndarray):
+        return f"array {source.shape}"
+    return f"{len(source)} bytes"
+
+

@@ -1,0 +1,111 @@
+"""The checkpoint's image-processor config, applied fast with PIL on uint8 pictures.
+
+Resize and crop follow transformers' image processors exactly (same sizes, same PIL resampling on
+8-bit data, same crop offsets); rescale and normalise run later, batched, on the model's device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .errors import ModelError
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    shortest_edge: int | None  # resize so that the short side has this length (aspect kept)
+    longest_edge: int | None  # with shortest_edge: cap on the long side
+    height: int | None  # or resize to exactly height x width
+    width: int | None
+    resample: int
+    crop: tuple[int, int] | None  # (height, width) of the centre crop
+    rescale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Preprocessing":
+        """Build from a ``preprocessor_config.json`` dict (ViT, DeiT, DINOv2/BiT, CLIP processors)."""
+        size = cfg.get("size", {"height": 224, "width": 224}) if cfg.get("do_resize", True) else None
+        if isinstance(size, int):
+            size = {"height": size, "width": size} if cfg.get("default_to_square", True) else {"shortest_edge": size}
+        shortest = longest = height = width = None
+        if size:
+            if "shortest_edge" in size:
+                shortest, longest = int(size["shortest_edge"]), size.get("longest_edge")
+                longest = int(longest) if longest else None
+            elif "height" in size and "width" in size:
+                height, width = int(size["height"]), int(size["width"])
+            else:
+                raise ModelError(f"unsupported image-processor size {size}")
+        crop = None
+        if cfg.get("do_center_crop", False):
+            cs = cfg.get("crop_size", 224)
+            crop = (int(cs), int(cs)) if isinstance(cs, int) else (int(cs["height"]), int(cs["width"]))
+        mean = tuple(cfg.get("image_mean", _IMAGENET_MEAN)) if cfg.get("do_normalize", True) else (0.0, 0.0, 0.0)
+        std = tuple(cfg.get("image_std", _IMAGENET_STD)) if cfg.get("do_normalize", True) else (1.0, 1.0, 1.0)
+        if len(mean) == 1:
+            mean, std = mean * 3, std * 3
+        rescale = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0
+        return cls(shortest, longest, height, width, int(cfg.get("resample", 2)), crop, rescale, mean, std)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the tensors this produces (fixed unless there is neither crop nor exact size)."""
+        if self.crop:
+            return self.crop
+        if self.height:
+            return (self.height, self.width)
+        raise ModelError("this preprocessing gives variable image sizes; batching needs a crop or an exact size")
+
+    @property
+    def draft_size(self) -> tuple[int, int]:
+        """The least (width, height) a decoder must deliver so that no resolution is lost."""
+        edge = self.shortest_edge or max(self.height or 0, self.width or 0) or max(self.input_size)
+        return (edge, edge)
+
+    def resized_shape(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after the resize step, by transformers' rules."""
+        if self.shortest_edge:
+            short, long = (width, height) if width <= height else (height, width)
+            new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
+            if self.longest_edge and new_long > self.longest_edge:
+                new_short, new_long = int(self.longest_edge * new_short / new_long), self.longest_edge
+            return (new_short, new_long) if width <= height else (new_long, new_short)
+        if self.height:
+            return (self.width, self.height)
+        return (width, height)
+
+    def to_uint8(self, img: Image.Image) -> np.ndarray:
+        """An RGB picture -> resized, centre-cropped CHW uint8 array."""
+        new_w, new_h = self.resized_shape(*img.size)
+        if (new_w, new_h) != img.size:
+            img = img.resize((new_w, new_h), resample=self.resample)
+        arr = np.asarray(img, dtype=np.uint8)
+        if self.crop:
+            arr = _center_crop(arr, *self.crop)
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+    def normalise_numpy(self, chw: np.ndarray) -> np.ndarray:
+        """The float32 pixel values transformers would produce (for tests and single images)."""
+        x = chw.astype(np.float32) * np.float32(self.rescale)
+        mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(self.std, dtype=np.float32)[:, None, None]
+        return (x - mean) / std
+
+
+def _center_crop(arr: np.ndarray, crop_h: int, crop_w: int) -> np.ndarray:
+    h, w = arr.shape[:2]
+    if h < crop_h or w < crop_w:  # pad with black, centred, like transformers
+        out = np.zeros((max(h, crop_h), max(w, crop_w), arr.shape[2]), dtype=arr.dtype)
+        top, left = (out.shape[0] - h) // 2, (out.shape[1] - w) // 2
+        out[top : top + h, left : left + w] = arr
+        arr, h, w = out, out.shape[0], out.shape[1]
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    return arr[top : top + crop_h, left : left + crop_w]

@@ -1,0 +1,282 @@
+"""Milvus: the collection schema, its model record, and the few operations vitsearch needs.
+
+A filesystem path opens Milvus Lite (embedded, one process per file); ``http(s)://`` or ``tcp://``
+URIs open a Milvus server. Differences between the two are handled here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Iterable, Iterator
+
+from .errors import FilterError, StoreError, StoreLockedError
+
+SCHEMA_VERSION = 1
+META_KEY = "vitsearch.meta"
+ROW_FIELDS = ["id", "path", "size", "mtime", "sha256", "width", "height"]
+MAX_K = 16384
+_BATCH = 1000
+_HNSW = {"M": 16, "efConstruction": 200}
+
+# gRPC logs a line each time a DataLoader worker forks beside an open client; nothing is wrong then.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+def path_id(path: str) -> int:
+    """The primary key of a file: a stable 63-bit hash of its absolute path."""
+    digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def quote(value: str) -> str:
+    """A string literal for a Milvus boolean expression."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def is_server_uri(uri: str) -> bool:
+    return uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+
+
+def _lite_path(uri: str) -> str:
+    path = os.path.abspath(os.path.expanduser(uri))
+    if os.path.isdir(path) and not path.endswith(".db"):  # Milvus Lite 3 keeps its data in a .db folder
+        path = os.path.join(path, "vitsearch.db")
+    if not path.endswith(".db"):
+        raise StoreError(f"a Milvus Lite store is a file ending in .db (or a folder to hold one), not {uri!r}")
+    return path
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    while (exc.__cause__ or exc.__context__) and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
+def _message(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return " ".join(str(text).split())
+
+
+class Store:
+    """One collection of image rows in Milvus Lite or a Milvus server."""
+
+    def __init__(self, uri: str, collection: str = "images", *, token: str | None = None, timeout: float = 15.0):
+        self.is_server = is_server_uri(uri)
+        self.uri = uri if self.is_server else _lite_path(uri)
+        self.collection = collection
+        self.token = token
+        self.timeout = timeout
+        self._client = None
+        self._meta: dict | None = None
+        self._loaded = False
+
+    # -- connection -------------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self):
+        from pymilvus import MilvusClient
+
+        # pymilvus logs every failed call with a traceback; vitsearch raises and reports them itself.
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+        if not self.is_server:
+            os.makedirs(os.path.dirname(self.uri), exist_ok=True)
+        try:
+            kwargs = {"token": self.token} if self.token else {}
+            return MilvusClient(uri=self.uri, timeout=self.timeout, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - pymilvus raises several types for one cause
+            cause = _root_cause(exc)
+            if type(cause).__name__ in ("DataDirLockedError", "BlockingIOError"):
+                raise StoreLockedError(
+                    f"the Milvus Lite store {self.uri} is in use by another process "
+                    "(Milvus Lite allows one process per file; stop the other one, or use a Milvus server)"
+                ) from None
+            where = "Milvus server at " + self.uri if self.is_server else "Milvus Lite store " + self.uri
+            raise StoreError(f"cannot open the {where}: {_message(cause)}") from None
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._client = None
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"Milvus {what} failed: {_message(exc)}") from exc
+
+    # -- collection -------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return bool(self._call("has_collection", self.client.has_collection, self.collection))
+
+    def meta(self) -> dict | None:
+        """The collection's record of its model (name, fingerprint, dim, schema), or None if absent."""
+        if self._meta is None and self.exists():
+            info = self._call("describe_collection", self.client.describe_collection, self.collection)
+            raw = (info.get("properties") or {}).get(META_KEY) or info.get("description") or ""
+            try:
+                self._meta = json.loads(raw) if raw else {}
+            except ValueError:
+                self._meta = {}
+            self._ensure_loaded()
+        return self._meta
+
+    def create(self, meta: dict) -> None:
+        """Create the collection for vectors of ``meta['dim']`` dimensions, recording ``meta``."""
+        from pymilvus import DataType, MilvusClient
+
+        meta = {**meta, "schema": SCHEMA_VERSION}
+        raw = json.dumps(meta, sort_keys=True)
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True, description=raw)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("path", DataType.VARCHAR, max_length=65535)
+        schema.add_field("size", DataType.INT64)
+        schema.add_field("mtime", DataType.DOUBLE)
+        schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+        schema.add_field("width", DataType.INT64)
+        schema.add_field("height", DataType.INT64)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(meta["dim"]))
+        index = self.client.prepare_index_params()
+        index.add_index("vector", index_type="HNSW", metric_type="COSINE", params=dict(_HNSW))
+        self._call(
+            "create_collection",
+            self.client.create_collection,
+            self.collection,
+            schema=schema,
+            index_params=index,
+            consistency_level="Strong",
+            properties={META_KEY: raw},
+        )
+        self._meta = meta
+        self._loaded = False
+
+    def drop(self) -> None:
+        if self.exists():
+            self._call("drop_collection", self.client.drop_collection, self.collection)
+        self._meta = None
+        self._loaded = False
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        state = self._call("get_load_state", self.client.get_load_state, self.collection)
+        if "Loaded" not in str(state.get("state", "")):
+            self._call("load_collection", self.client.load_collection, self.collection)
+        self._loaded = True
+
+    # -- rows -------------------------------------------------------------------------------
+    def upsert(self, rows: list[dict]) -> None:
+        for start in range(0, len(rows), _BATCH):
+            self._call("upsert", self.client.upsert, self.collection, rows[start : start + _BATCH])
+
+    def delete(self, ids: Iterable[int]) -> int:
+        ids = list(ids)
+        for start in range(0, len(ids), _BATCH):
+            self._call("delete", self.client.delete, self.collection, ids=ids[start : start + _BATCH])
+        return len(ids)
+
+    def count(self) -> int:
+        if not self.exists():
+            return 0
+        self._ensure_loaded()
+        res = self._call("count", self.client.query, self.collection, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"]) if res else 0
+
+    def get(self, ids: list[int], fields: list[str] | None = None) -> list[dict]:
+        self._ensure_loaded()
+        out: list[dict] = []
+        for start in range(0, len(ids), _BATCH):
+            chunk = ids[start : start + _BATCH]
+            expr = f"id in [{', '.join(str(i) for i in chunk)}]"
+            out += self._call("query", self.client.query, self.collection, filter=expr, output_fields=fields or ROW_FIELDS, limit=len(chunk))
+        return out
+
+    def iter_rows(self, filter: str = "", fields: list[str] | None = None) -> Iterator[dict]:
+        """Every row that matches ``filter``, in batches (memory stays bounded)."""
+        self._ensure_loaded()
+        it = self._call(
+            "query_iterator",
+            self.client.query_iterator,
+            self.collection,
+            batch_size=_BATCH,
+            filter=filter or "id >= 0",
+            output_fields=fields or ROW_FIELDS,
+        )
+        try:
+            while True:
+                batch = self._call("query_iterator", it.next)
+                if not batch:
+                    break
+                yield from batch
+        finally:
+            it.close()
+
+    def rows_under(self, root: str, fields: list[str] | None = None) -> Iterator[dict]:
+        """Rows whose path is ``root`` itself or lies inside the folder ``root``."""
+        folder = root.rstrip(os.sep) + os.sep
+        stem = folder.split("%")[0].split("_")[0]  # LIKE wildcards end the literal prefix
+        expr = f"path == {quote(root)} or path like {quote(stem + '%')}"
+        for row in self.iter_rows(expr, fields):
+            if row["path"] == root or row["path"].startswith(folder):
+                yield row
+
+    def by_sha256(self, hashes: Iterable[str], fields: list[str] | None = None) -> dict[str, dict]:
+        """One stored row (with its vector) per known content hash."""
+        hashes = sorted(set(hashes))
+        found: dict[str, dict] = {}
+        for start in range(0, len(hashes), _BATCH):
+            chunk = hashes[start : start + _BATCH]
+            expr = f"sha256 in [{', '.join(quote(h) for h in chunk)}]"
+            for row in self.iter_rows(expr, fields or ROW_FIELDS + ["vector"]):
+                found.setdefault(row["sha256"], row)
+        return found
+
+    def search(
+        self,
+        vectors: list[list[float]],
+        k: int,
+        *,
+        filter: str | None = None,
+        output_fields: list[str] | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """Top-``k`` rows per query vector: ``[{"id", "score", **fields}]``, best first."""
+        if not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be between 1 and {MAX_K}, not {k}")
+        self._ensure_loaded()
+        try:
+            res = self.client.search(
+                self.collection,
+                data=vectors,
+                limit=k,
+                filter=filter or "",
+                output_fields=output_fields or ["*"],
+                search_params={"metric_type": "COSINE", "params": {"ef": max(64, k)}},
+            )
+        except Exception as exc:  # noqa: BLE001
+            if filter:
+                raise FilterError(f"invalid filter {filter!r}: {_message(_root_cause(exc))}") from None
+            raise StoreError(f"Milvus search failed: {_message(exc)}") from exc
+        out = []
+        for hits in res:
+            rows = []
+            for hit in hits:
+                entity = dict(hit.get("entity") or {})
+                entity.pop("vector", None)
+                entity["id"] = hit.get("id", entity.get("id"))
+                entity["score"] = float(hit.get("distance", 0.0))
+                rows.append(entity)
+            out.append(rows)
+        return out
