@@ -13,8 +13,18 @@ from PIL import Image
 
 from .errors import ModelError
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+_STANDARD = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+_CLIP = {"image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}
+_SHORT_CROP = {"size": {"shortest_edge": 224}, "do_center_crop": True, "crop_size": {"height": 224, "width": 224}}
+# What each transformers image processor assumes for keys its saved config leaves out (as data).
+PROCESSOR_DEFAULTS: dict[str, dict] = {
+    "ViTImageProcessor": {**_STANDARD, "size": {"height": 224, "width": 224}, "resample": 2},
+    "DeiTImageProcessor": {**_STANDARD, "size": {"height": 256, "width": 256}, "resample": 3,
+                           "do_center_crop": True, "crop_size": {"height": 224, "width": 224}},
+    "BeitImageProcessor": {**_STANDARD, "size": {"height": 224, "width": 224}, "resample": 3},
+    "BitImageProcessor": {**_CLIP, **_SHORT_CROP, "resample": 3},
+    "CLIPImageProcessor": {**_CLIP, **_SHORT_CROP, "resample": 3},
+}
 
 
 @dataclass(frozen=True)
@@ -31,8 +41,10 @@ class Preprocessing:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Preprocessing":
-        """Build from a ``preprocessor_config.json`` dict (ViT, DeiT, DINOv2/BiT, CLIP processors)."""
-        size = cfg.get("size", {"height": 224, "width": 224}) if cfg.get("do_resize", True) else None
+        """Build from a ``preprocessor_config.json`` dict (ViT, DeiT, BEiT, DINOv2/BiT, CLIP processors)."""
+        kind = str(cfg.get("image_processor_type", "ViTImageProcessor")).removesuffix("Fast").removesuffix("Pil")
+        cfg = {**PROCESSOR_DEFAULTS.get(kind, PROCESSOR_DEFAULTS["ViTImageProcessor"]), **cfg}
+        size = cfg.get("size") if cfg.get("do_resize", True) else None
         if isinstance(size, int):
             size = {"height": size, "width": size} if cfg.get("default_to_square", True) else {"shortest_edge": size}
         shortest = longest = height = width = None
@@ -48,8 +60,8 @@ class Preprocessing:
         if cfg.get("do_center_crop", False):
             cs = cfg.get("crop_size", 224)
             crop = (int(cs), int(cs)) if isinstance(cs, int) else (int(cs["height"]), int(cs["width"]))
-        mean = tuple(cfg.get("image_mean", _IMAGENET_MEAN)) if cfg.get("do_normalize", True) else (0.0, 0.0, 0.0)
-        std = tuple(cfg.get("image_std", _IMAGENET_STD)) if cfg.get("do_normalize", True) else (1.0, 1.0, 1.0)
+        mean = tuple(cfg["image_mean"]) if cfg.get("do_normalize", True) else (0.0, 0.0, 0.0)
+        std = tuple(cfg["image_std"]) if cfg.get("do_normalize", True) else (1.0, 1.0, 1.0)
         if len(mean) == 1:
             mean, std = mean * 3, std * 3
         rescale = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0

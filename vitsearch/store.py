@@ -49,6 +49,28 @@ def _lite_path(uri: str) -> str:
     return path
 
 
+def _lite_is_locked(path: str) -> bool:
+    """True if another process holds Milvus Lite's lock on the store at ``path``."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    try:
+        from milvus_lite.db import LOCK_FILENAME
+    except ImportError:
+        LOCK_FILENAME = "LOCK"
+    lock = os.path.join(path, LOCK_FILENAME)
+    if not os.path.exists(lock):
+        return False
+    with open(lock, "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     seen = set()
     while (exc.__cause__ or exc.__context__) and id(exc) not in seen:
@@ -87,6 +109,8 @@ class Store:
 
         # pymilvus logs every failed call with a traceback; vitsearch raises and reports them itself.
         logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+        logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
+        logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # Milvus Lite's in-process server
         if not self.is_server:
             os.makedirs(os.path.dirname(self.uri), exist_ok=True)
         try:
@@ -94,7 +118,7 @@ class Store:
             return MilvusClient(uri=self.uri, timeout=self.timeout, **kwargs)
         except Exception as exc:  # noqa: BLE001 - pymilvus raises several types for one cause
             cause = _root_cause(exc)
-            if type(cause).__name__ in ("DataDirLockedError", "BlockingIOError"):
+            if not self.is_server and _lite_is_locked(self.uri):
                 raise StoreLockedError(
                     f"the Milvus Lite store {self.uri} is in use by another process "
                     "(Milvus Lite allows one process per file; stop the other one, or use a Milvus server)"

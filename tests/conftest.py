@@ -1,0 +1,120 @@
+"""Shared fixtures. Every default location points into tmp_path; nothing touches the network."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_images"
+
+
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    for var in ("VITSEARCH_URI", "VITSEARCH_COLLECTION", "VITSEARCH_MODEL", "VITSEARCH_TOKEN",
+                "VITSEARCH_DEVICE", "VITSEARCH_PRECISION"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def photo(seed: int, size=(96, 72)) -> Image.Image:
+    """A smooth random colour picture; different seeds give clearly different pictures."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize(size, Image.BICUBIC)
+
+
+def tiny_model(path: Path, kind: str = "vit", image: int = 32) -> Path:
+    """Create and save_pretrained a tiny random model of ``kind`` with its image-processor config."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=image)
+    if kind == "vit":
+        model = tf.ViTModel(tf.ViTConfig(patch_size=8, **common), add_pooling_layer=False)
+        proc = {"image_processor_type": "ViTImageProcessor", "size": {"height": image, "width": image},
+                "resample": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    elif kind == "deit":
+        model = tf.DeiTModel(tf.DeiTConfig(patch_size=8, **common), add_pooling_layer=False)
+        proc = {"image_processor_type": "DeiTImageProcessor", "size": {"height": image + 8, "width": image + 8},
+                "do_center_crop": True, "crop_size": {"height": image, "width": image}, "resample": 3}
+    elif kind == "dinov2":
+        model = tf.Dinov2Model(tf.Dinov2Config(patch_size=8, **common))
+        proc = {"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": image + 8}, "resample": 3,
+                "do_center_crop": True, "crop_size": {"height": image, "width": image}}
+    elif kind == "clip":
+        model = tf.CLIPVisionModel(tf.CLIPVisionConfig(patch_size=8, **common))
+        proc = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": image}, "resample": 3,
+                "do_center_crop": True, "crop_size": {"height": image, "width": image},
+                "image_mean": [0.4815, 0.4578, 0.4082], "image_std": [0.2686, 0.2613, 0.2758]}
+    else:  # pragma: no cover
+        raise ValueError(kind)
+    model.save_pretrained(path)
+    with open(path / "preprocessor_config.json", "w") as fh:
+        json.dump({"do_resize": True, "do_rescale": True, "do_normalize": True, "do_convert_rgb": True, **proc}, fh)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("models")
+    return {kind: tiny_model(base / kind, kind) for kind in ("vit", "deit", "dinov2", "clip")}
+
+
+@pytest.fixture(scope="session")
+def bundled_encoder():
+    from vitsearch import Encoder
+
+    return Encoder(device="cpu", batch_size=16, num_workers=0)
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """A folder of six real sample photos and one planted near-duplicate, in two sub-folders."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("chelsea", "coffee", "astronaut"):
+        shutil.copy(SAMPLES / "photos" / f"{name}.jpg", folder / f"{name}.jpg")
+    for name in ("rocket", "horse"):
+        shutil.copy(SAMPLES / "photos" / f"{name}.jpg", folder / "sub" / f"{name}.JPG")
+    shutil.copy(SAMPLES / "fashion" / "sneaker_1.png", folder / "sub" / "sneaker.png")
+    shutil.copy(SAMPLES / "near_duplicates" / "chelsea_small_bright.png", folder / "sub" / "cat_copy.png")
+    return folder
+
+
+@pytest.fixture
+def lite_uri(tmp_path) -> str:
+    return str(tmp_path / "store.db")
+
+
+def write_bad_files(folder: Path) -> dict[str, str]:
+    """Files that must be skipped with a reason; returns name -> expected words in the reason."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.png").write_text("this is not an image\n")
+    (folder / "page.jpg").write_text("<html><body>404</body></html>")
+    buf = folder / "truncated.jpg"
+    photo(1, (400, 300)).save(buf, "JPEG")
+    buf.write_bytes(buf.read_bytes()[:300])
+    bomb = Image.new("1", (40000, 40000))
+    bomb.save(folder / "bomb.png")
+    return {"empty.jpg": "empty", "text.png": "not a recognised", "page.jpg": "not a recognised",
+            "truncated.jpg": "(?i)truncated|decode", "bomb.png": "pixels"}
+
+
+@pytest.fixture
+def server_uri():
+    """A Milvus server URI: MILVUS_URI, else one started from PyPI `milvus` (skipped when absent)."""
+    uri = os.environ.get("MILVUS_URI")
+    if uri:
+        return uri
+    pytest.skip("no Milvus server: set MILVUS_URI (CI starts one from PyPI milvus==2.3.5)")

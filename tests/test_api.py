@@ -1,0 +1,85 @@
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vitsearch import ModelMismatchError, VisualSearch, VitsearchError
+
+
+@pytest.fixture
+def vs(lite_uri, bundled_encoder):
+    search = VisualSearch(lite_uri, device="cpu")
+    search._encoder = bundled_encoder  # share the loaded bundled model between tests
+    yield search
+    search.close()
+
+
+def test_index_then_query_by_path_pil_bytes_and_array(vs, photos):
+    summary = vs.index(photos)
+    assert summary.added == 7 and vs.count() == 7
+    path = photos / "chelsea.jpg"
+    img = Image.open(path)
+    queries = [str(path), img, path.read_bytes(), np.asarray(img.convert("RGB"))]
+    for hits in vs.query(queries, k=3):
+        assert hits[0].path == str(path)
+        assert hits[0].score >= 0.99
+        assert hits[1].path == str(photos / "sub" / "cat_copy.png")  # the planted near-duplicate
+    single = vs.query(path, k=2)
+    assert [h.rank for h in single] == [1, 2]
+    assert single[0]["width"] == 451 and single[0]["sha256"]
+
+
+def test_every_indexed_image_finds_itself_first(vs, photos):
+    vs.index(photos)
+    files = sorted(str(p) for p in photos.rglob("*") if p.is_file())
+    for path, hits in zip(files, vs.query(files, k=1)):
+        assert hits[0].path == path and hits[0].score >= 0.99
+
+
+def test_filter_and_remove(vs, photos):
+    vs.index(photos)
+    hits = vs.query(photos / "coffee.jpg", k=10, filter="width < 100")
+    assert [os.path.basename(h.path) for h in hits] == ["sneaker.png"]
+    assert vs.remove(photos / "sub") == 4
+    assert vs.count() == 3
+    assert vs.remove(photos / "nothing-here") == 0
+
+
+def test_query_before_indexing_is_a_clear_error(vs, photos):
+    with pytest.raises(VitsearchError, match="run `vitsearch index` first"):
+        vs.query(photos / "coffee.jpg")
+
+
+def test_another_model_is_refused_with_what_to_do(vs, photos, tiny_models, lite_uri):
+    vs.index(photos)
+    vs.close()
+    other = VisualSearch(lite_uri, model=str(tiny_models["vit"]), device="cpu")
+    with pytest.raises(ModelMismatchError, match="the bundled model.*--reindex"):
+        other.query(photos / "coffee.jpg")
+    with pytest.raises(ModelMismatchError):
+        other.index(photos)
+    summary = other.index(photos, reindex=True)
+    assert summary.added == 7 and other.info()["dimension"] == 32
+    other.close()
+    # without --model the collection's own model is used
+    again = VisualSearch(lite_uri, device="cpu")
+    assert again.spec.name == str(tiny_models["vit"])
+    assert again.query(photos / "coffee.jpg", k=1)[0].path == str(photos / "coffee.jpg")
+    again.close()
+
+
+def test_info(vs, photos):
+    vs.index(photos)
+    info = vs.info()
+    assert info["count"] == 7 and info["dimension"] == 384 and info["collection"] == "images"
+    assert os.path.isdir(info["model"])  # what AutoModel.from_pretrained accepts
+
+
+def test_default_store_lives_in_the_xdg_data_dir(tmp_path):
+    vs = VisualSearch()
+    assert vs.store.uri == str(tmp_path / "xdg-data" / "vitsearch" / "vitsearch.db")
+    buf = io.BytesIO()
+    assert vs.count() == 0 and buf is not None
+    vs.close()

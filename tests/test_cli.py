@@ -1,0 +1,114 @@
+"""End to end through click's CliRunner, plus one real subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from vitsearch.cli import main
+
+
+@pytest.fixture
+def run(monkeypatch, lite_uri, bundled_encoder):
+    monkeypatch.setenv("VITSEARCH_URI", lite_uri)
+    monkeypatch.setattr("vitsearch.api.VisualSearch.encoder", property(lambda self: bundled_encoder))
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def test_index_json_summary_then_incremental(run, photos):
+    (photos / "broken.jpg").write_text("not a jpeg")
+    result = run("index", photos, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert {k: summary[k] for k in ("scanned", "added", "updated", "unchanged", "removed")} == {
+        "scanned": 8, "added": 7, "updated": 0, "unchanged": 0, "removed": 0}
+    assert summary["failed"] == [{"path": str(photos / "broken.jpg"), "reason": "not a recognised image format"}]
+    assert summary["seconds"] >= 0
+    again = json.loads(run("index", photos, "--json").stdout)
+    assert again["unchanged"] == 7 and again["added"] == 0
+
+
+def test_human_summary_lists_skipped_files_on_stderr(run, photos):
+    (photos / "broken.png").write_bytes(b"")
+    result = run("index", photos)
+    assert result.exit_code == 0
+    assert "added 7" in result.stdout and "failed 1" in result.stdout
+    assert f"skipped {photos / 'broken.png'}: empty file" in result.stderr
+
+
+def test_query_table_and_json_lines(run, photos):
+    run("index", photos)
+    table = run("query", photos / "chelsea.jpg", photos / "coffee.jpg", "-k", "2")
+    assert table.exit_code == 0
+    lines = table.stdout.splitlines()
+    assert lines[0] == f"query: {photos / 'chelsea.jpg'}"
+    assert lines[1].split() == ["1", "1.0000", str(photos / "chelsea.jpg")]
+    assert len(lines) == 6
+    out = run("query", photos / "coffee.jpg", photos / "chelsea.jpg", "-k", "3", "--json").stdout.splitlines()
+    records = [json.loads(line) for line in out]
+    assert [r["query"] for r in records] == [str(photos / "coffee.jpg"), str(photos / "chelsea.jpg")]
+    first = records[0]["results"][0]
+    assert first["rank"] == 1 and first["path"] == str(photos / "coffee.jpg") and first["score"] >= 0.99
+    assert {"width", "height", "sha256", "size", "mtime"} <= set(first)
+
+
+def test_info_json(run, photos):
+    run("index", photos)
+    info = json.loads(run("info", "--json").stdout)
+    assert info["count"] == 7 and info["dimension"] == 384 and os.path.isdir(info["model"])
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["index", "/no/such/folder"], 2, "does not exist"),
+        (["index", ".", "--frobnicate"], 2, "No such option"),
+        (["query", "/no/such.jpg"], 2, "does not exist"),
+        (["query", "README.md", "-k", "0"], 2, "0 is not in the range"),
+        (["index", ".", "--device", "tpu"], 2, "'tpu' is not one of"),
+        (["index", ".", "--uri", "/tmp/store.txt"], 1, "ending in .db"),
+    ],
+)
+def test_bad_usage_is_one_line_and_non_zero(run, args, code, words):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == code
+    assert words in result.output
+    assert "Traceback" not in result.output
+
+
+def test_query_errors_are_one_line(run, photos, tmp_path):
+    result = run("query", photos / "coffee.jpg")
+    assert result.exit_code == 1 and "run `vitsearch index` first" in result.stderr
+    run("index", photos)
+    (tmp_path / "bad.jpg").write_text("nope")
+    result = run("query", tmp_path / "bad.jpg")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"Error: cannot read query image {tmp_path / 'bad.jpg'}: not a recognised image format"
+    result = run("query", photos / "coffee.jpg", "--filter", "width >>> 3")
+    assert result.exit_code == 1 and result.stderr.startswith("Error: invalid filter") and len(result.stderr.splitlines()) == 1
+
+
+def test_help_of_every_command():
+    for cmd in ([], ["index"], ["query"], ["info"]):
+        result = CliRunner().invoke(main, cmd + ["--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_real_subprocess_index_and_query(photos, tmp_path):
+    env = {**os.environ, "VITSEARCH_URI": str(tmp_path / "sub.db")}
+    cmd = [sys.executable, "-m", "vitsearch"]
+    done = subprocess.run(cmd + ["index", str(photos), "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["added"] == 7
+    assert done.stderr == ""  # no warnings, no progress bar when stderr is not a terminal
+    done = subprocess.run(cmd + ["query", str(photos / "sub" / "horse.JPG"), "--json", "-k", "1"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["results"][0]["path"] == str(photos / "sub" / "horse.JPG")

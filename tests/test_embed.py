@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SAMPLES, photo
+from vitsearch import Encoder
+from vitsearch.embed import choose_device, choose_precision
+from vitsearch.errors import ImageError
+
+
+def test_one_image_gives_a_vector_and_a_list_gives_a_matrix(tiny_models):
+    enc = Encoder(str(tiny_models["vit"]), device="cpu", precision="fp32", num_workers=0)
+    one = enc.encode(photo(1))
+    many = enc.encode([photo(1), photo(2), photo(3)], batch_size=2)
+    assert one.shape == (32,) and many.shape == (3, 32)
+    assert one.dtype == np.float32 and many.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(many, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(one, many[0], atol=1e-6)
+    assert enc.encode([]).shape == (0, 32)
+
+
+def test_paths_bytes_pil_and_arrays_embed_alike(tiny_models, tmp_path):
+    enc = Encoder(str(tiny_models["dinov2"]), device="cpu", precision="fp32", num_workers=0)
+    photo(4).save(tmp_path / "p.png")
+    img = Image.open(tmp_path / "p.png")
+    vectors = enc.encode([str(tmp_path / "p.png"), (tmp_path / "p.png").read_bytes(), img, np.asarray(img)])
+    assert np.abs(vectors - vectors[0]).max() < 1e-5
+
+
+def test_bad_arguments_and_bad_images(tiny_models):
+    with pytest.raises(ValueError, match="auto, cpu, cuda"):
+        Encoder(str(tiny_models["vit"]), device="tpu")
+    with pytest.raises(ValueError, match="batch_size"):
+        Encoder(str(tiny_models["vit"]), batch_size=0)
+    enc = Encoder(str(tiny_models["vit"]), device="cpu", num_workers=0)
+    with pytest.raises(ImageError, match="7 bytes"):
+        enc.encode([photo(1), b"garbage"])
+
+
+def test_precision_choice(monkeypatch):
+    assert choose_device("cpu") == "cpu"
+    assert choose_precision("cpu", "fp32") == "fp32"
+    monkeypatch.setattr("vitsearch.embed.cpu_supports_bf16", lambda: True)
+    assert choose_precision("cpu") == "bf16"
+    monkeypatch.setattr("vitsearch.embed.cpu_supports_bf16", lambda: False)
+    assert choose_precision("cpu") == "fp32"
+
+
+def test_file_stream_uses_workers_keeps_order_and_reports_bad_files(tiny_models, tmp_path):
+    enc = Encoder(str(tiny_models["vit"]), device="cpu", precision="fp32", num_workers=2)
+    paths = []
+    for i in range(7):
+        photo(i).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    (tmp_path / "bad.jpg").write_text("nope")
+    paths.insert(3, str(tmp_path / "bad.jpg"))
+    results = list(enc.encode_files(paths, batch_size=3))
+    assert [r.index for r in results] == list(range(8))
+    assert results[3].vector is None and "not a recognised" in results[3].error
+    good = [r for r in results if r.vector is not None]
+    assert (good[0].width, good[0].height) == (96, 72)
+    expected = enc.encode([r.path for r in good])
+    np.testing.assert_allclose(np.stack([r.vector for r in good]), expected, atol=1e-5)
+
+
+def test_bf16_agrees_with_fp32_on_the_bundled_model(bundled_encoder):
+    images = [SAMPLES / "photos" / f"{n}.jpg" for n in ("chelsea", "rocket", "coins")] + [
+        SAMPLES / "fashion" / "bag_1.png", SAMPLES / "emoji" / "animals_owl.png"]
+    fp32 = Encoder(bundled_encoder.spec, device="cpu", precision="fp32", num_workers=0).encode(images)
+    bf16 = Encoder(bundled_encoder.spec, device="cpu", precision="bf16", num_workers=0).encode(images)
+    assert (np.sum(fp32 * bf16, axis=1) >= 0.99).all()
+
+
+def test_jpeg_draft_keeps_the_embedding(bundled_encoder, tmp_path):
+    big = Image.open(SAMPLES / "photos" / "astronaut.jpg").resize((2048, 2048), Image.BICUBIC)
+    big.save(tmp_path / "big.jpg", quality=92)
+    drafted = bundled_encoder.encode(str(tmp_path / "big.jpg"))
+    full = bundled_encoder.encode(Image.open(tmp_path / "big.jpg").convert("RGB"))  # PIL input: no draft
+    assert float(drafted @ full) >= 0.99

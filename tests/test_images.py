@@ -1,0 +1,105 @@
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import photo, write_bad_files
+from vitsearch.errors import ImageError, VitsearchError
+from vitsearch.images import Failure, check_roots, discover, load_image
+
+
+def test_discover_recurses_matches_extensions_in_any_case_and_sorts(tmp_path):
+    for rel in ("a.jpg", "b.PNG", "sub/c.WebP", "sub/deep/d.tiff", "sub/e.gif", "notes.txt", "f.bmp", "g.JPEG"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    found = [os.path.relpath(e.path, tmp_path) for e in discover([str(tmp_path)], [])]
+    assert sorted(found) == sorted(["a.jpg", "b.PNG", "f.bmp", "g.JPEG", "sub/c.WebP", "sub/deep/d.tiff", "sub/e.gif"])
+
+
+def test_discover_survives_symlink_loops_dangling_links_and_directories_named_like_images(tmp_path):
+    (tmp_path / "x.jpg").mkdir()
+    (tmp_path / "x.jpg" / "inside.png").write_bytes(b"x")
+    (tmp_path / "loop").symlink_to(tmp_path)
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "missing.jpg")
+    failures: list[Failure] = []
+    found = [os.path.relpath(e.path, tmp_path) for e in discover([str(tmp_path)], failures)]
+    assert found == ["x.jpg/inside.png"]
+    assert [os.path.basename(f.path) for f in failures] == ["dangling.jpg"]
+
+
+def test_explicit_files_are_taken_whatever_their_extension_and_overlapping_roots_once(tmp_path):
+    (tmp_path / "pic.data").write_bytes(b"x")
+    (tmp_path / "a.png").write_bytes(b"x")
+    roots = check_roots([tmp_path / "pic.data", tmp_path, tmp_path / "a.png"])
+    assert sorted(os.path.basename(e.path) for e in discover(roots, [])) == ["a.png", "pic.data"]
+
+
+def test_check_roots_rejects_missing_paths(tmp_path):
+    with pytest.raises(VitsearchError, match="no such file"):
+        check_roots([tmp_path / "nope"])
+
+
+@pytest.mark.parametrize("name", ["empty.jpg", "text.png", "page.jpg", "truncated.jpg", "bomb.png"])
+def test_bad_files_raise_image_error_with_a_reason(tmp_path, name):
+    expected = write_bad_files(tmp_path)
+    with pytest.raises(ImageError, match=expected[name]):
+        load_image(tmp_path / name)
+
+
+def test_directory_and_missing_file_raise_image_error(tmp_path):
+    with pytest.raises(ImageError, match="directory"):
+        load_image(tmp_path)
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_inputs_of_every_kind_decode_to_the_same_rgb_pixels(tmp_path):
+    img = photo(3)
+    img.save(tmp_path / "p.png")
+    data = (tmp_path / "p.png").read_bytes()
+    ref = np.asarray(load_image(tmp_path / "p.png"))
+    for source in (str(tmp_path / "p.png"), data, img, np.asarray(img), np.asarray(img).transpose(2, 0, 1),
+                   np.asarray(img).astype(np.float32) / 255.0):
+        out = load_image(source)
+        assert out.mode == "RGB"
+        assert np.abs(np.asarray(out).astype(int) - ref).max() <= 1
+
+
+def test_transparency_is_composited_on_white():
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)
+    la = Image.new("LA", (4, 4), (0, 0))
+    assert load_image(la).getpixel((0, 0)) == (255, 255, 255)
+    pal = Image.new("P", (4, 4), 0)
+    pal.putpalette([0, 0, 0] * 256)
+    pal.info["transparency"] = 0
+    assert load_image(pal).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_16_bit_grey_cmyk_and_exif_rotation(tmp_path):
+    grey16 = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
+    assert load_image(grey16).getpixel((0, 0)) == (255, 255, 255)
+    assert load_image(Image.new("CMYK", (3, 3), (0, 0, 0, 0))).mode == "RGB"
+    tall = photo(5, (40, 80))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    tall.save(tmp_path / "rot.jpg", exif=exif)
+    assert load_image(tmp_path / "rot.jpg").size == (80, 40)
+
+
+def test_jpeg_draft_decodes_large_photos_at_reduced_scale_but_not_below_the_need(tmp_path):
+    photo(7, (2000, 1500)).save(tmp_path / "big.jpg", quality=90)
+    img = load_image(tmp_path / "big.jpg", draft=(256, 256))
+    assert 256 <= min(img.size) < 1500
+    buf = io.BytesIO()
+    photo(7, (2000, 1500)).save(buf, "PNG")
+    assert load_image(buf.getvalue(), draft=(256, 256)).size == (2000, 1500)  # PNG has no draft mode
+
+
+@pytest.mark.parametrize("array", [np.zeros((2, 2, 5), np.uint8), np.zeros((3,), np.uint8)])
+def test_arrays_that_are_not_images_are_rejected(array):
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(array)

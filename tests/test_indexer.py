@@ -1,0 +1,146 @@
+"""Incremental indexing with a fake encoder that counts what it is asked to embed."""
+
+import hashlib
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from conftest import photo, write_bad_files
+from vitsearch.embed import FileResult
+from vitsearch.images import load_image
+from vitsearch.indexer import Indexer
+from vitsearch.store import Store
+
+
+class FakeEncoder:
+    dim = 8
+
+    def __init__(self):
+        self.embedded: list[str] = []
+
+    def encode_files(self, paths, batch_size=None):
+        for i, path in enumerate(paths):
+            try:
+                img = load_image(path)
+            except Exception as exc:  # noqa: BLE001
+                yield FileResult(i, path, None, error=str(exc))
+                continue
+            self.embedded.append(os.path.basename(path))
+            seed = int(hashlib.sha256(img.tobytes()).hexdigest()[:8], 16)
+            vec = np.random.default_rng(seed).standard_normal(8).astype(np.float32)
+            yield FileResult(i, path, vec / np.linalg.norm(vec), img.size[0], img.size[1])
+
+
+@pytest.fixture
+def setup(tmp_path):
+    store = Store(str(tmp_path / "idx.db"), "t")
+    store.create({"model": "fake", "fingerprint": "f", "dim": 8})
+    made = []
+
+    def factory():
+        made.append(FakeEncoder())
+        return made[-1]
+
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(4):
+        photo(i).save(folder / f"{i}.png")
+    photo(9).save(folder / "sub" / "9.png")
+    yield Indexer(store, factory, batch_size=2), store, folder, made
+    store.close()
+
+
+def paths(store, folder):
+    return sorted(os.path.relpath(r["path"], folder) for r in store.rows_under(str(folder)))
+
+
+def test_first_run_adds_everything_and_second_run_loads_no_model(setup):
+    indexer, store, folder, made = setup
+    first = indexer.sync([folder])
+    assert (first.scanned, first.added, first.embedded, first.failed) == (5, 5, 5, [])
+    assert paths(store, folder) == ["0.png", "1.png", "2.png", "3.png", "sub/9.png"]
+    second = indexer.sync([folder])
+    assert (second.unchanged, second.added, second.updated, second.removed) == (5, 0, 0, 0)
+    assert len(made) == 1  # no encoder built when nothing needs embedding
+
+
+def test_changed_files_are_re_embedded_and_touched_files_are_not(setup):
+    indexer, store, folder, made = setup
+    indexer.sync([folder])
+    photo(42).save(folder / "1.png")
+    os.utime(folder / "2.png", (time.time() + 5, time.time() + 5))
+    summary = indexer.sync([folder])
+    assert (summary.updated, summary.unchanged, summary.embedded) == (1, 4, 1)
+    assert made[-1].embedded == ["1.png"]
+    assert indexer.sync([folder]).unchanged == 5
+
+
+def test_moves_and_copies_reuse_stored_vectors(setup):
+    indexer, store, folder, made = setup
+    indexer.sync([folder])
+    before = store.by_sha256([r["sha256"] for r in store.rows_under(str(folder))])
+    shutil.move(folder / "0.png", folder / "sub" / "renamed.png")
+    shutil.copy(folder / "1.png", folder / "copy-of-1.png")
+    summary = indexer.sync([folder])
+    assert (summary.added, summary.reused, summary.removed, summary.embedded) == (2, 2, 1, 0)
+    assert len(made) == 1
+    assert "0.png" not in paths(store, folder) and "sub/renamed.png" in paths(store, folder)
+    moved = next(r for r in store.rows_under(str(folder / "sub" / "renamed.png")))
+    np.testing.assert_allclose(store.by_sha256([moved["sha256"]])[moved["sha256"]]["vector"],
+                               before[moved["sha256"]]["vector"], rtol=1e-6)
+
+
+def test_identical_new_files_are_embedded_once(setup):
+    indexer, store, folder, made = setup
+    for name in ("a.png", "b.png", "c.png"):
+        photo(77).save(folder / name)
+    summary = indexer.sync([folder])
+    assert summary.added == 8 and summary.embedded == 6
+
+
+def test_vanished_files_are_removed_unless_kept_and_only_under_the_indexed_roots(setup, tmp_path):
+    indexer, store, folder, made = setup
+    other = tmp_path / "other"
+    other.mkdir()
+    photo(50).save(other / "x.png")
+    indexer.sync([folder, other])
+    os.remove(folder / "3.png")
+    assert indexer.sync([folder], keep_missing=True).removed == 0
+    assert "3.png" in paths(store, folder)
+    summary = indexer.sync([folder / "sub"])  # a narrower root never sweeps outside itself
+    assert summary.removed == 0
+    summary = indexer.sync([folder])
+    assert summary.removed == 1 and "3.png" not in paths(store, folder)
+    assert [r["path"] for r in store.rows_under(str(other))] == [str(other / "x.png")]
+
+
+def test_bad_files_are_reported_and_the_good_ones_indexed(setup):
+    indexer, store, folder, made = setup
+    expected = write_bad_files(folder / "bad")
+    summary = indexer.sync([folder])
+    assert summary.added == 5
+    reasons = {os.path.basename(f.path): f.reason for f in summary.failed}
+    assert set(reasons) == set(expected)
+    assert all(f.path.startswith(str(folder)) for f in summary.failed)
+    # still failing the next time, and nothing indexed for them
+    assert len(indexer.sync([folder]).failed) == len(expected)
+    assert store.count() == 5
+
+
+def test_a_failed_run_keeps_what_was_stored(setup):
+    indexer, store, folder, made = setup
+    indexer.sync([folder])
+
+    class Boom(FakeEncoder):
+        def encode_files(self, paths, batch_size=None):
+            raise RuntimeError("model crashed")
+
+    photo(60).save(folder / "new.png")
+    os.remove(folder / "0.png")
+    crashing = Indexer(store, Boom)
+    with pytest.raises(RuntimeError):
+        crashing.sync([folder])
+    assert "0.png" in paths(store, folder) and store.count() == 5  # deletes happen only at the end

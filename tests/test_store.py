@@ -1,0 +1,107 @@
+"""Store contract: the same tests run on Milvus Lite and, where one is reachable, a Milvus server."""
+
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+
+from vitsearch.errors import FilterError, StoreError, StoreLockedError
+from vitsearch.store import Store, path_id
+
+
+@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
+def store(request, tmp_path):
+    if request.param == "lite":
+        s = Store(str(tmp_path / "s.db"), "test")
+    else:
+        s = Store(request.getfixturevalue("server_uri"), "t_" + uuid.uuid4().hex[:12])
+    yield s
+    if request.param == "server":
+        s.drop()
+    s.close()
+
+
+def rows(n, dim=8, prefix="/data/img", seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        path = f"{prefix}_{i}.jpg"
+        out.append({"id": path_id(path), "path": path, "size": i, "mtime": 1.5 + i, "sha256": f"{i:064x}",
+                    "width": 10, "height": 20, "vector": rng.standard_normal(dim).tolist(), "label": f"l{i % 2}"})
+    return out
+
+
+def test_create_records_the_model_and_survives_reopening(store):
+    assert not store.exists() and store.meta() is None and store.count() == 0
+    store.create({"model": "m", "fingerprint": "abc", "dim": 8})
+    store.close()
+    again = Store(store.uri, store.collection)
+    assert again.meta() == {"model": "m", "fingerprint": "abc", "dim": 8, "schema": 1}
+    assert again.count() == 0
+    again.close()
+
+
+def test_upsert_is_idempotent_and_rows_round_trip(store):
+    store.create({"model": "m", "fingerprint": "abc", "dim": 8})
+    data = rows(5)
+    store.upsert(data)
+    store.upsert(data[:2])
+    assert store.count() == 5
+    got = {r["path"]: r for r in store.rows_under("/data")}
+    assert set(got) == {r["path"] for r in data}
+    assert got["/data/img_3.jpg"]["mtime"] == 4.5 and got["/data/img_3.jpg"]["size"] == 3
+
+
+def test_rows_under_matches_folders_exactly_even_with_like_wildcards(store):
+    store.create({"model": "m", "fingerprint": "abc", "dim": 8})
+    store.upsert(rows(2, prefix="/a/b_%x/img") + rows(2, prefix="/a/bz/img", seed=1) + rows(1, prefix="/a/b_%xy/i", seed=2))
+    assert sorted(r["path"] for r in store.rows_under("/a/b_%x")) == ["/a/b_%x/img_0.jpg", "/a/b_%x/img_1.jpg"]
+    assert [r["path"] for r in store.rows_under("/a/bz/img_1.jpg")] == ["/a/bz/img_1.jpg"]
+
+
+def test_search_scores_are_cosine_and_filters_apply(store):
+    store.create({"model": "m", "fingerprint": "abc", "dim": 8})
+    data = rows(20)
+    store.upsert(data)
+    hits = store.search([data[3]["vector"], data[7]["vector"]], 3)
+    assert [h[0]["path"] for h in hits] == [data[3]["path"], data[7]["path"]]
+    assert hits[0][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert hits[0][0]["score"] >= hits[0][1]["score"] >= hits[0][2]["score"]
+    filtered = store.search([data[3]["vector"]], 5, filter='label == "l0"')[0]
+    assert filtered and all(h["label"] == "l0" for h in filtered)
+    with pytest.raises(FilterError, match="invalid filter"):
+        store.search([data[3]["vector"]], 5, filter="label ==== 3")
+
+
+def test_by_sha256_and_delete(store):
+    store.create({"model": "m", "fingerprint": "abc", "dim": 8})
+    data = rows(4)
+    store.upsert(data)
+    found = store.by_sha256([data[1]["sha256"], "f" * 64])
+    assert list(found) == [data[1]["sha256"]]
+    np.testing.assert_allclose(found[data[1]["sha256"]]["vector"], data[1]["vector"], rtol=1e-6)
+    assert store.delete([data[0]["id"], data[1]["id"]]) == 2
+    assert store.count() == 2
+
+
+def test_a_lite_store_held_by_another_process_is_refused_quickly(tmp_path):
+    uri = str(tmp_path / "held.db")
+    code = (f"from vitsearch.store import Store; s = Store({uri!r}); s.exists(); "
+            "print('ready', flush=True); import time; time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreLockedError, match="in use by another process"):
+            Store(uri).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("uri, words", [("/tmp/not-a-db.txt", "ends in .db|ending in .db"),
+                                         ("http://127.0.0.1:9", "cannot open the Milvus server")])
+def test_bad_uris(uri, words):
+    with pytest.raises(StoreError, match=words):
+        Store(uri, timeout=2).exists()
