@@ -83,3 +83,20 @@ def test_default_store_lives_in_the_xdg_data_dir(tmp_path):
     buf = io.BytesIO()
     assert vs.count() == 0 and buf is not None
     vs.close()
+
+
+@pytest.mark.server
+def test_index_and_query_on_a_milvus_server(server_uri, photos, bundled_encoder):
+    import uuid
+
+    vs = VisualSearch(server_uri, "e2e_" + uuid.uuid4().hex[:10], device="cpu")
+    vs._encoder = bundled_encoder
+    try:
+        assert vs.index(photos).added == 7
+        assert vs.index(photos).unchanged == 7
+        hits = vs.query(photos / "coffee.jpg", k=2)
+        assert hits[0].path == str(photos / "coffee.jpg") and hits[0].score >= 0.99
+        assert vs.remove(photos / "sub") == 4 and vs.count() == 3
+    finally:
+        vs.store.drop()
+        vs.close()

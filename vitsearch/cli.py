@@ -103,7 +103,7 @@ def main():
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @store_options
 @model_options
-@click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes (default: min(4, CPUs)).")
+@click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes (default: min(4, CPUs - 1)).")
 @click.option("--keep-missing", is_flag=True, help="Keep rows of files that are gone from the indexed folders.")
 @click.option("--reindex", is_flag=True, help="Drop the collection and index again (e.g. with another --model).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
