@@ -94,6 +94,8 @@ def test_jpeg_draft_decodes_large_photos_at_reduced_scale_but_not_below_the_need
     photo(7, (2000, 1500)).save(tmp_path / "big.jpg", quality=90)
     img = load_image(tmp_path / "big.jpg", draft=(256, 256))
     assert 256 <= min(img.size) < 1500
+    lazy = Image.open(tmp_path / "big.jpg")
+    assert load_image(lazy, draft=(256, 256)).size == (2000, 1500)  # a caller's image is not drafted
     buf = io.BytesIO()
     photo(7, (2000, 1500)).save(buf, "PNG")
     assert load_image(buf.getvalue(), draft=(256, 256)).size == (2000, 1500)  # PNG has no draft mode

@@ -109,12 +109,13 @@ class VisualSearch:
     ) -> IndexSummary:
         """Sync files and folders into the collection (incremental; see :class:`Indexer`)."""
         roots = check_roots([paths] if isinstance(paths, (str, os.PathLike)) else paths)
+        spec = self.spec  # decided before a --reindex drop: the asked-for model, else the collection's
         if reindex:
             self.store.drop()
         if self.store.exists():
             self._check_model()
         else:
-            self.store.create(model_record(self.spec))
+            self.store.create(model_record(spec))
         indexer = Indexer(self.store, lambda: self.encoder, batch_size=self.batch_size, progress=progress)
         return indexer.sync(roots, keep_missing=keep_missing)
 

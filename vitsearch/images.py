@@ -157,6 +157,7 @@ def load_image(source: ImageInput, *, draft: tuple[int, int] | None = None) -> I
     ``draft`` is the smallest (width, height) the caller needs: JPEGs are then decoded at a reduced
     scale (PIL ``draft``), which is much faster for large photos. EXIF orientation is applied.
     """
+    opened_here = not isinstance(source, Image.Image)
     if isinstance(source, Image.Image):
         img = source
     elif isinstance(source, np.ndarray):
@@ -193,7 +194,7 @@ def load_image(source: ImageInput, *, draft: tuple[int, int] | None = None) -> I
             raise ImageError(f"too many pixels: {width}x{height} (limit {MAX_PIXELS:,})")
         if width < 1 or height < 1:
             raise ImageError(f"empty image: {width}x{height}")
-        if draft and img.format == "JPEG":
+        if draft and opened_here and img.format == "JPEG":  # never mutate a caller's image
             short = min(width, height)
             need = max(draft)
             if short > need:
