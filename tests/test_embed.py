@@ -77,3 +77,32 @@ def test_jpeg_draft_keeps_the_embedding(bundled_encoder, tmp_path):
     drafted = bundled_encoder.encode(str(tmp_path / "big.jpg"))
     full = bundled_encoder.encode(Image.open(tmp_path / "big.jpg").convert("RGB"))  # PIL input: no draft
     assert float(drafted @ full) >= 0.99
+
+
+def _child_after_worker_init(lock_path, queue):
+    import os
+
+    from vitsearch.embed import _worker_init
+
+    _worker_init(0)
+    open_fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                if os.path.exists(f"/proc/self/fd/{fd}")]
+    queue.put(any(target == lock_path for target in open_fds))
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux /proc and prctl")
+def test_decode_workers_let_go_of_an_inherited_milvus_lite_lock(tmp_path):
+    import fcntl
+    import multiprocessing
+
+    lock_dir = tmp_path / "store.db"
+    lock_dir.mkdir()
+    fh = open(lock_dir / "LOCK", "w")
+    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_after_worker_init, args=(str(lock_dir / "LOCK"), queue))
+    child.start()
+    assert queue.get(timeout=30) is False
+    child.join(30)
+    fh.close()

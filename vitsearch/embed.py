@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -105,6 +106,36 @@ def _collate(items):
     return items
 
 
+def _worker_init(_worker_id: int) -> None:
+    """Tie a decode worker to its parent: die with it, and let go of inherited store locks.
+
+    Forked workers inherit every descriptor, Milvus Lite's flock'ed LOCK file included; a worker that
+    outlived a killed indexer (kill -9) kept the store locked. PR_SET_PDEATHSIG ends the worker when
+    its parent dies, and closing the inherited lock descriptor means it never holds the store.
+    """
+    import signal
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+        try:
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    target = os.readlink(f"/proc/self/fd/{fd}")
+                except OSError:
+                    continue
+                if target.endswith(".db/LOCK"):
+                    os.close(int(fd))
+        except OSError:
+            pass
+
+
 class Encoder:
     """Images in, L2-normalised CLS embeddings out.
 
@@ -198,6 +229,7 @@ class Encoder:
             pin_memory=self.device == "cuda",
             prefetch_factor=2 if workers else None,
             persistent_workers=False,
+            worker_init_fn=_worker_init if workers else None,
         )
         for items in loader:
             good = [it for it in items if it[1] is not None]

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .embed import Encoder
 
 FLUSH_ROWS = 256
+FLUSH_SECONDS = 5.0  # a killed run keeps all but the last few seconds of its work
 
 
 class Progress(Protocol):
@@ -103,6 +104,7 @@ class Indexer:
         self.encoder_factory = encoder_factory
         self.batch_size = batch_size
         self.progress = progress
+        self._last_flush = time.monotonic()
 
     def sync(self, paths: Iterable[str], *, keep_missing: bool = False) -> IndexSummary:
         start = time.perf_counter()
@@ -183,9 +185,11 @@ class Indexer:
             summary.updated += 1
 
     def _flush(self, pending: list[dict], force: bool = False) -> None:
-        if pending and (force or len(pending) >= FLUSH_ROWS):
+        due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
+        if pending and (force or due or len(pending) >= FLUSH_ROWS):
             self.store.upsert(pending)
             pending.clear()
+            self._last_flush = time.monotonic()
 
     def _hash(self, entries: list[FileEntry], summary: IndexSummary) -> dict[str, str]:
         def one(entry: FileEntry):
