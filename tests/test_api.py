@@ -102,3 +102,17 @@ def test_index_and_query_on_a_milvus_server(server_uri, photos, bundled_encoder)
     finally:
         vs.store.drop()
         vs.close()
+
+
+def test_a_collection_not_made_by_vitsearch_is_refused(lite_uri, photos):
+    from pymilvus import MilvusClient
+
+    from vitsearch import StoreError
+
+    client = MilvusClient(lite_uri)
+    client.create_collection("foreign", dimension=4)
+    client.close()
+    vs = VisualSearch(lite_uri, "foreign", device="cpu")
+    with pytest.raises(StoreError, match="not created by vitsearch"):
+        vs.index(photos)
+    vs.close()

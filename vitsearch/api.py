@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
-from .errors import ModelMismatchError, VitsearchError
+from .errors import ModelMismatchError, StoreError, VitsearchError
 from .images import ImageInput, check_roots
 from .indexer import Indexer, IndexSummary, ProgressFactory, no_progress
 from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
@@ -88,7 +88,14 @@ class VisualSearch:
 
     def _check_model(self) -> None:
         meta = self.store.meta()
-        if not meta or meta.get("fingerprint") == self.spec.fingerprint:
+        if meta is None:
+            return
+        if not meta.get("fingerprint"):
+            raise StoreError(
+                f"collection {self.store.collection!r} in {self.store.uri} was not created by vitsearch "
+                "(it has no model record); choose another --collection"
+            )
+        if meta.get("fingerprint") == self.spec.fingerprint:
             return
         was = "the bundled model" if meta.get("bundled") else repr(meta.get("model"))
         now = "the bundled model" if self.spec.is_bundled else repr(self.spec.name)
