@@ -87,8 +87,6 @@ def vitsearch_cli(folder: Path, db: str, extra: list[str]) -> tuple[float, dict]
 
 
 def model_only(n: int = 64) -> dict:
-    import torch
-
     from vitsearch import Encoder
 
     out = {}

@@ -104,10 +104,11 @@ class Indexer:
         self.encoder_factory = encoder_factory
         self.batch_size = batch_size
         self.progress = progress
-        self._last_flush = time.monotonic()
+        self._last_flush = 0.0
 
     def sync(self, paths: Iterable[str], *, keep_missing: bool = False) -> IndexSummary:
         start = time.perf_counter()
+        self._last_flush = time.monotonic()  # the 5-second flush clock runs per sync
         roots = check_roots(paths)
         summary = IndexSummary()
         entries: list[FileEntry] = []
