@@ -12,17 +12,14 @@ and a few planted near-duplicates (crops, re-encodes, flips) so that a query sho
 from __future__ import annotations
 
 import argparse
-import glob
-import gzip
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 import zipfile
 
 import numpy as np
+from material import DEFAULT_CACHE, FASHION_CLASSES, fashion_split, fetch
 from PIL import Image, ImageEnhance, ImageOps
 
 # (file in skimage/data, licence note)
@@ -45,28 +42,7 @@ PHOTOS = {
     "microaneurysms.png": "CC0 (Andreas Maier)",
 }
 EMOJI_PER_CATEGORY = 4
-FASHION_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
 FASHION_PER_CLASS = 3
-
-
-def fetch(cache: str) -> dict[str, str]:
-    os.makedirs(cache, exist_ok=True)
-    run = lambda *cmd: subprocess.run(cmd, cwd=cache, check=True, stdout=subprocess.DEVNULL)  # noqa: E731
-    if not glob.glob(os.path.join(cache, "scikit_image-*.whl")):
-        run(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "scikit-image", "-d", ".")
-    if not glob.glob(os.path.join(cache, "emoji-datasource-google-*.tgz")):
-        run("npm", "pack", "emoji-datasource-google")
-    if not glob.glob(os.path.join(cache, "dataset-fashion-mnist_*.deb")):
-        run("apt-get", "download", "dataset-fashion-mnist")
-    deb = glob.glob(os.path.join(cache, "dataset-fashion-mnist_*.deb"))[0]
-    fm_dir = os.path.join(cache, "fm")
-    if not os.path.isdir(fm_dir):
-        run("dpkg", "-x", deb, fm_dir)
-    return {
-        "skimage": glob.glob(os.path.join(cache, "scikit_image-*.whl"))[0],
-        "emoji": glob.glob(os.path.join(cache, "emoji-datasource-google-*.tgz"))[0],
-        "fashion": os.path.join(fm_dir, "usr", "share", "datasets", "fashion-mnist"),
-    }
 
 
 def save_jpeg(img: Image.Image, path: str, quality: int = 88) -> None:
@@ -75,7 +51,7 @@ def save_jpeg(img: Image.Image, path: str, quality: int = 88) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", default=os.path.join("/tmp", "vitsearch-material"))
+    parser.add_argument("--cache", default=DEFAULT_CACHE)
     parser.add_argument("--out", default="sample_images")
     args = parser.parse_args()
     src = fetch(args.cache)
@@ -121,10 +97,7 @@ def main() -> None:
                     fh.write(data)
                 rows.append((f"emoji/{fname}", f"Noto emoji `{e['image']}` via emoji-datasource-google", "Apache-2.0 (Google)"))
 
-    with gzip.open(os.path.join(src["fashion"], "t10k-images-idx3-ubyte.gz")) as fh:
-        images = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(os.path.join(src["fashion"], "t10k-labels-idx1-ubyte.gz")) as fh:
-        labels = np.frombuffer(fh.read(), np.uint8, offset=8)
+    images, labels = fashion_split(src["fashion"], "test")
     for cls, name in enumerate(FASHION_CLASSES):
         for n, i in enumerate(np.flatnonzero(labels == cls)[:FASHION_PER_CLASS]):
             fname = f"{name}_{n + 1}.png"

@@ -118,3 +118,24 @@ def server_uri():
     if uri:
         return uri
     pytest.skip("no Milvus server: set MILVUS_URI (CI starts one from PyPI milvus==2.3.5)")
+
+
+def pattern(kind: int, seed: int, size: int = 40) -> Image.Image:
+    """A picture of one of three kinds (horizontal stripes, vertical stripes, checks) in random colours."""
+    rng = np.random.default_rng(seed)
+    period = int(rng.integers(4, 9))
+    yy, xx = np.mgrid[0:size, 0:size]
+    phase = int(rng.integers(0, period))
+    band = [(yy + phase) // period, (xx + phase) // period, (yy // period + xx // period)][kind % 3] % 2
+    fg, bg = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    arr = np.where(band[..., None] == 1, fg, bg).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def labelled_folder(root: Path, per_class: int = 8, classes=("hstripes", "vstripes", "checks")) -> Path:
+    """One folder per class of generated pattern pictures (the ImageFolder layout)."""
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pattern(c, 1000 * c + i).save(root / name / f"{name}_{i}.png")
+    return root

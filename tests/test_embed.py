@@ -82,9 +82,9 @@ def test_jpeg_draft_keeps_the_embedding(bundled_encoder, tmp_path):
 def _child_after_worker_init(lock_path, queue):
     import os
 
-    from vitsearch.embed import _worker_init
+    from vitsearch.embed import worker_init
 
-    _worker_init(0)
+    worker_init(0)
     open_fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
                 if os.path.exists(f"/proc/self/fd/{fd}")]
     queue.put(any(target == lock_path for target in open_fds))

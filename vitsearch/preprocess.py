@@ -6,7 +6,7 @@ Resize and crop follow transformers' image processors exactly (same sizes, same 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -66,6 +66,44 @@ class Preprocessing:
             mean, std = mean * 3, std * 3
         rescale = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0
         return cls(shortest, longest, height, width, int(cfg.get("resample", 2)), crop, rescale, mean, std)
+
+    def at_size(self, size: int) -> "Preprocessing":
+        """The same recipe for a model that takes ``size`` × ``size`` inputs (resize margin kept)."""
+        if size < 1:
+            raise ValueError(f"image size must be positive, not {size}")
+        if self.shortest_edge and self.crop:
+            edge = round(size * self.shortest_edge / min(self.crop))
+            return replace(self, shortest_edge=edge, longest_edge=None, crop=(size, size))
+        if self.shortest_edge:
+            return replace(self, shortest_edge=size, longest_edge=None, crop=(size, size))
+        crop = (size, size) if self.crop else None
+        if self.crop and self.height:
+            scale = size / min(self.crop)
+            return replace(self, height=round(self.height * scale), width=round(self.width * scale), crop=crop)
+        return replace(self, height=size, width=size, crop=crop)
+
+    def to_config(self) -> dict:
+        """A ``preprocessor_config.json`` that transformers' image processors and :meth:`from_config` read alike."""
+        cfg: dict = {"do_resize": True, "resample": self.resample, "do_convert_rgb": True}
+        if self.shortest_edge:
+            cfg["image_processor_type"] = "BitImageProcessor"
+            cfg["size"] = {"shortest_edge": self.shortest_edge}
+            if self.longest_edge:
+                cfg["size"]["longest_edge"] = self.longest_edge
+        else:
+            cfg["image_processor_type"] = "DeiTImageProcessor" if self.crop else "ViTImageProcessor"
+            cfg["size"] = {"height": self.height, "width": self.width}
+        cfg["do_center_crop"] = bool(self.crop)
+        if self.crop:
+            cfg["crop_size"] = {"height": self.crop[0], "width": self.crop[1]}
+        cfg.update(
+            do_rescale=True,
+            rescale_factor=self.rescale,
+            do_normalize=True,
+            image_mean=list(self.mean),
+            image_std=list(self.std),
+        )
+        return cfg
 
     @property
     def input_size(self) -> tuple[int, int]:

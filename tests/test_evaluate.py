@@ -1,0 +1,94 @@
+"""Retrieval metrics against hand-computed values, near-duplicate recall, and `evaluate` end to end."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLES, labelled_folder
+from vitsearch.data import read_images
+from vitsearch.errors import VitsearchError
+from vitsearch.evaluate import evaluate, near_dup_recall, retrieval_metrics, sample
+
+
+def on_circle(degrees) -> np.ndarray:
+    rad = np.radians(np.asarray(degrees, dtype=np.float64))
+    return np.stack([np.cos(rad), np.sin(rad)], axis=1).astype(np.float32)
+
+
+def test_metrics_match_hand_computed_values():
+    # angles and classes chosen so that no two distances tie:
+    #   query 0 (A)  ranks A B B B C      query 1 (A)  ranks A B B B C
+    #   query 2 (B)  ranks A B A B C      query 3 (B)  ranks B B A A C
+    #   query 4 (B)  ranks B B C A A      query 5 (C)  has no other C: left out
+    x = on_circle([0, 25, 60, 100, 130, 205])
+    got = retrieval_metrics(x, [0, 0, 1, 1, 1, 2], k=2)
+    assert got["n"] == 6 and got["queries"] == 5 and got["k"] == 2
+    assert got["precision_at_1"] == pytest.approx(4 / 5)
+    assert got["precision_at_k"] == pytest.approx((0.5 + 0.5 + 0.5 + 1 + 1) / 5)
+    assert got["recall_at_k"] == pytest.approx(1.0)
+    # AP@R: queries 0, 1 (R=1): 1; query 2 (R=2): hit at rank 2 only -> (1/2)/2; queries 3, 4: 1
+    assert got["map_at_r"] == pytest.approx((1 + 1 + 0.25 + 1 + 1) / 5)
+
+
+def test_recall_at_k_counts_any_hit_in_the_top_k():
+    x = on_circle([0, 10, 20, 100])
+    got = retrieval_metrics(x, [0, 1, 1, 0], k=2)
+    # queries 0 and 3 (class 0) find each other only at rank 3; queries 1 and 2 find each other first
+    assert got["recall_at_k"] == pytest.approx(0.5)
+    assert got["precision_at_1"] == pytest.approx(0.5)
+
+
+def test_metrics_need_a_partner_for_some_query():
+    with pytest.raises(VitsearchError, match="at least two images"):
+        retrieval_metrics(on_circle([0, 90]), [0, 1], k=1)
+    with pytest.raises(ValueError):
+        retrieval_metrics(on_circle([0, 90]), [0, 0], k=0)
+
+
+def test_near_dup_recall_ignores_sibling_copies():
+    # rows: originals at 0° and 90°, copies of 0° at 10°, 50°, 12°; a copy of 90° at 60°
+    x = on_circle([0, 90, 10, 50, 60, 12])
+    source = [0, 1, 0, 0, 1, 0]
+    is_copy = [False, False, True, True, True, True]
+    hits = near_dup_recall(x, source, is_copy)
+    # 10° would find its sibling at 12° first if siblings counted; 50° and 60° are nearer other copies
+    assert hits.tolist() == [True, False, False, True]
+
+
+def test_sample_is_balanced_and_reproducible(tmp_path):
+    data = read_images(labelled_folder(tmp_path / "d", per_class=10))
+    a, b = sample(data, 12, seed=3), sample(data, 12, seed=3)
+    assert a.paths == b.paths and len(a) == 12
+    assert sorted(a.class_counts().values()) == [4, 4, 4]
+    assert sample(data, 12, seed=4).paths != a.paths
+    assert sample(data, None) is data
+
+
+def test_evaluate_a_labelled_folder(tmp_path, tiny_models):
+    data = labelled_folder(tmp_path / "d", per_class=4)
+    (data / "hstripes" / "broken.png").write_bytes(b"not a png")
+    report = evaluate(data, model=str(tiny_models["vit"]), k=3, device="cpu", num_workers=0)
+    d = report.as_dict()
+    for key in ("n", "k", "precision_at_1", "precision_at_k", "recall_at_k", "map_at_r"):
+        assert key in d
+    assert d["n"] == 12 and d["k"] == 3 and d["classes"] == 3
+    assert [f["path"] for f in d["failed"]] == [str(data / "hstripes" / "broken.png")]
+    assert 0.0 <= d["precision_at_k"] <= 1.0 and 0.0 <= d["map_at_r"] <= 1.0
+
+
+def test_near_dup_on_unlabelled_images(tmp_path, bundled_encoder):
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for name in ("chelsea", "coffee", "astronaut", "rocket", "horse", "camera"):
+        shutil.copy(SAMPLES / "photos" / f"{name}.jpg", folder)
+    with pytest.raises(VitsearchError, match="no labels"):
+        evaluate(folder, model=bundled_encoder)
+    report = evaluate(folder, model=bundled_encoder, near_dup=True, seed=1)
+    nd = report.near_dup
+    assert nd["originals"] == 6 and nd["copies"] == 36
+    assert set(nd["by_edit"]) == {"crop", "rotate", "jpeg", "jitter", "grayscale", "downscale"}
+    assert nd["recall_at_1"] >= 0.8  # six different photos: copies find their original
+    assert "precision_at_1" not in report.as_dict()

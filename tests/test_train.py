@@ -1,0 +1,233 @@
+"""Training with the shared core: loss goes down, the saved model works everywhere, resume is exact."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import labelled_folder, photo
+from vitsearch.checkpoint import RECORD_FILE, load_spec
+from vitsearch.embed import Encoder
+from vitsearch.errors import ModelError, VitsearchError
+from vitsearch.model import load_backbone
+from vitsearch.train import (
+    CHECKPOINT_DIR,
+    TrainingInterrupted,
+    TrainOptions,
+    param_groups,
+    train,
+    warmup_cosine,
+)
+
+FAST = {"epochs": 3, "batch_size": 8, "lr": 1e-3, "num_workers": 0, "device": "cpu", "val_fraction": 0.2}
+
+
+@pytest.fixture
+def data(tmp_path):
+    return labelled_folder(tmp_path / "data", per_class=10)
+
+
+def weights(out) -> dict:
+    return load_file(os.path.join(out, "model.safetensors"))
+
+
+def same_weights(a, b) -> bool:
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_training_lowers_the_loss_and_saves_a_model_every_command_loads(tmp_path, data, tiny_models):
+    events = []
+    result = train(data, tmp_path / "out", base=str(tiny_models["vit"]), progress=events.append, **{**FAST, "epochs": 5})
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 5 and losses[-1] < 0.7 * losses[0]
+    assert result.train_images == 24 and result.val_images == 6 and result.classes == 3
+    assert [e["event"] for e in events][0] == "start" and sum(e["event"] == "epoch" for e in events) == 5
+    assert all(h["val"] and 0 <= h["val"]["precision_at_k"] <= 1 for h in result.history)
+
+    out = tmp_path / "out"
+    assert sorted(os.listdir(out)) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json", RECORD_FILE]
+    record = json.loads((out / RECORD_FILE).read_text())
+    assert record["vitsearch_version"] and record["loss"] == "normsoftmax" and record["classes"] == ["checks", "hstripes", "vstripes"]
+    assert not any("proxies" in k for k in weights(out))  # the training head is dropped
+
+    from transformers import AutoImageProcessor, AutoModel
+
+    AutoModel.from_pretrained(out)  # what the hub and transformers users load
+    AutoImageProcessor.from_pretrained(out)
+    encoder = Encoder(str(out), device="cpu", num_workers=0)
+    vectors = encoder.encode([photo(1), photo(2)])
+    assert vectors.shape == (2, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+    from vitsearch import VisualSearch
+
+    with VisualSearch(str(tmp_path / "s.db"), model=str(out), device="cpu", num_workers=0) as vs:
+        assert vs.index([data]).added == 30
+        hits = vs.query(str(data / "checks" / "checks_0.png"), k=3)
+        assert hits[0].path == str(data / "checks" / "checks_0.png")
+
+
+def test_same_seed_same_model(tmp_path, data, tiny_models):
+    train(data, tmp_path / "a", base=str(tiny_models["vit"]), seed=3, **FAST)
+    train(data, tmp_path / "b", base=str(tiny_models["vit"]), seed=3, **FAST)
+    train(data, tmp_path / "c", base=str(tiny_models["vit"]), seed=4, **FAST)
+    assert same_weights(tmp_path / "a", tmp_path / "b")
+    assert not same_weights(tmp_path / "a", tmp_path / "c")
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, data, tiny_models):
+    base = {"base": str(tiny_models["vit"]), **FAST, "accumulate": 2}
+    train(data, tmp_path / "straight", **base)
+
+    def stop_at_step_2(event):
+        if event["event"] == "step" and event["epoch"] == 1 and event["step"] == 3:
+            raise KeyboardInterrupt  # what Ctrl-C does, at a step boundary
+
+    out = tmp_path / "resumed"
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        train(data, out, progress=stop_at_step_2, **base)
+    assert (out / CHECKPOINT_DIR / "state.pt").is_file() and not (out / "model.safetensors").exists()
+    with pytest.raises(VitsearchError, match="interrupted run"):
+        train(data, out, **base)
+    with pytest.raises(ValueError, match="lr was"):
+        train(data, out, resume=True, lr=0.5)
+    events = []
+    result = train(data, out, resume=True, progress=events.append)
+    assert events[0]["epoch"] == 1 and events[0]["position"] == 2  # epoch 2, after its first optimiser step
+    assert result.epochs == 3 and len(result.history) == 3
+    assert same_weights(tmp_path / "straight", out)
+    assert not (out / CHECKPOINT_DIR).exists()
+
+
+def test_resume_needs_a_checkpoint_and_the_same_data(tmp_path, data, tiny_models):
+    with pytest.raises(VitsearchError, match="nothing to resume"):
+        train(data, tmp_path / "none", resume=True)
+
+    def stop(event):
+        if event["event"] == "step":
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(data, tmp_path / "out", base=str(tiny_models["vit"]), progress=stop, **FAST)
+    photo(9).save(data / "checks" / "new.png")
+    with pytest.raises(VitsearchError, match="data changed"):
+        train(data, tmp_path / "out", resume=True)
+
+
+def test_out_must_be_free(tmp_path, data, tiny_models):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep me")
+    with pytest.raises(VitsearchError, match="not empty"):
+        train(data, tmp_path / "full", base=str(tiny_models["vit"]), **FAST)
+    assert (tmp_path / "full" / "x").read_text() == "keep me"
+    with pytest.raises(ValueError, match="unknown training option"):
+        train(data, tmp_path / "o", learning_rate=1)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"loss": "triplet"}, "unknown loss"),
+        ({"from_scratch": "huge"}, "unknown size"),
+        ({"layer_decay": 1.5}, "layer_decay"),
+        ({"warmup": 1.0}, "warmup"),
+        ({"save_dtype": "int8"}, "save dtype"),
+        ({"base": "x", "from_scratch": "tiny"}, "not both"),
+    ],
+)
+def test_bad_options(tmp_path, data, options, message):
+    with pytest.raises(ValueError, match=message):
+        train(data, tmp_path / "o", **options)
+
+
+def test_training_at_another_resolution_resamples_positions(tmp_path, data, tiny_models):
+    out = tmp_path / "out"
+    train(data, out, base=str(tiny_models["dinov2"]), image_size=48, save_dtype="fp16", **{**FAST, "epochs": 1})
+    spec = load_spec(str(out))
+    assert spec.preprocessing.input_size == (48, 48) and spec.preprocessing.shortest_edge == 60  # 40/32 margin kept
+    assert json.loads((out / "config.json").read_text())["image_size"] == 48
+    assert weights(out)["embeddings.position_embeddings"].shape == (1, 1 + 36, 32)
+    assert weights(out)["embeddings.position_embeddings"].dtype == torch.float16
+    vector = Encoder(spec, device="cpu").encode(photo(3))
+    assert vector.shape == (32,) and np.isfinite(vector).all()
+
+
+def test_unlabelled_images_train_self_supervised(tmp_path, tiny_models):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(12):
+        photo(i).save(flat / f"{i}.jpg")
+    (flat / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    result = train(flat, tmp_path / "out", base=str(tiny_models["clip"]), **FAST)
+    assert result.loss == "infonce" and result.val_images == 0 and result.classes == 0
+    assert [f.path for f in result.failed] == [str(flat / "broken.jpg")]
+    assert all(np.isfinite(h["loss"]) for h in result.history)
+    load_backbone(load_spec(str(tmp_path / "out")))
+    with pytest.raises(VitsearchError, match="needs labels"):
+        train(flat, tmp_path / "o2", base=str(tiny_models["clip"]), loss="supcon", **FAST)
+
+
+def test_supcon_and_from_scratch(tmp_path, data):
+    result = train(data, tmp_path / "out", from_scratch="tiny", image_size=32, patch_size=16, loss="supcon", **FAST)
+    assert result.loss == "supcon" and all(np.isfinite(h["loss"]) for h in result.history)
+    spec = load_spec(str(tmp_path / "out"))
+    assert spec.dim == 192 and spec.preprocessing.input_size == (32, 32)
+    assert json.loads((tmp_path / "out" / RECORD_FILE).read_text())["base"] == "scratch:tiny"
+
+
+def test_models_from_a_newer_vitsearch_are_refused(tmp_path, data, tiny_models):
+    train(data, tmp_path / "out", base=str(tiny_models["vit"]), **{**FAST, "epochs": 1})
+    record = json.loads((tmp_path / "out" / RECORD_FILE).read_text())
+    record["vitsearch_version"] = "99.0.0"
+    (tmp_path / "out" / RECORD_FILE).write_text(json.dumps(record))
+    with pytest.raises(ModelError, match="newer than this vitsearch"):
+        load_spec(str(tmp_path / "out"))
+
+
+def test_layer_decay_and_schedule(tiny_models):
+    backbone = load_backbone(load_spec(str(tiny_models["vit"])))  # 2 layers: ids 0 (embeddings) .. 3 (final norm)
+    head = torch.nn.Linear(2, 2)
+    groups = param_groups(backbone, head, TrainOptions(layer_decay=0.5, weight_decay=0.1), lr=1.0)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    named = dict(backbone.named_parameters())
+    block = {i: next(p for n, p in named.items() if f"layer{'s' if '.layers.' in n else ''}.{i}." in n and p.ndim == 2)
+             for i in (0, 1)}
+    assert by_param[id(named["model.embeddings.patch_embeddings.projection.weight"])]["lr"] == pytest.approx(0.125)
+    assert by_param[id(block[0])]["lr"] == pytest.approx(0.25)
+    assert by_param[id(block[1])]["lr"] == pytest.approx(0.5)
+    assert by_param[id(named["model.layernorm.weight"])]["lr"] == pytest.approx(1.0)
+    assert by_param[id(named["model.embeddings.position_embeddings"])]["weight_decay"] == 0.0
+    assert by_param[id(named["model.layernorm.weight"])]["weight_decay"] == 0.0
+    assert by_param[id(block[0])]["weight_decay"] == 0.1
+    assert by_param[id(head.weight)]["lr"] == pytest.approx(100.0)
+
+    f = warmup_cosine(total=100, warmup=0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.505) and f(100) == pytest.approx(0.01)
+
+
+def test_ctrl_c_in_the_cli_leaves_a_resumable_checkpoint(tmp_path, tiny_models):
+    data = labelled_folder(tmp_path / "data", per_class=40)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "vitsearch", "train", str(data), "--out", str(out), "--base", str(tiny_models["vit"]),
+           "--epochs", "400", "--batch-size", "4", "--workers", "0", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    deadline = time.time() + 120
+    while not (out / CHECKPOINT_DIR / "state.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Interrupted: stopped in epoch" in err and "Traceback" not in err
+    state = torch.load(out / CHECKPOINT_DIR / "state.pt", weights_only=True)
+    assert state["epoch"] >= 1 and state["step"] >= 1

@@ -1,0 +1,558 @@
+"""Fine-tune (or train from scratch) the shared ViT core so that its CLS embedding retrieves alike images.
+
+The same loading, preprocessing and :class:`~vitsearch.model.VitBackbone` as indexing: what this
+saves is a ``save_pretrained`` directory that every command accepts with ``--model DIR``.
+
+* Labelled data (class folders or a CSV manifest) trains with ``normsoftmax`` (default) or ``supcon``;
+  unlabelled images with ``infonce`` on two random views of each image.
+* AdamW, linear warm-up then cosine decay, optional layer-wise learning-rate decay, gradient
+  accumulation and clipping, bf16 autocast where the hardware has it.
+* A checkpoint (weights, optimiser, schedule, position in the epoch) after every epoch and on Ctrl-C;
+  ``resume=True`` continues exactly where it stopped: batches and augmentations are drawn from the
+  seed, the epoch and the batch number, so an interrupted and resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .augment import train_views
+from .checkpoint import RECORD_FILE, ModelSpec, load_spec
+from .data import ImageSet, read_images, split
+from .embed import Encoder, choose_device, choose_precision, worker_init
+from .errors import ImageError, VitsearchError
+from .evaluate import embed_set, retrieval_metrics
+from .images import Failure, load_image
+from .losses import LOSSES, build_loss
+from .model import (
+    SCRATCH_PRESETS,
+    VitBackbone,
+    load_backbone,
+    resize_backbone,
+    save_backbone,
+    scratch_backbone,
+)
+from .preprocess import Preprocessing
+
+Callback = Callable[[dict], None]
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.pt"
+FINETUNE_LR = 5e-5
+SCRATCH_LR = 5e-4
+HEAD_LR_SCALE = 100.0  # class proxies start random: they move much faster than pretrained weights
+SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Options that may differ between an interrupted run and its resumption (they do not change the maths).
+_RESUMABLE_CHANGES = {"device", "precision", "num_workers", "keep_checkpoint"}
+
+
+class TrainingInterrupted(VitsearchError):
+    """Training stopped on request; the checkpoint it left resumes it."""
+
+
+@dataclass
+class TrainOptions:
+    base: str | None = None
+    from_scratch: str | None = None
+    patch_size: int = 16
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float | None = None
+    weight_decay: float = 0.05
+    warmup: float = 0.05
+    layer_decay: float | None = None
+    accumulate: int = 1
+    clip_grad: float | None = 1.0
+    image_size: int | None = None
+    val_fraction: float = 0.1
+    val_k: int = 10
+    seed: int = 0
+    loss: str = "auto"
+    temperature: float | None = None
+    labels: str = "auto"
+    augment: str | None = None
+    save_dtype: str = "fp32"
+    device: str | None = "auto"
+    precision: str | None = "auto"
+    num_workers: int | None = None
+    keep_checkpoint: bool = False
+
+    def check(self) -> None:
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "accumulate": self.accumulate, "val_k": self.val_k}
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"lr must be positive, not {self.lr}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup is a fraction of the steps in [0, 1), not {self.warmup}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], not {self.layer_decay}")
+        if self.from_scratch is not None and self.from_scratch not in SCRATCH_PRESETS:
+            raise ValueError(f"unknown size {self.from_scratch!r}; valid: {', '.join(SCRATCH_PRESETS)}")
+        if self.from_scratch and self.base:
+            raise ValueError("give a base model or a from-scratch size, not both")
+        if self.loss != "auto" and self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; valid: auto, {', '.join(LOSSES)}")
+        if self.save_dtype not in SAVE_DTYPES:
+            raise ValueError(f"save dtype must be one of {', '.join(SAVE_DTYPES)}, not {self.save_dtype!r}")
+        if self.image_size is not None and self.image_size < 8:
+            raise ValueError(f"image size must be at least 8, not {self.image_size}")
+
+
+@dataclass
+class TrainResult:
+    out: str
+    epochs: int
+    steps: int
+    train_images: int
+    val_images: int
+    classes: int
+    loss: str
+    history: list[dict] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["failed"] = [f.as_dict() for f in self.failed]
+        return d
+
+
+# -- data ---------------------------------------------------------------------------------------
+class _TrainImages(torch.utils.data.Dataset):
+    """Decoded, resized and square-cropped uint8 pictures; random views are made later, batched."""
+
+    def __init__(self, paths: list[str], labels: list[int], load: Preprocessing):
+        self.paths, self.labels, self.load = paths, labels, load
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            img = load_image(self.paths[index], draft=self.load.draft_size)
+            return torch.from_numpy(self.load.to_uint8(img)), self.labels[index], None
+        except ImageError as exc:
+            return None, self.labels[index], Failure(self.paths[index], str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops training
+            return None, self.labels[index], Failure(self.paths[index], f"cannot decode: {exc}")
+
+
+def _collate(items):
+    good = [(x, y) for x, y, _ in items if x is not None]
+    failed = [f for _, _, f in items if f is not None]
+    if not good:
+        return None, None, failed
+    return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), failed
+
+
+def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one epoch: a permutation drawn from (seed, epoch); a ragged tail is dropped."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    if n <= batch_size:
+        return [order]
+    return [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+def _step_seed(seed: int, epoch: int, batch: int) -> int:
+    return (seed * 1_000_003 + epoch * 100_019 + batch) % (1 << 62)
+
+
+# -- model and optimiser ------------------------------------------------------------------------
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers)\.(\d+)\.")
+_NO_DECAY = ("position_embeddings", "position_embedding.weight", "cls_token", "mask_token", "register_tokens")
+
+
+def _layer_id(name: str, layers: int) -> int:
+    """0 for the embeddings, i + 1 for transformer block i, layers + 1 for the final norm (and anything else)."""
+    match = _LAYER.search(name)
+    if match:
+        return int(match.group(1)) + 1
+    return 0 if ("embeddings" in name or "pre_layrnorm" in name) else layers + 1
+
+
+def param_groups(backbone: VitBackbone, head: nn.Module, opts: TrainOptions, lr: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases, norms and position tables; optional layer-wise LR decay."""
+    config = getattr(backbone.model.config, "vision_config", None) or backbone.model.config
+    layers = int(config.num_hidden_layers)
+    groups: dict[tuple, dict] = {}
+    for name, param in backbone.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = _layer_id(name, layers)
+        scale = opts.layer_decay ** (layers + 1 - layer) if opts.layer_decay else 1.0
+        no_decay = param.ndim <= 1 or name.endswith(_NO_DECAY)
+        group = groups.setdefault(
+            (layer, no_decay), {"params": [], "lr": lr * scale, "weight_decay": 0.0 if no_decay else opts.weight_decay}
+        )
+        group["params"].append(param)
+    out = list(groups.values())
+    head_params = [p for p in head.parameters() if p.requires_grad]
+    if head_params:
+        out.append({"params": head_params, "lr": lr * HEAD_LR_SCALE, "weight_decay": 0.0})
+    return out
+
+
+def warmup_cosine(total: int, warmup: float, floor: float = 0.01) -> Callable[[int], float]:
+    """Multiplier of the base LR at each optimiser step: linear warm-up, then cosine down to ``floor``."""
+    warm = max(1, round(total * warmup)) if warmup > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once."""
+
+    def __init__(self):
+        self.set = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+# -- the run --------------------------------------------------------------------------------------
+class _Run:
+    def __init__(self, data: ImageSet, out: Path, opts: TrainOptions, progress: Callback | None):
+        self.data, self.out, self.opts = data, out, opts
+        self.base_dir: Path | None = None
+        self.emit = progress or (lambda event: None)
+        self.device = choose_device(opts.device)
+        self.precision = choose_precision(self.device, opts.precision)
+        self.loss_name = opts.loss if opts.loss != "auto" else ("normsoftmax" if data.labelled else "infonce")
+        if self.loss_name != "infonce" and not data.labelled:
+            raise VitsearchError(f"loss {self.loss_name!r} needs labels, and {data.source} has none; use infonce")
+        self.labelled = self.loss_name != "infonce"
+        val_fraction = opts.val_fraction if data.labelled else 0.0
+        self.train_idx, self.val_idx = split(data, val_fraction, opts.seed)
+        if len(self.train_idx) < 2:
+            raise VitsearchError(f"{data.source} has {len(self.train_idx)} training image(s); at least 2 are needed")
+        torch.manual_seed(opts.seed)
+        self.backbone, self.base_name, base_prep = self._build_backbone()
+        self.image_size = opts.image_size or max(base_prep.input_size)
+        self.backbone = resize_backbone(self.backbone, self.image_size).to(self.device)
+        self.preprocessing = base_prep.at_size(self.image_size)
+        dim = self.backbone.model.config.hidden_size
+        self.head = build_loss(self.loss_name, dim, len(data.classes), opts.temperature).to(self.device)
+        self.views = train_views(self.image_size, opts.augment or ("light" if self.labelled else "strong"))
+        self.batches_per_epoch = len(_epoch_batches(len(self.train_idx), opts.batch_size, opts.seed, 0))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / opts.accumulate)
+        lr = opts.lr or (SCRATCH_LR if opts.from_scratch else FINETUNE_LR)
+        self.optimizer = torch.optim.AdamW(param_groups(self.backbone, self.head, opts, lr), betas=(0.9, 0.999))
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.steps_per_epoch * opts.epochs, opts.warmup)
+        )
+        self.epoch, self.position, self.step = 0, 0, 0
+        self.history: list[dict] = []
+        self.failed: dict[str, Failure] = {}
+        prep = self.preprocessing
+        self.mean = torch.tensor(prep.mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(prep.std, device=self.device).view(1, 3, 1, 1)
+
+    def _build_backbone(self) -> tuple[VitBackbone, str, Preprocessing]:
+        opts = self.opts
+        if opts.from_scratch:
+            size = opts.image_size or 224
+            backbone = scratch_backbone(opts.from_scratch, size, opts.patch_size)
+            prep = Preprocessing(None, None, size, size, 3, None, 1 / 255, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+            return backbone, f"scratch:{opts.from_scratch}", prep
+        spec = load_spec(opts.base)
+        self.base_dir = Path(spec.path)
+        return load_backbone(spec).float(), spec.name, spec.preprocessing
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.out / CHECKPOINT_DIR / STATE_FILE
+
+    def data_signature(self) -> dict:
+        return {"images": len(self.data), "classes": list(self.data.classes), "train": len(self.train_idx)}
+
+    def save_state(self) -> None:
+        state = {
+            "vitsearch_version": __version__,
+            "options": dataclasses.asdict(self.opts),
+            "data": self.data_signature(),
+            "epoch": self.epoch,
+            "position": self.position,
+            "step": self.step,
+            "history": json.dumps(self.history),
+            "backbone": self.backbone.state_dict(),
+            "head": self.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+        }
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.state_path)
+
+    def load_state(self) -> None:
+        try:
+            state = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a damaged checkpoint: say so
+            raise VitsearchError(f"cannot read the checkpoint {self.state_path}: {exc}") from None
+        if state["data"] != self.data_signature():
+            raise VitsearchError(
+                f"the data changed since the checkpoint in {self.out} was written "
+                f"({state['data']['images']} images then, {len(self.data)} now); resume needs the same data"
+            )
+        self.backbone.load_state_dict(state["backbone"])
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.epoch, self.position, self.step = state["epoch"], state["position"], state["step"]
+        self.history = json.loads(state["history"])
+
+    # -- steps ----------------------------------------------------------------------------------
+    def _autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device, dtype=dtype) if dtype else contextlib.nullcontext()
+
+    def _loss(self, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = pixels.to(self.device, non_blocking=True).float() / 255.0
+        if self.labelled:
+            views, target = self.views(x), labels.to(self.device)
+        else:
+            views, target = torch.cat([self.views(x), self.views(x)]), None
+        views = (views - self.mean) / self.std
+        with self._autocast():
+            z = self.backbone.cls_token(views)
+        return self.head(z.float(), target)
+
+    def _loader(self, batches: list[list[int]]):
+        paths = [self.data.paths[i] for i in self.train_idx]
+        labels = [self.data.labels[i] for i in self.train_idx]
+        prep = self.preprocessing
+        edge = prep.shortest_edge or max(prep.input_size)
+        load = dataclasses.replace(prep, crop=(edge, edge)) if prep.shortest_edge else prep
+        workers = self.opts.num_workers if self.opts.num_workers is not None else min(4, (os.cpu_count() or 1) - 1)
+        return torch.utils.data.DataLoader(
+            _TrainImages(paths, labels, load),
+            batch_sampler=batches,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=self.device == "cuda",
+            worker_init_fn=worker_init if workers else None,
+        )
+
+    def validate(self) -> dict | None:
+        if not self.labelled or len(self.val_idx) < 2:
+            return None
+        val = self.data.subset(self.val_idx)
+        spec = ModelSpec("(training)", "", "", self.backbone.model.config.hidden_size, "", self.preprocessing)
+        self.backbone.eval()
+        try:
+            encoder = Encoder.wrap(
+                self.backbone, spec, device=self.device, precision=self.precision,
+                batch_size=max(self.opts.batch_size, 32), num_workers=self.opts.num_workers,
+            )
+            vectors, kept, _ = embed_set(encoder, val.paths)
+            if len(kept) < 2 or len({val.labels[i] for i in kept}) == len(kept):
+                return None
+            metrics = retrieval_metrics(vectors, [val.labels[i] for i in kept], min(self.opts.val_k, len(kept) - 1))
+        finally:
+            self.backbone.train()
+        return {key: metrics[key] for key in ("k", "precision_at_1", "precision_at_k", "recall_at_k", "map_at_r")}
+
+    def run(self, stop: _StopFlag) -> None:
+        opts = self.opts
+        self.backbone.train()
+        self.emit({
+            "event": "start", "epochs": opts.epochs, "epoch": self.epoch, "batches": self.batches_per_epoch,
+            "position": self.position, "train": len(self.train_idx), "val": len(self.val_idx),
+            "classes": len(self.data.classes), "loss": self.loss_name, "device": self.device,
+            "precision": self.precision, "image_size": self.image_size,
+        })
+        while self.epoch < opts.epochs:
+            started = time.perf_counter()
+            batches = _epoch_batches(len(self.train_idx), opts.batch_size, opts.seed, self.epoch)
+            losses, seen = [], 0
+            self.optimizer.zero_grad(set_to_none=True)
+            for b, (pixels, labels, failed) in enumerate(self._loader(batches[self.position :]), start=self.position):
+                for failure in failed:
+                    self.failed.setdefault(failure.path, failure)
+                if pixels is not None:
+                    torch.manual_seed(_step_seed(opts.seed, self.epoch, b))
+                    loss = self._loss(pixels, labels)
+                    (loss / opts.accumulate).backward()
+                    losses.append(loss.item())
+                    seen += len(pixels)
+                if (b + 1) % opts.accumulate and b + 1 < len(batches):
+                    continue
+                if opts.clip_grad:
+                    nn.utils.clip_grad_norm_(list(self.backbone.parameters()) + list(self.head.parameters()), opts.clip_grad)
+                self.optimizer.step()
+                self.schedule.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.position, self.step = b + 1, self.step + 1
+                try:
+                    self.emit({
+                        "event": "step", "epoch": self.epoch, "batch": b + 1, "batches": len(batches),
+                        "step": self.step, "loss": losses[-1] if losses else float("nan"),
+                        "lr": self.schedule.get_last_lr()[0],
+                    })
+                except KeyboardInterrupt:  # raised by the caller's callback: a clean stop, like Ctrl-C
+                    stop.set = True
+                if stop.set:
+                    self.save_state()
+                    raise TrainingInterrupted(
+                        f"stopped in epoch {self.epoch + 1}, batch {self.position} of {len(batches)}; "
+                        f"the checkpoint in {self.out / CHECKPOINT_DIR} resumes it (add --resume)"
+                    )
+            seconds = time.perf_counter() - started
+            val = self.validate()
+            self.epoch, self.position = self.epoch + 1, 0
+            record = {
+                "epoch": self.epoch, "loss": float(np.mean(losses)) if losses else None,
+                "seconds": round(seconds, 2), "images_per_second": round(seen / seconds, 2) if seconds else None,
+                "val": val,
+            }
+            self.history.append(record)
+            self.save_state()
+            self.emit({"event": "epoch", **record})
+
+    def save_model(self) -> None:
+        save_backbone(self.backbone, str(self.out), SAVE_DTYPES[self.opts.save_dtype])
+        with open(self.out / "preprocessor_config.json", "w", encoding="utf-8") as fh:
+            json.dump(self.preprocessing.to_config(), fh, indent=2)
+        record = {
+            "vitsearch_version": __version__,
+            "base": self.base_name,
+            "image_size": self.image_size,
+            "loss": self.loss_name,
+            "data": self.data.source,
+            "train_images": len(self.train_idx),
+            "val_images": len(self.val_idx),
+            "classes": list(self.data.classes),
+            "options": dataclasses.asdict(self.opts),
+            "history": self.history,
+        }
+        with open(self.out / RECORD_FILE, "w", encoding="utf-8") as fh:
+            json.dump(record, fh, indent=2)
+        licence = self.base_dir / "LICENSE" if self.base_dir else None
+        if licence and licence.is_file():
+            shutil.copyfile(licence, self.out / "LICENSE")
+        (self.out / "README.md").write_text(self.model_card(), encoding="utf-8")
+
+    def model_card(self) -> str:
+        last = self.history[-1] if self.history else {}
+        val = last.get("val") or {}
+        lines = [
+            "---",
+            "library_name: transformers",
+            "pipeline_tag: image-feature-extraction",
+            "tags: [vitsearch, image-retrieval]",
+            "---",
+            "# Image-retrieval encoder trained with vitsearch",
+            "",
+            f"Base: `{self.base_name}`; objective: {self.loss_name}; image size {self.image_size}; "
+            f"{self.opts.epochs} epochs on {len(self.train_idx)} images"
+            + (f" in {len(self.data.classes)} classes." if self.data.classes else " (unlabelled)."),
+            "",
+            "The embedding is the final CLS token (`last_hidden_state[:, 0]`), L2-normalised; use it with "
+            "`vitsearch index --model DIR` or `AutoModel.from_pretrained(DIR)`.",
+        ]
+        if val:
+            lines += ["", f"Validation ({len(self.val_idx)} held-out images): P@1 {val['precision_at_1']:.3f}, "
+                      f"P@{val['k']} {val['precision_at_k']:.3f}, mAP@R {val['map_at_r']:.3f}."]
+        return "\n".join(lines) + "\n"
+
+
+def _resume_options(out: Path, given: dict) -> TrainOptions:
+    path = out / CHECKPOINT_DIR / STATE_FILE
+    if not path.is_file():
+        raise VitsearchError(f"nothing to resume: {path} does not exist")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)["options"]
+    except Exception as exc:  # noqa: BLE001
+        raise VitsearchError(f"cannot read the checkpoint {path}: {exc}") from None
+    for key, value in given.items():
+        if key not in _RESUMABLE_CHANGES and key in saved and saved[key] != value:
+            raise ValueError(f"--resume continues the interrupted run as it was; {key} was {saved[key]!r}, not {value!r}")
+    return TrainOptions(**{**saved, **{k: v for k, v in given.items() if k in _RESUMABLE_CHANGES}})
+
+
+def train(
+    data: str | os.PathLike | ImageSet,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Callback | None = None,
+    **options,
+) -> TrainResult:
+    """Train on ``data`` (class folders, a CSV manifest, or unlabelled images) and save the model to ``out``.
+
+    Options are the fields of :class:`TrainOptions` (``base``, ``epochs``, ``batch_size``, ``lr``,
+    ``image_size``, ``loss``...). ``resume=True`` continues the interrupted run in ``out`` with the
+    options it had. ``progress`` receives one dict per event (start, step, epoch).
+    Raises :class:`TrainingInterrupted` after Ctrl-C, once the checkpoint is written.
+    """
+    unknown = set(options) - {f.name for f in dataclasses.fields(TrainOptions)}
+    if unknown:
+        raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    out = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
+    started = time.perf_counter()
+    if resume:
+        opts = _resume_options(out, options)
+    else:
+        opts = TrainOptions(**options)
+        if (out / CHECKPOINT_DIR / STATE_FILE).is_file() and not overwrite:
+            raise VitsearchError(f"{out} holds an interrupted run; resume it with --resume, or choose another --out")
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise VitsearchError(f"{out} is not empty; choose another --out (or --overwrite)")
+        if out.exists() and not out.is_dir():
+            raise VitsearchError(f"{out} exists and is not a folder")
+    opts.check()
+    images = data if isinstance(data, ImageSet) else read_images(data, labels=opts.labels)
+    run = _Run(images, out, opts, progress)
+    if resume:
+        run.load_state()
+    elif overwrite and (out / CHECKPOINT_DIR).is_dir():
+        shutil.rmtree(out / CHECKPOINT_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    with _StopFlag() as stop:
+        run.run(stop)
+    run.save_model()
+    if not opts.keep_checkpoint:
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    return TrainResult(
+        out=str(out), epochs=run.epoch, steps=run.step, train_images=len(run.train_idx), val_images=len(run.val_idx),
+        classes=len(images.classes), loss=run.loss_name, history=run.history,
+        failed=list(images.failed) + list(run.failed.values()), seconds=time.perf_counter() - started,
+    )
