@@ -112,3 +112,57 @@ def test_real_subprocess_index_and_query(photos, tmp_path):
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["results"][0]["path"] == str(photos / "sub" / "horse.JPG")
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_train_then_eval_from_the_command_line(tmp_path, tiny_models):
+    from conftest import labelled_folder
+
+    data = labelled_folder(tmp_path / "data", per_class=6)
+    out = tmp_path / "model"
+    result = cli("train", data, "--out", out, "--base", tiny_models["vit"], "--epochs", 2, "--batch-size", 6,
+                 "--lr", "1e-3", "--workers", 0, "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["epochs"] == 2 and summary["train_images"] + summary["val_images"] == 18
+    assert "training on" in result.stderr and "epoch 2/2" in result.stderr
+
+    result = cli("eval", data, "--model", out, "-k", 3, "--workers", 0, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {"n", "k", "precision_at_1", "precision_at_k", "recall_at_k", "map_at_r"} <= report.keys()
+    assert report["n"] == 18 and report["k"] == 3
+    human = cli("eval", data, "--model", out, "-k", 3, "--workers", 0)
+    assert "P@3" in human.stdout and "mAP@R" in human.stdout
+
+    again = cli("train", data, "--out", out, "--base", tiny_models["vit"])
+    assert again.exit_code == 1 and "not empty" in again.stderr and "Traceback" not in again.output
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["train", ".", "--out", "o", "--epochs", "0"], 2, "0 is not in the range"),
+        (["train", ".", "--out", "o", "--loss", "arcface"], 2, "'arcface' is not one of"),
+        (["train", ".", "--out", "o", "--base", "x", "--from-scratch", "tiny"], 2, "not both"),
+        (["train", "."], 2, "Missing option '--out'"),
+        (["eval", ".", "-k", "0"], 2, "0 is not in the range"),
+        (["eval", "/no/such/folder"], 2, "does not exist"),
+    ],
+)
+def test_train_and_eval_usage_errors(args, code, words):
+    result = cli(*args)
+    assert result.exit_code == code, result.output
+    assert words in result.stderr and "Traceback" not in result.output
+
+
+def test_eval_of_unlabelled_images_says_to_use_near_dup(tmp_path):
+    from conftest import photo
+
+    for i in range(3):
+        photo(i).save(tmp_path / f"{i}.jpg")
+    result = cli("eval", tmp_path)
+    assert result.exit_code == 1 and "--near-dup" in result.stderr

@@ -31,15 +31,25 @@ __all__ = [
     "VisualSearch",
     "VitsearchError",
     "__version__",
+    "evaluate",
     "load_image",
     "load_spec",
+    "train",
 ]
 
 
 def __getattr__(name: str):
-    # Encoder needs torch; import it on first use so that `import vitsearch` stays light.
+    # These need torch; import them on first use so that `import vitsearch` stays light.
     if name == "Encoder":
         from .embed import Encoder
 
         return Encoder
+    if name == "train":
+        from .training import train
+
+        return train
+    if name == "evaluate":
+        from .evaluation import evaluate
+
+        return evaluate
     raise AttributeError(f"module 'vitsearch' has no attribute {name!r}")

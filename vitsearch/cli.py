@@ -12,6 +12,7 @@ import click
 
 from . import __version__
 from .errors import ImageError, VitsearchError
+from .options import AUGMENTS, LOSSES, SAVE_DTYPES, SCRATCH_SIZES, TrainOptions
 from .settings import DEVICES, PRECISIONS
 from .store import MAX_K
 
@@ -168,8 +169,6 @@ def info(uri, collection, token, as_json):
 
 
 def _default(name: str):
-    from .train import TrainOptions
-
     return TrainOptions.__dataclass_fields__[name].default
 
 
@@ -250,8 +249,8 @@ _TRAIN_OPTIONS = (
 @main.command()
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the trained model.")
-@click.option("--base", envvar="VITSEARCH_MODEL", help="Model to fine-tune: hub id or local directory. Default: the bundled one.")
-@click.option("--from-scratch", type=click.Choice(["tiny", "small", "base"]), help="Train a new ViT of this size instead.")
+@click.option("--base", help="Model to fine-tune: hub id or local directory. Default: the bundled one.")
+@click.option("--from-scratch", type=click.Choice(SCRATCH_SIZES), help="Train a new ViT of this size instead.")
 @click.option("--patch-size", type=click.IntRange(2, 64), default=_default("patch_size"), show_default=True,
               help="Patch size of a --from-scratch ViT.")
 @click.option("--epochs", type=click.IntRange(1), default=_default("epochs"), show_default=True)
@@ -270,12 +269,12 @@ _TRAIN_OPTIONS = (
               show_default=True, help="Share of each class held out for validation P@k.")
 @click.option("--val-k", type=click.IntRange(1), default=_default("val_k"), show_default=True)
 @click.option("--seed", type=int, default=_default("seed"), show_default=True)
-@click.option("--loss", type=click.Choice(["auto", "normsoftmax", "supcon", "infonce"]), default="auto", show_default=True,
+@click.option("--loss", type=click.Choice(("auto", *LOSSES)), default="auto", show_default=True,
               help="auto: normsoftmax with labels, infonce without.")
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), help="Loss temperature (default per loss).")
 @click.option("--unlabelled", is_flag=True, help="Ignore class folders / labels: self-supervised training.")
-@click.option("--augment", type=click.Choice(["light", "strong"]), help="Augmentation recipe (default: light with labels).")
-@click.option("--save-dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=_default("save_dtype"),
+@click.option("--augment", type=click.Choice(AUGMENTS), help="Augmentation recipe (default: light with labels).")
+@click.option("--save-dtype", type=click.Choice(SAVE_DTYPES), default=_default("save_dtype"),
               show_default=True, help="Precision of the saved weights.")
 @click.option("--device", type=click.Choice(DEVICES), envvar="VITSEARCH_DEVICE", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(PRECISIONS), envvar="VITSEARCH_PRECISION", default="auto",
@@ -294,7 +293,7 @@ def train(ctx, data, out, unlabelled, resume, overwrite, as_json, **_):
     unlabelled images (self-supervised). The result in --out is a save_pretrained directory for
     --model in every command.
     """
-    from .train import TrainingInterrupted, train as run_training
+    from .training import TrainingInterrupted, train as run_training
 
     options = _explicit(ctx, _TRAIN_OPTIONS)
     if unlabelled:
@@ -340,7 +339,7 @@ def eval_(data, model, k, near_dup, limit, seed, batch_size, device, precision, 
 
     DATA is labelled like for `train` (class folders or a CSV manifest); with --near-dup any folder works.
     """
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     bar = None
     if sys.stderr.isatty():

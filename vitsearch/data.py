@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from .errors import VitsearchError
 from .images import Failure, discover, is_image_name
 
-LABEL_MODES = ("auto", "folders", "none")
+from .options import LABEL_MODES
 
 
 @dataclass

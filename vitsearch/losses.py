@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("normsoftmax", "supcon", "infonce")
+from .options import LOSSES
 TEMPERATURES = {"normsoftmax": 0.05, "supcon": 0.1, "infonce": 0.1}
 
 

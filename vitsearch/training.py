@@ -38,17 +38,17 @@ from .checkpoint import RECORD_FILE, ModelSpec, load_spec
 from .data import ImageSet, read_images, split
 from .embed import Encoder, choose_device, choose_precision, worker_init
 from .errors import ImageError, VitsearchError
-from .evaluate import embed_set, retrieval_metrics
+from .evaluation import embed_set, retrieval_metrics
 from .images import Failure, load_image
-from .losses import LOSSES, build_loss
+from .losses import build_loss
 from .model import (
-    SCRATCH_PRESETS,
     VitBackbone,
     load_backbone,
     resize_backbone,
     save_backbone,
     scratch_backbone,
 )
+from .options import TrainOptions
 from .preprocess import Preprocessing
 
 Callback = Callable[[dict], None]
@@ -57,63 +57,13 @@ STATE_FILE = "state.pt"
 FINETUNE_LR = 5e-5
 SCRATCH_LR = 5e-4
 HEAD_LR_SCALE = 100.0  # class proxies start random: they move much faster than pretrained weights
-SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # keys: options.SAVE_DTYPES
 # Options that may differ between an interrupted run and its resumption (they do not change the maths).
 _RESUMABLE_CHANGES = {"device", "precision", "num_workers", "keep_checkpoint"}
 
 
 class TrainingInterrupted(VitsearchError):
     """Training stopped on request; the checkpoint it left resumes it."""
-
-
-@dataclass
-class TrainOptions:
-    base: str | None = None
-    from_scratch: str | None = None
-    patch_size: int = 16
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float | None = None
-    weight_decay: float = 0.05
-    warmup: float = 0.05
-    layer_decay: float | None = None
-    accumulate: int = 1
-    clip_grad: float | None = 1.0
-    image_size: int | None = None
-    val_fraction: float = 0.1
-    val_k: int = 10
-    seed: int = 0
-    loss: str = "auto"
-    temperature: float | None = None
-    labels: str = "auto"
-    augment: str | None = None
-    save_dtype: str = "fp32"
-    device: str | None = "auto"
-    precision: str | None = "auto"
-    num_workers: int | None = None
-    keep_checkpoint: bool = False
-
-    def check(self) -> None:
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "accumulate": self.accumulate, "val_k": self.val_k}
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, not {value}")
-        if self.lr is not None and self.lr <= 0:
-            raise ValueError(f"lr must be positive, not {self.lr}")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup is a fraction of the steps in [0, 1), not {self.warmup}")
-        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
-            raise ValueError(f"layer_decay must be in (0, 1], not {self.layer_decay}")
-        if self.from_scratch is not None and self.from_scratch not in SCRATCH_PRESETS:
-            raise ValueError(f"unknown size {self.from_scratch!r}; valid: {', '.join(SCRATCH_PRESETS)}")
-        if self.from_scratch and self.base:
-            raise ValueError("give a base model or a from-scratch size, not both")
-        if self.loss != "auto" and self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; valid: auto, {', '.join(LOSSES)}")
-        if self.save_dtype not in SAVE_DTYPES:
-            raise ValueError(f"save dtype must be one of {', '.join(SAVE_DTYPES)}, not {self.save_dtype!r}")
-        if self.image_size is not None and self.image_size < 8:
-            raise ValueError(f"image size must be at least 8, not {self.image_size}")
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 from conftest import SAMPLES, labelled_folder
 from vitsearch.data import read_images
 from vitsearch.errors import VitsearchError
-from vitsearch.evaluate import evaluate, near_dup_recall, retrieval_metrics, sample
+from vitsearch.evaluation import evaluate, near_dup_recall, retrieval_metrics, sample
 
 
 def on_circle(degrees) -> np.ndarray:
@@ -34,7 +34,7 @@ def test_metrics_match_hand_computed_values():
 
 
 def test_recall_at_k_counts_any_hit_in_the_top_k():
-    x = on_circle([0, 10, 20, 100])
+    x = on_circle([0, 30, 35, 100])
     got = retrieval_metrics(x, [0, 1, 1, 0], k=2)
     # queries 0 and 3 (class 0) find each other only at rank 3; queries 1 and 2 find each other first
     assert got["recall_at_k"] == pytest.approx(0.5)

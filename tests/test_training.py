@@ -19,7 +19,7 @@ from vitsearch.checkpoint import RECORD_FILE, load_spec
 from vitsearch.embed import Encoder
 from vitsearch.errors import ModelError, VitsearchError
 from vitsearch.model import load_backbone
-from vitsearch.train import (
+from vitsearch.training import (
     CHECKPOINT_DIR,
     TrainingInterrupted,
     TrainOptions,
@@ -231,3 +231,16 @@ def test_ctrl_c_in_the_cli_leaves_a_resumable_checkpoint(tmp_path, tiny_models):
     assert "Interrupted: stopped in epoch" in err and "Traceback" not in err
     state = torch.load(out / CHECKPOINT_DIR / "state.pt", weights_only=True)
     assert state["epoch"] >= 1 and state["step"] >= 1
+
+
+def test_option_names_match_their_implementations():
+    from vitsearch import options
+    from vitsearch.augment import RECIPES
+    from vitsearch.losses import TEMPERATURES
+    from vitsearch.model import SCRATCH_PRESETS
+    from vitsearch.training import SAVE_DTYPES
+
+    assert tuple(SCRATCH_PRESETS) == options.SCRATCH_SIZES
+    assert tuple(RECIPES) == options.AUGMENTS
+    assert tuple(TEMPERATURES) == options.LOSSES
+    assert tuple(SAVE_DTYPES) == options.SAVE_DTYPES
