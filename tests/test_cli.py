@@ -166,3 +166,14 @@ def test_eval_of_unlabelled_images_says_to_use_near_dup(tmp_path):
         photo(i).save(tmp_path / f"{i}.jpg")
     result = cli("eval", tmp_path)
     assert result.exit_code == 1 and "--near-dup" in result.stderr
+
+
+def test_remove_rows_by_file_or_folder(run, photos):
+    assert run("index", photos, "--json").exit_code == 0
+    gone = photos / "chelsea.jpg"
+    gone.unlink()  # rows of files that no longer exist can still be removed
+    result = run("remove", gone, photos / "sub", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"removed": 5}
+    assert json.loads(run("info", "--json").stdout)["count"] == 2
+    assert run("remove", photos / "nothing").stdout.strip() == "removed 0 rows"

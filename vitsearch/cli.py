@@ -168,6 +168,24 @@ def info(uri, collection, token, as_json):
         click.echo(f"{key:<12}{'' if data[key] is None else data[key]}")
 
 
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@store_options
+@click.option("--json", "as_json", is_flag=True, help="Print {\"removed\": N} as JSON.")
+@_handle_errors
+def remove(paths, uri, collection, token, as_json):
+    """Delete the rows of these files, or of every file under these folders (the files stay on disk).
+
+    PATHS need not exist any more: rows are matched by the absolute path they were indexed under.
+    """
+    with _open(uri, collection, token) as vs:
+        removed = vs.remove(list(paths))
+    if as_json:
+        click.echo(json.dumps({"removed": removed}))
+    else:
+        click.echo(f"removed {removed} row{'s' if removed != 1 else ''}")
+
+
 def _default(name: str):
     return TrainOptions.__dataclass_fields__[name].default
 
