@@ -221,7 +221,7 @@ class _Run:
         self.views = train_views(self.image_size, opts.augment or ("light" if self.labelled else "strong"))
         self.batches_per_epoch = len(_epoch_batches(len(self.train_idx), opts.batch_size, opts.seed, 0))
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / opts.accumulate)
-        lr = opts.lr or (SCRATCH_LR if opts.from_scratch else FINETUNE_LR)
+        lr = self.base_lr = opts.lr or (SCRATCH_LR if opts.from_scratch else FINETUNE_LR)
         self.optimizer = torch.optim.AdamW(param_groups(self.backbone, self.head, opts, lr), betas=(0.9, 0.999))
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.steps_per_epoch * opts.epochs, opts.warmup)
@@ -374,7 +374,7 @@ class _Run:
                     self.emit({
                         "event": "step", "epoch": self.epoch, "batch": b + 1, "batches": len(batches),
                         "step": self.step, "loss": losses[-1] if losses else float("nan"),
-                        "lr": self.schedule.get_last_lr()[0],
+                        "lr": self.base_lr * self.schedule.lr_lambdas[0](self.schedule.last_epoch),
                     })
                 except KeyboardInterrupt:  # raised by the caller's callback: a clean stop, like Ctrl-C
                     stop.set = True
