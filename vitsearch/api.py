@@ -15,6 +15,7 @@ from . import __version__
 from .errors import ModelMismatchError, StoreError, VitsearchError
 from .images import ImageInput, check_roots
 from .indexer import Indexer, IndexSummary, ProgressFactory, no_progress
+from .metadata import check_field, read_metadata
 from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
 from .search import Hit, search_images
 
@@ -112,10 +113,22 @@ class VisualSearch:
         *,
         keep_missing: bool = False,
         reindex: bool = False,
+        metadata: str | os.PathLike | dict[str, dict] | None = None,
         progress: ProgressFactory = no_progress,
     ) -> IndexSummary:
-        """Sync files and folders into the collection (incremental; see :class:`Indexer`)."""
+        """Sync files and folders into the collection (incremental; see :class:`Indexer`).
+
+        ``metadata``: a CSV / JSON Lines file (see :mod:`vitsearch.metadata`) or a dict
+        ``{path: {field: value}}``; its fields are stored with the rows and can be filtered on.
+        """
         roots = check_roots([paths] if isinstance(paths, (str, os.PathLike)) else paths)
+        if metadata is not None and not isinstance(metadata, dict):
+            metadata = read_metadata(metadata)
+        elif metadata:
+            metadata = {os.path.abspath(os.fspath(p)): dict(f) for p, f in metadata.items()}
+            for fields in metadata.values():
+                for name in fields:
+                    check_field(name, "metadata")
         spec = self.spec  # decided before a --reindex drop: the asked-for model, else the collection's
         if reindex:
             self.store.drop()
@@ -124,7 +137,7 @@ class VisualSearch:
         else:
             self.store.create(model_record(spec))
         indexer = Indexer(self.store, lambda: self.encoder, batch_size=self.batch_size, progress=progress)
-        return indexer.sync(roots, keep_missing=keep_missing)
+        return indexer.sync(roots, keep_missing=keep_missing, metadata=metadata)
 
     def query(
         self,

@@ -107,12 +107,17 @@ def main():
 @click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes (default: min(4, CPUs - 1)).")
 @click.option("--keep-missing", is_flag=True, help="Keep rows of files that are gone from the indexed folders.")
 @click.option("--reindex", is_flag=True, help="Drop the collection and index again (e.g. with another --model).")
+@click.option("--metadata", type=click.Path(exists=True, dir_okay=False),
+              help="CSV (with a 'path' column) or JSON Lines (with a 'path' key): fields to store with each image.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @_handle_errors
-def index(paths, uri, collection, token, model, batch_size, device, precision, workers, keep_missing, reindex, as_json):
+def index(paths, uri, collection, token, model, batch_size, device, precision, workers, keep_missing, reindex,
+          metadata, as_json):
     """Index images under PATHS (folders are walked recursively; re-runs are incremental)."""
     with _open(uri, collection, token, model, device, precision, batch_size, workers) as vs:
-        summary = vs.index(list(paths), keep_missing=keep_missing, reindex=reindex, progress=_tqdm_progress())
+        summary = vs.index(
+            list(paths), keep_missing=keep_missing, reindex=reindex, metadata=metadata, progress=_tqdm_progress()
+        )
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
         return
@@ -124,6 +129,10 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, w
         f"removed {d['removed']}, failed {len(d['failed'])} in {d['seconds']:.1f}s "
         f"({d['embedded']} embedded, {d['reused']} reused)"
     )
+    if metadata:
+        click.echo(f"metadata: {d['metadata_updated']} unchanged images updated", err=True)
+        if d["metadata_unmatched"]:
+            click.echo(f"metadata: {d['metadata_unmatched']} entries name no file under {', '.join(paths)}", err=True)
 
 
 @main.command()

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Protocol
 
 from .images import Failure, FileEntry, check_roots, discover
-from .store import Store, path_id
+from .metadata import RESERVED
+from .store import ROW_FIELDS, Store, path_id
 
 if TYPE_CHECKING:
     from .embed import Encoder
@@ -51,6 +52,8 @@ class IndexSummary:
     removed: int = 0
     reused: int = 0  # rows whose vector came from a stored row with the same content
     embedded: int = 0
+    metadata_updated: int = 0  # unchanged files whose metadata changed (no re-embedding)
+    metadata_unmatched: int = 0  # metadata entries naming no file under the indexed paths
     failed: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -63,6 +66,8 @@ class IndexSummary:
             "removed": self.removed,
             "reused": self.reused,
             "embedded": self.embedded,
+            "metadata_updated": self.metadata_updated,
+            "metadata_unmatched": self.metadata_unmatched,
             "failed": [f.as_dict() for f in self.failed],
             "seconds": round(self.seconds, 3),
         }
@@ -76,8 +81,14 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def _row(entry: FileEntry, sha: str, vector, width: int, height: int) -> dict:
+def user_fields(row: dict) -> dict:
+    """The metadata of a stored row: every field but vitsearch's own."""
+    return {k: v for k, v in row.items() if k not in RESERVED and not k.startswith("$")}
+
+
+def _row(entry: FileEntry, sha: str, vector, width: int, height: int, fields: dict | None = None) -> dict:
     return {
+        **(fields or {}),
         "id": path_id(entry.path),
         "path": entry.path,
         "size": entry.size,
@@ -106,8 +117,16 @@ class Indexer:
         self.progress = progress
         self._last_flush = 0.0
 
-    def sync(self, paths: Iterable[str], *, keep_missing: bool = False) -> IndexSummary:
+    def sync(
+        self, paths: Iterable[str], *, keep_missing: bool = False, metadata: dict[str, dict] | None = None
+    ) -> IndexSummary:
+        """Bring the store in line with the files under ``paths``.
+
+        ``metadata`` maps absolute paths to fields stored with their rows: its values replace stored
+        ones, and fields it does not name are kept (also when a file's content changes).
+        """
         start = time.perf_counter()
+        metadata = metadata or {}
         self._last_flush = time.monotonic()  # the 5-second flush clock runs per sync
         roots = check_roots(paths)
         summary = IndexSummary()
@@ -120,19 +139,27 @@ class Indexer:
                 continue
             entries.append(entry)
         summary.scanned = len(entries)
+        if metadata:
+            summary.metadata_unmatched = len(metadata.keys() - {e.path for e in entries})
 
         existing: dict[str, dict] = {}
         for root in roots:
             for row in self.store.rows_under(root):
                 existing[row["path"]] = row
 
-        todo = []
+        todo, unchanged = [], []
         for entry in entries:
             row = existing.get(entry.path)
             if row and row["size"] == entry.size and row["mtime"] == entry.mtime:
                 summary.unchanged += 1
+                unchanged.append(entry)
             else:
                 todo.append(entry)
+        self._update_metadata([existing[e.path] for e in unchanged if e.path in metadata], metadata, summary)
+        old_fields = self._old_fields([existing[e.path] for e in todo if e.path in existing])
+
+        def fields_of(entry: FileEntry) -> dict:
+            return {**old_fields.get(entry.path, {}), **metadata.get(entry.path, {})}
 
         hashes = self._hash(todo, summary)
         todo = [e for e in todo if e.path in hashes]
@@ -144,7 +171,7 @@ class Indexer:
             old = existing.get(entry.path)
             if sha in known:
                 src = known[sha]
-                pending.append(_row(entry, sha, src["vector"], src["width"], src["height"]))
+                pending.append(_row(entry, sha, src["vector"], src["width"], src["height"], fields_of(entry)))
                 if old and old["sha256"] == sha:
                     summary.unchanged += 1  # touched, same content: refresh size/mtime only
                 else:
@@ -165,7 +192,9 @@ class Indexer:
                     else:
                         summary.embedded += 1
                         for entry in group:
-                            pending.append(_row(entry, hashes[entry.path], res.vector, res.width, res.height))
+                            pending.append(
+                                _row(entry, hashes[entry.path], res.vector, res.width, res.height, fields_of(entry))
+                            )
                             self._count(summary, existing.get(entry.path))
                         self._flush(pending)
                     bar.update(1)
@@ -177,6 +206,28 @@ class Indexer:
             summary.removed = self.store.delete(gone)
         summary.seconds = time.perf_counter() - start
         return summary
+
+    def _update_metadata(self, rows: list[dict], metadata: dict[str, dict], summary: IndexSummary) -> None:
+        """Rewrite the rows of unchanged files whose metadata differs (same vector, no embedding)."""
+        for start in range(0, len(rows), FLUSH_ROWS):
+            ids = [row["id"] for row in rows[start : start + FLUSH_ROWS]]
+            changed = []
+            for full in self.store.get(ids, ["*"]):
+                wanted = {**user_fields(full), **metadata[full["path"]]}
+                if wanted != user_fields(full):
+                    changed.append({**{k: full[k] for k in ROW_FIELDS}, "vector": full["vector"], **wanted})
+            self.store.upsert(changed)
+            summary.metadata_updated += len(changed)
+
+    def _old_fields(self, rows: list[dict]) -> dict[str, dict]:
+        """path -> metadata of the stored rows of files about to be rewritten, so that it survives."""
+        out: dict[str, dict] = {}
+        for start in range(0, len(rows), FLUSH_ROWS):
+            for full in self.store.get([row["id"] for row in rows[start : start + FLUSH_ROWS]], ["*"]):
+                fields = user_fields(full)
+                if fields:
+                    out[full["path"]] = fields
+        return out
 
     @staticmethod
     def _count(summary: IndexSummary, old: dict | None) -> None:
