@@ -12,6 +12,7 @@ from conftest import photo
 from vitsearch import VisualSearch
 from vitsearch.errors import VitsearchError
 from vitsearch.metadata import infer, read_metadata
+from vitsearch.search import best_per_group, grouped_search
 
 
 @pytest.mark.parametrize(
@@ -125,3 +126,51 @@ def test_metadata_from_the_command_line(tmp_path, catalogue, bundled_encoder, mo
     bad.write_text("path,id\nx.png,1\n")
     result = CliRunner().invoke(main, ["index", str(catalogue), "--metadata", str(bad)])
     assert result.exit_code == 1 and "vitsearch's own fields" in result.stderr
+
+
+def test_best_per_group_keeps_the_first_row_of_each_value():
+    rows = [{"id": 1, "pid": "a"}, {"id": 2, "pid": "a"}, {"id": 3}, {"id": 4, "pid": "b"}, {"id": 5, "pid": 7}]
+    assert [r["id"] for r in best_per_group(rows, "pid", 3)] == [1, 3, 4]
+    assert [r["id"] for r in best_per_group(rows, "pid", 10)] == [1, 3, 4, 5]
+
+
+def test_grouped_search_fetches_more_until_it_has_k_groups():
+    class Store:  # 100 rows of one product, then one row each of two others
+        calls = []
+
+        def search(self, vectors, limit, filter=None):
+            self.calls.append(limit)
+            rows = [{"id": i, "pid": "same"} for i in range(100)] + [{"id": 100, "pid": "x"}, {"id": 101, "pid": "y"}]
+            return [rows[:limit] for _ in vectors]
+
+    store = Store()
+    got = grouped_search(store, [[1.0], [0.5]], 3, "pid")
+    assert [[r["id"] for r in rows] for rows in got] == [[0, 100, 101], [0, 100, 101]]
+    assert store.calls == [24, 96, 384]
+    with pytest.raises(VitsearchError, match="not a usable field name"):
+        grouped_search(store, [[1.0]], 3, "bad name")
+
+
+def test_group_by_returns_k_distinct_products(tmp_path, bundled_encoder, monkeypatch):
+    monkeypatch.setattr(VisualSearch, "encoder", property(lambda self: bundled_encoder))
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    meta = {}
+    for product in range(4):
+        for view in range(3):
+            path = folder / f"p{product}_{view}.png"
+            photo(10 * product + view).save(path)
+            meta[str(path)] = {"product_id": f"P{product}"}
+    photo(77).save(folder / "loose.png")  # no product: a group of its own
+    with VisualSearch(str(tmp_path / "s.db")) as vs:
+        vs.index(folder, metadata=meta)
+        query = str(folder / "p0_0.png")
+        everything = vs.query(query, k=13)
+        grouped = vs.query(query, k=4, group_by="product_id")
+        expected = best_per_group([{"id": h.id, **h.metadata} for h in everything], "product_id", 4)
+        assert [h.id for h in grouped] == [row["id"] for row in expected]
+        assert grouped[0].path == query and [h.rank for h in grouped] == [1, 2, 3, 4]
+        values = [h.metadata.get("product_id", h.path) for h in grouped]
+        assert len(set(values)) == 4
+        shoes = vs.query(query, k=2, group_by="product_id", filter='product_id in ["P1", "P2"]')
+        assert sorted(h.metadata["product_id"] for h in shoes) == ["P1", "P2"]

@@ -145,15 +145,22 @@ class VisualSearch:
         *,
         k: int = 10,
         filter: str | None = None,
+        group_by: str | None = None,
     ) -> list[Hit] | list[list[Hit]]:
-        """Nearest indexed images: one query → a list of hits; a list of queries → a list of lists."""
+        """Nearest indexed images: one query → a list of hits; a list of queries → a list of lists.
+
+        ``group_by`` names a metadata field (e.g. ``product_id``): the result is then the best image
+        of each of the ``k`` nearest distinct values; images without the field count on their own.
+        """
         single = not isinstance(images, (list, tuple))
         if not self.store.exists():
             raise VitsearchError(
                 f"collection {self.store.collection!r} does not exist in {self.store.uri}: run `vitsearch index` first"
             )
         self._check_model()
-        results = search_images(self.encoder, self.store, [images] if single else list(images), k=k, filter=filter)
+        results = search_images(
+            self.encoder, self.store, [images] if single else list(images), k=k, filter=filter, group_by=group_by
+        )
         return results[0] if single else results
 
     def remove(self, paths: Sequence[str | os.PathLike] | str | os.PathLike) -> int:

@@ -139,15 +139,16 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, w
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True, help="Hits per query.")
 @click.option("--filter", "filter_", metavar="EXPR", help='Milvus boolean expression, e.g. \'width > 500\'.')
+@click.option("--group-by", metavar="FIELD", help="Best image per value of this metadata field (k distinct values).")
 @store_options
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query (JSON Lines).")
 @_handle_errors
-def query(images, k, filter_, uri, collection, token, model, batch_size, device, precision, as_json):
+def query(images, k, filter_, group_by, uri, collection, token, model, batch_size, device, precision, as_json):
     """Show the indexed images most similar to each IMAGE."""
     with _open(uri, collection, token, model, device, precision, batch_size) as vs:
         try:
-            results = vs.query(list(images), k=k, filter=filter_)
+            results = vs.query(list(images), k=k, filter=filter_, group_by=group_by)
         except ImageError as exc:
             raise VitsearchError(f"cannot read query image {exc}") from None
     for image, hits in zip(images, results):
