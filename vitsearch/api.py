@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
 from .errors import ModelMismatchError, StoreError, VitsearchError
-from .images import ImageInput, check_roots
+from .images import ImageInput, check_roots, describe
 from .indexer import Indexer, IndexSummary, ProgressFactory, no_progress
 from .metadata import check_field, read_metadata
 from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
 from .search import Hit, search_images
+from .tagging import Tag, tag_vectors
 
 if TYPE_CHECKING:
     from .embed import Encoder
@@ -162,6 +163,82 @@ class VisualSearch:
             self.encoder, self.store, [images] if single else list(images), k=k, filter=filter, group_by=group_by
         )
         return results[0] if single else results
+
+    def tag(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        field: str = "label",
+        k: int = 15,
+        min_confidence: float = 0.0,
+        filter: str | None = None,
+        write: bool = False,
+    ) -> list[Tag]:
+        """Predict ``field`` for each image from its ``k`` nearest labelled neighbours (one :class:`Tag` each).
+
+        Indexed images never vote for themselves. ``write=True`` stores confident labels on the rows of
+        indexed images (given by path) that have no value for ``field`` yet.
+        """
+        from .store import path_id
+
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        self._require()
+        vectors = self.encoder.encode(items).tolist()
+        names = [os.path.abspath(os.fspath(i)) if isinstance(i, (str, os.PathLike)) else describe(i) for i in items]
+        exclude = [{path_id(n), n} for n in names]
+        tags = tag_vectors(self.store, vectors, names, field_name=field, k=k, min_confidence=min_confidence,
+                           filter=filter, exclude=exclude)
+        if write:
+            wanted = {path_id(t.query): t.label for t, item in zip(tags, items)
+                      if t.label is not None and isinstance(item, (str, os.PathLike))}
+            written = self._write_labels(field, wanted)
+            for t in tags:
+                t.written = path_id(t.query) in written
+        return tags
+
+    def tag_missing(
+        self,
+        *,
+        field: str = "label",
+        k: int = 15,
+        min_confidence: float = 0.0,
+        filter: str | None = None,
+        write: bool = True,
+        batch_size: int = 256,
+    ) -> list[Tag]:
+        """Tag every indexed image that has no ``field`` yet, from its stored vector (nothing is embedded)."""
+        check_field(field, "--field")
+        self._require()
+        missing = [row["id"] for row in self.store.iter_rows("", ["id", field]) if row.get(field) is None]
+        tags = []
+        for start in range(0, len(missing), batch_size):
+            rows = self.store.get(missing[start : start + batch_size], ["*"])
+            found = tag_vectors(
+                self.store, [r["vector"] for r in rows], [r["path"] for r in rows], field_name=field, k=k,
+                min_confidence=min_confidence, filter=filter, exclude=[{r["id"]} for r in rows],
+            )
+            if write:
+                written = self._write_labels(field, {r["id"]: t.label for r, t in zip(rows, found) if t.label is not None}, rows)
+                for r, t in zip(rows, found):
+                    t.written = r["id"] in written
+            tags += found
+        return tags
+
+    def _write_labels(self, field: str, labels: dict[int, object], rows: list[dict] | None = None) -> set[int]:
+        """Store ``labels`` (row id → value) on rows that lack ``field``; returns the ids written."""
+        if not labels:
+            return set()
+        rows = rows if rows is not None else self.store.get(sorted(labels), ["*"])
+        updated = [{**row, field: labels[row["id"]]} for row in rows if row["id"] in labels and row.get(field) is None]
+        self.store.upsert(updated)
+        return {row["id"] for row in updated}
+
+    def _require(self) -> None:
+        if not self.store.exists():
+            raise VitsearchError(
+                f"collection {self.store.collection!r} does not exist in {self.store.uri}: run `vitsearch index` first"
+            )
+        self._check_model()
 
     def remove(self, paths: Sequence[str | os.PathLike] | str | os.PathLike) -> int:
         """Delete the rows of these files, or of every file under these folders; returns the count."""

@@ -179,6 +179,44 @@ def info(uri, collection, token, as_json):
 
 
 @main.command()
+@click.argument("images", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--field", default="label", show_default=True, help="The metadata field to predict.")
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=15, show_default=True, help="Neighbours that vote.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Below this share of the vote, no label is given.")
+@click.option("--filter", "filter_", metavar="EXPR", help="Only neighbours matching this Milvus expression vote.")
+@click.option("--missing", is_flag=True, help="Tag every indexed image that has no value for --field (stored vectors).")
+@click.option("--write", is_flag=True, help="Store confident labels on indexed images that lack one.")
+@store_options
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image (JSON Lines).")
+@_handle_errors
+def tag(images, field, k, min_confidence, filter_, missing, write, uri, collection, token, model, batch_size, device,
+        precision, as_json):
+    """Predict a label for each IMAGE from its nearest labelled neighbours (similarity-weighted vote)."""
+    if not images and not missing:
+        raise click.UsageError("give IMAGE... to tag, or --missing to tag the indexed images without a label")
+    with _open(uri, collection, token, model, device, precision, batch_size) as vs:
+        try:
+            tags = vs.tag(list(images), field=field, k=k, min_confidence=min_confidence, filter=filter_,
+                          write=write) if images else []
+        except ImageError as exc:
+            raise VitsearchError(f"cannot read image {exc}") from None
+        if missing:
+            tags += vs.tag_missing(field=field, k=k, min_confidence=min_confidence, filter=filter_, write=write)
+    for t in tags:
+        if as_json:
+            click.echo(json.dumps(t.as_dict(), default=str))
+        elif t.label is None:
+            best = max(t.votes.items(), key=lambda kv: kv[1])[0] if t.votes else None
+            click.echo(f"{t.query}\t(no label: best {best!r} at {t.confidence:.2f})")
+        else:
+            click.echo(f"{t.query}\t{t.label}\t{t.confidence:.2f}")
+    if write:
+        click.echo(f"wrote {sum(t.written for t in tags)} labels to images that had none", err=True)
+
+
+@main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @store_options
 @click.option("--json", "as_json", is_flag=True, help="Print {\"removed\": N} as JSON.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .images import ImageInput
 from .metadata import check_field
@@ -54,27 +54,32 @@ def best_per_group(rows: list[dict], field: str, k: int) -> list[dict]:
     return out
 
 
-def grouped_search(store: Store, vectors: list[list[float]], k: int, field: str, filter: str | None = None) -> list[list[dict]]:
-    """Top-``k`` distinct values of ``field`` per query, each with its best row.
-
-    Done on the client, so it works for metadata fields on Milvus Lite and every server version:
-    fetch ``8k`` candidates, and fetch more for the queries that found fewer than ``k`` groups in a
-    full page, up to the search limit.
-    """
-    check_field(field, "--group-by")
+def search_until(
+    store: Store, vectors: list[list[float]], k: int, select: Callable[[int, list[dict]], list[dict]], filter: str | None = None
+) -> list[list[dict]]:
+    """Per query, ``select(query_index, candidates)``: fetch ``8k`` candidates, then more for the
+    queries whose full page gave fewer than ``k`` selected rows, up to the search limit."""
     limit = min(MAX_K, k * _GROUP_FETCH)
-    results: list[list[dict] | None] = [None] * len(vectors)
+    results: list[list[dict]] = [[] for _ in vectors]
     todo = list(range(len(vectors)))
     while todo:
         found = store.search([vectors[i] for i in todo], limit, filter=filter)
         again = []
         for i, rows in zip(todo, found):
-            groups = best_per_group(rows, field, k)
-            if len(groups) < k and len(rows) == limit and limit < MAX_K:
+            results[i] = select(i, rows)
+            if len(results[i]) < k and len(rows) == limit and limit < MAX_K:
                 again.append(i)
-            results[i] = groups
         todo, limit = again, min(MAX_K, limit * 4)
-    return [r or [] for r in results]
+    return results
+
+
+def grouped_search(store: Store, vectors: list[list[float]], k: int, field: str, filter: str | None = None) -> list[list[dict]]:
+    """Top-``k`` distinct values of ``field`` per query, each with its best row.
+
+    Done on the client, so it works for metadata fields on Milvus Lite and every server version.
+    """
+    check_field(field, "--group-by")
+    return search_until(store, vectors, k, lambda _, rows: best_per_group(rows, field, k), filter)
 
 
 def search_images(

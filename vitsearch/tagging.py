@@ -1,0 +1,81 @@
+"""Label images from their nearest labelled neighbours: a similarity-weighted kNN vote.
+
+Each of the ``k`` nearest indexed images that has the field votes for its value with its cosine
+similarity (negative similarities count as zero). The label is the value with the most weight;
+its confidence is that weight over all the weight. Below ``min_confidence`` the label is None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .metadata import check_field
+from .search import Hit, search_until, to_hits
+from .store import Store
+
+
+@dataclass
+class Tag:
+    query: str
+    label: Any  # None when no neighbour has the field, or the vote is below min_confidence
+    confidence: float
+    votes: dict = field(default_factory=dict)  # value -> summed similarity
+    neighbours: list[Hit] = field(default_factory=list)
+    field_name: str = "label"
+    written: bool = False  # the label was stored on the image's row
+
+    def as_dict(self) -> dict:
+        return {
+            "query": self.query,
+            "label": self.label,
+            "confidence": round(self.confidence, 6),
+            "votes": {str(k): round(v, 6) for k, v in self.votes.items()},
+            "written": self.written,
+            "neighbours": [
+                {"path": h.path, "score": round(h.score, 6), "label": h.metadata.get(self.field_name)} for h in self.neighbours
+            ],
+        }
+
+
+def vote(neighbours: list[dict], field_name: str, min_confidence: float = 0.0) -> tuple[Any, float, dict]:
+    """(label, confidence, votes) from neighbour rows carrying ``field_name``."""
+    votes: dict = {}
+    for row in neighbours:
+        votes[row[field_name]] = votes.get(row[field_name], 0.0) + max(0.0, float(row["score"]))
+    total = sum(votes.values())
+    if not votes or total <= 0:
+        return None, 0.0, votes
+    label, weight = max(votes.items(), key=lambda item: item[1])
+    confidence = weight / total
+    return (label if confidence >= min_confidence else None), confidence, votes
+
+
+def tag_vectors(
+    store: Store,
+    vectors: list[list[float]],
+    names: list[str],
+    *,
+    field_name: str = "label",
+    k: int = 15,
+    min_confidence: float = 0.0,
+    filter: str | None = None,
+    exclude: list[set] | None = None,
+) -> list[Tag]:
+    """Tag each vector from its ``k`` nearest rows that have ``field_name`` (rows in ``exclude[i]`` skipped)."""
+    check_field(field_name, "--field")
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be between 0 and 1, not {min_confidence}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    skip = exclude or [set() for _ in vectors]
+
+    def labelled(i: int, rows: list[dict]) -> list[dict]:
+        keep = [r for r in rows if r.get(field_name) is not None and r["id"] not in skip[i] and r.get("path") not in skip[i]]
+        return keep[:k]
+
+    tags = []
+    for i, rows in enumerate(search_until(store, vectors, k, labelled, filter)):
+        label, confidence, votes = vote(rows, field_name, min_confidence)
+        tags.append(Tag(names[i], label, confidence, votes, to_hits(rows), field_name))
+    return tags
