@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -18,11 +19,15 @@ NAMES = ("chelsea", "coffee", "astronaut", "rocket", "horse")
 
 
 def test_vote_weights_neighbours_by_similarity():
-    rows = [{"score": 0.9, "label": "cat"}, {"score": 0.5, "label": "dog"}, {"score": 0.45, "label": "dog"},
-            {"score": -0.3, "label": "car"}]
+    w = lambda score: math.exp(score / 0.07)  # noqa: E731 - the documented weight
+    rows = [{"score": 0.80, "label": "cat"}, {"score": 0.78, "label": "dog"}, {"score": 0.77, "label": "dog"}]
     label, confidence, votes = vote(rows, "label")
-    assert label == "dog" and confidence == pytest.approx(0.95 / 1.85) and votes["car"] == 0.0
-    assert vote(rows, "label", min_confidence=0.6)[0] is None
+    dog, cat = w(0.78) + w(0.77), w(0.80)
+    assert label == "dog" and confidence == pytest.approx(dog / (dog + cat))
+    assert votes["cat"] / votes["dog"] == pytest.approx(cat / dog)
+    assert vote(rows, "label", min_confidence=0.6)[0] is None  # dog's share is 0.58
+    close = [{"score": 0.95, "label": "cat"}, {"score": 0.80, "label": "dog"}, {"score": 0.80, "label": "dog"}]
+    assert vote(close, "label")[0] == "cat"  # one much nearer neighbour outweighs two farther ones
     assert vote([], "label") == (None, 0.0, {})
 
 

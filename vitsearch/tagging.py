@@ -1,12 +1,15 @@
 """Label images from their nearest labelled neighbours: a similarity-weighted kNN vote.
 
-Each of the ``k`` nearest indexed images that has the field votes for its value with its cosine
-similarity (negative similarities count as zero). The label is the value with the most weight;
-its confidence is that weight over all the weight. Below ``min_confidence`` the label is None.
+Each of the ``k`` nearest indexed images that has the field votes for its value with weight
+``exp(similarity / T)``, T = 0.07 (the weighting of DINO's kNN classifier): nearer neighbours count
+for much more, so a large ``k`` does not drown the closest matches. The label is the value with
+the most weight; its confidence is that weight over all the weight. Below ``min_confidence`` the
+label is None.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,13 +17,15 @@ from .metadata import check_field
 from .search import Hit, search_until, to_hits
 from .store import Store
 
+TEMPERATURE = 0.07
+
 
 @dataclass
 class Tag:
     query: str
     label: Any  # None when no neighbour has the field, or the vote is below min_confidence
     confidence: float
-    votes: dict = field(default_factory=dict)  # value -> summed similarity
+    votes: dict = field(default_factory=dict)  # value -> summed weight
     neighbours: list[Hit] = field(default_factory=list)
     field_name: str = "label"
     written: bool = False  # the label was stored on the image's row
@@ -42,7 +47,8 @@ def vote(neighbours: list[dict], field_name: str, min_confidence: float = 0.0) -
     """(label, confidence, votes) from neighbour rows carrying ``field_name``."""
     votes: dict = {}
     for row in neighbours:
-        votes[row[field_name]] = votes.get(row[field_name], 0.0) + max(0.0, float(row["score"]))
+        weight = math.exp((float(row["score"]) - 1.0) / TEMPERATURE)  # shifted by 1: no overflow, same ratios
+        votes[row[field_name]] = votes.get(row[field_name], 0.0) + weight
     total = sum(votes.values())
     if not votes or total <= 0:
         return None, 0.0, votes
