@@ -17,6 +17,7 @@ from .images import ImageInput, check_roots, describe
 from .indexer import Indexer, IndexSummary, ProgressFactory, no_progress
 from .metadata import check_field, read_metadata
 from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
+from .dups import DupGroup, find_duplicates
 from .search import Hit, search_images
 from .tagging import Tag, tag_vectors
 
@@ -232,6 +233,12 @@ class VisualSearch:
         updated = [{**row, field: labels[row["id"]]} for row in rows if row["id"] in labels and row.get(field) is None]
         self.store.upsert(updated)
         return {row["id"] for row in updated}
+
+    def duplicates(self, threshold: float = 0.95) -> list[DupGroup]:
+        """Groups of exact (same sha256) and near duplicates (cosine ≥ ``threshold``), each with a keeper."""
+        if not self.store.exists():
+            return []
+        return find_duplicates(self.store, threshold)
 
     def _require(self) -> None:
         if not self.store.exists():

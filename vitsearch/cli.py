@@ -217,6 +217,31 @@ def tag(images, field, k, min_confidence, filter_, missing, write, uri, collecti
 
 
 @main.command()
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
+              help="Cosine similarity at or above which two images are near-duplicates.")
+@store_options
+@click.option("--json", "as_json", is_flag=True, help='Print {"groups": [{"paths", "keep", "similarity"}]}.')
+@_handle_errors
+def dups(threshold, uri, collection, token, as_json):
+    """Find groups of duplicate and near-duplicate images in the collection, with a copy to keep.
+
+    Exact copies (same content) are grouped first, then images whose embeddings are at least
+    --threshold alike. The suggested keeper has the most pixels, then the largest file.
+    """
+    with _open(uri, collection, token) as vs:
+        groups = vs.duplicates(threshold)
+    if as_json:
+        click.echo(json.dumps({"groups": [g.as_dict() for g in groups]}))
+        return
+    for n, group in enumerate(groups, start=1):
+        kind = "identical" if group.exact else f"similarity >= {group.similarity:.3f}"
+        click.echo(f"group {n} ({len(group.paths)} images, {kind})")
+        for path in group.paths:
+            click.echo(f"  {'keep' if path == group.keep else '    '}  {path}")
+    click.echo(f"{len(groups)} groups, {sum(len(g.paths) - 1 for g in groups)} images could go", err=True)
+
+
+@main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @store_options
 @click.option("--json", "as_json", is_flag=True, help="Print {\"removed\": N} as JSON.")

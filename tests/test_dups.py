@@ -1,0 +1,55 @@
+"""Duplicate groups: exact copies by content, near copies by similarity, no group among different images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import SAMPLES
+from vitsearch import VisualSearch
+from vitsearch.cli import main
+from vitsearch.dups import keeper
+
+DIFFERENT = ("chelsea", "coffee", "astronaut", "rocket", "horse", "camera", "coins", "text")
+
+
+def test_keeper_prefers_pixels_then_bytes():
+    rows = [{"path": "/a", "width": 10, "height": 10, "size": 900}, {"path": "/b", "width": 20, "height": 10, "size": 5},
+            {"path": "/c", "width": 20, "height": 10, "size": 50}]
+    assert keeper(rows)["path"] == "/c"
+
+
+def test_planted_copies_are_grouped_and_nothing_else(tmp_path, bundled_encoder, monkeypatch):
+    monkeypatch.setattr(VisualSearch, "encoder", property(lambda self: bundled_encoder))
+    monkeypatch.setenv("VITSEARCH_URI", str(tmp_path / "s.db"))
+    folder = tmp_path / "photos"
+    (folder / "copies").mkdir(parents=True)
+    for name in DIFFERENT:
+        shutil.copy(SAMPLES / "photos" / f"{name}.jpg", folder / f"{name}.jpg")
+    shutil.copy(SAMPLES / "photos" / "rocket.jpg", folder / "copies" / "rocket_again.jpg")  # exact copy
+    shutil.copy(SAMPLES / "photos" / "rocket.jpg", folder / "copies" / "rocket_third.jpg")
+    shutil.copy(SAMPLES / "near_duplicates" / "chelsea_mirror.jpg", folder / "copies")  # near copies
+    small = Image.open(SAMPLES / "photos" / "horse.jpg")
+    small.resize((small.width // 2, small.height // 2)).save(folder / "copies" / "horse_small.jpg", quality=80)
+    with VisualSearch() as vs:
+        vs.index(folder)
+        groups = vs.duplicates(0.9)
+    names = [sorted(p.rsplit("/", 1)[1] for p in g.paths) for g in groups]
+    assert names == [["rocket.jpg", "rocket_again.jpg", "rocket_third.jpg"], ["chelsea.jpg", "chelsea_mirror.jpg"],
+                     ["horse.jpg", "horse_small.jpg"]]
+    assert groups[0].exact and groups[0].similarity == 1.0
+    assert groups[0].keep == min(groups[0].paths, key=len)  # same pixels and bytes: the shortest path
+    horse = groups[2]
+    assert horse.keep.endswith("/horse.jpg") and 0.9 <= horse.similarity < 1.0 and not horse.exact
+
+    result = CliRunner().invoke(main, ["dups", "--threshold", "0.9", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [len(g["paths"]) for g in data["groups"]] == [3, 2, 2]
+    assert all({"paths", "keep", "similarity"} <= g.keys() for g in data["groups"])
+    human = CliRunner().invoke(main, ["dups", "--threshold", "0.9"])
+    assert "group 1 (3 images, identical)" in human.stdout and "4 images could go" in human.stderr
+    assert CliRunner().invoke(main, ["dups", "--threshold", "0"]).exit_code == 2
