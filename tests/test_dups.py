@@ -53,3 +53,29 @@ def test_planted_copies_are_grouped_and_nothing_else(tmp_path, bundled_encoder, 
     human = CliRunner().invoke(main, ["dups", "--threshold", "0.9"])
     assert "group 1 (3 images, identical)" in human.stdout and "4 images could go" in human.stderr
     assert CliRunner().invoke(main, ["dups", "--threshold", "0"]).exit_code == 2
+
+
+def test_html_and_grid_reports(tmp_path, bundled_encoder, monkeypatch):
+    monkeypatch.setattr(VisualSearch, "encoder", property(lambda self: bundled_encoder))
+    monkeypatch.setenv("VITSEARCH_URI", str(tmp_path / "s.db"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea", "coffee", "rocket"):
+        shutil.copy(SAMPLES / "photos" / f"{name}.jpg", folder)
+    shutil.copy(SAMPLES / "photos" / "rocket.jpg", folder / "rocket_copy.jpg")
+    assert CliRunner().invoke(main, ["index", str(folder)]).exit_code == 0
+    (folder / "coffee.jpg").unlink()  # a hit whose file is gone still gets a tile
+    page, grid = tmp_path / "out.html", tmp_path / "out.png"
+    result = CliRunner().invoke(main, ["query", str(folder / "chelsea.jpg"), "-k", "3", "--html", str(page),
+                                       "--grid", str(grid)])
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert text.count("<img src='data:image/jpeg;base64,") == 4 and "http" not in text.replace("http-equiv", "")
+    assert "chelsea.jpg" in text and "#1" in text
+    sheet = Image.open(grid)
+    assert sheet.size[0] > sheet.size[1] and sheet.format == "PNG"
+    dup_page = tmp_path / "dups.html"
+    result = CliRunner().invoke(main, ["dups", "--html", str(dup_page)])
+    assert result.exit_code == 0 and "figure class='keep'" in dup_page.read_text()
+    bad = CliRunner().invoke(main, ["query", str(folder / "chelsea.jpg"), "--html", str(tmp_path / "no" / "x.html")])
+    assert bad.exit_code == 1 and "cannot write" in bad.stderr

@@ -140,17 +140,23 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, w
 @click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True, help="Hits per query.")
 @click.option("--filter", "filter_", metavar="EXPR", help='Milvus boolean expression, e.g. \'width > 500\'.')
 @click.option("--group-by", metavar="FIELD", help="Best image per value of this metadata field (k distinct values).")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True),
+              help="Also write a self-contained HTML page of the results (thumbnails embedded).")
+@click.option("--grid", "grid_out", type=click.Path(dir_okay=False, writable=True),
+              help="Also write a PNG contact sheet: one row per query, the query first.")
 @store_options
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query (JSON Lines).")
 @_handle_errors
-def query(images, k, filter_, group_by, uri, collection, token, model, batch_size, device, precision, as_json):
+def query(images, k, filter_, group_by, html_out, grid_out, uri, collection, token, model, batch_size, device,
+          precision, as_json):
     """Show the indexed images most similar to each IMAGE."""
     with _open(uri, collection, token, model, device, precision, batch_size) as vs:
         try:
             results = vs.query(list(images), k=k, filter=filter_, group_by=group_by)
         except ImageError as exc:
             raise VitsearchError(f"cannot read query image {exc}") from None
+    _write_reports(html_out, grid_out, images, results)
     for image, hits in zip(images, results):
         if as_json:
             record = {"query": os.path.abspath(image), "results": [h.as_dict() for h in hits]}
@@ -216,13 +222,30 @@ def tag(images, field, k, min_confidence, filter_, missing, write, uri, collecti
         click.echo(f"wrote {sum(t.written for t in tags)} labels to images that had none", err=True)
 
 
+def _write_reports(html_out, grid_out, images, results) -> None:
+    from .report import contact_sheet, query_html, write_text
+
+    try:
+        if html_out:
+            write_text(html_out, query_html([(os.path.abspath(i), hits) for i, hits in zip(images, results)]))
+            click.echo(f"wrote {html_out}", err=True)
+        if grid_out:
+            rows = [[(i, "query")] + [(h.path, f"{h.rank}: {h.score:.3f}") for h in hits] for i, hits in zip(images, results)]
+            contact_sheet(rows).save(grid_out, "PNG")
+            click.echo(f"wrote {grid_out}", err=True)
+    except OSError as exc:
+        raise VitsearchError(f"cannot write {exc.filename}: {exc.strerror}") from None
+
+
 @main.command()
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
               help="Cosine similarity at or above which two images are near-duplicates.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True),
+              help="Also write a self-contained HTML page of the groups, keepers outlined.")
 @store_options
 @click.option("--json", "as_json", is_flag=True, help='Print {"groups": [{"paths", "keep", "similarity"}]}.')
 @_handle_errors
-def dups(threshold, uri, collection, token, as_json):
+def dups(threshold, html_out, uri, collection, token, as_json):
     """Find groups of duplicate and near-duplicate images in the collection, with a copy to keep.
 
     Exact copies (same content) are grouped first, then images whose embeddings are at least
@@ -230,6 +253,14 @@ def dups(threshold, uri, collection, token, as_json):
     """
     with _open(uri, collection, token) as vs:
         groups = vs.duplicates(threshold)
+    if html_out:
+        from .report import dups_html, write_text
+
+        try:
+            write_text(html_out, dups_html(groups))
+        except OSError as exc:
+            raise VitsearchError(f"cannot write {html_out}: {exc.strerror}") from None
+        click.echo(f"wrote {html_out}", err=True)
     if as_json:
         click.echo(json.dumps({"groups": [g.as_dict() for g in groups]}))
         return
