@@ -155,11 +155,7 @@ class VisualSearch:
         of each of the ``k`` nearest distinct values; images without the field count on their own.
         """
         single = not isinstance(images, (list, tuple))
-        if not self.store.exists():
-            raise VitsearchError(
-                f"collection {self.store.collection!r} does not exist in {self.store.uri}: run `vitsearch index` first"
-            )
-        self._check_model()
+        self._require()
         results = search_images(
             self.encoder, self.store, [images] if single else list(images), k=k, filter=filter, group_by=group_by
         )
@@ -241,6 +237,7 @@ class VisualSearch:
         return find_duplicates(self.store, threshold)
 
     def _require(self) -> None:
+        """The collection must exist and have been built with this model."""
         if not self.store.exists():
             raise VitsearchError(
                 f"collection {self.store.collection!r} does not exist in {self.store.uri}: run `vitsearch index` first"

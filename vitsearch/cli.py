@@ -49,7 +49,7 @@ def store_options(fn):
     return fn
 
 
-def model_options(fn):
+def device_options(fn):
     fn = click.option(
         "--precision", type=click.Choice(PRECISIONS), envvar="VITSEARCH_PRECISION", default="auto", show_default=True,
         help="Autocast precision (auto: bf16 on GPUs and bf16-capable CPUs, else fp32).",
@@ -58,6 +58,11 @@ def model_options(fn):
         "--device", type=click.Choice(DEVICES), envvar="VITSEARCH_DEVICE", default="auto", show_default=True,
         help="Where the model runs.",
     )(fn)
+    return fn
+
+
+def model_options(fn):
+    fn = device_options(fn)
     fn = click.option(
         "--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True, help="Images per model call."
     )(fn)
@@ -398,9 +403,7 @@ _TRAIN_OPTIONS = (
 @click.option("--augment", type=click.Choice(AUGMENTS), help="Augmentation recipe (default: light with labels).")
 @click.option("--save-dtype", type=click.Choice(SAVE_DTYPES), default=_default("save_dtype"),
               show_default=True, help="Precision of the saved weights.")
-@click.option("--device", type=click.Choice(DEVICES), envvar="VITSEARCH_DEVICE", default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), envvar="VITSEARCH_PRECISION", default="auto",
-              show_default=True)
+@device_options
 @click.option("--workers", "num_workers", type=click.IntRange(0, 64), help="Decode worker processes.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace what --out holds.")
@@ -450,9 +453,7 @@ def train(ctx, data, out, unlabelled, resume, overwrite, as_json, **_):
 @click.option("--limit", type=click.IntRange(2), help="Evaluate a class-balanced random sample of this many images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --limit and of the --near-dup edits.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
-@click.option("--device", type=click.Choice(DEVICES), envvar="VITSEARCH_DEVICE", default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISIONS), envvar="VITSEARCH_PRECISION", default="auto",
-              show_default=True)
+@device_options
 @click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_handle_errors

@@ -13,7 +13,7 @@ import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Protocol
+from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Iterator, Protocol
 
 from .images import Failure, FileEntry, check_roots, discover
 from .metadata import RESERVED
@@ -207,12 +207,16 @@ class Indexer:
         summary.seconds = time.perf_counter() - start
         return summary
 
+    def _full_rows(self, rows: list[dict]) -> Iterator[list[dict]]:
+        """The stored rows (vector and metadata included), a bounded chunk at a time."""
+        for start in range(0, len(rows), FLUSH_ROWS):
+            yield self.store.get([row["id"] for row in rows[start : start + FLUSH_ROWS]], ["*"])
+
     def _update_metadata(self, rows: list[dict], metadata: dict[str, dict], summary: IndexSummary) -> None:
         """Rewrite the rows of unchanged files whose metadata differs (same vector, no embedding)."""
-        for start in range(0, len(rows), FLUSH_ROWS):
-            ids = [row["id"] for row in rows[start : start + FLUSH_ROWS]]
+        for chunk in self._full_rows(rows):
             changed = []
-            for full in self.store.get(ids, ["*"]):
+            for full in chunk:
                 wanted = {**user_fields(full), **metadata[full["path"]]}
                 if wanted != user_fields(full):
                     changed.append({**{k: full[k] for k in ROW_FIELDS}, "vector": full["vector"], **wanted})
@@ -222,8 +226,8 @@ class Indexer:
     def _old_fields(self, rows: list[dict]) -> dict[str, dict]:
         """path -> metadata of the stored rows of files about to be rewritten, so that it survives."""
         out: dict[str, dict] = {}
-        for start in range(0, len(rows), FLUSH_ROWS):
-            for full in self.store.get([row["id"] for row in rows[start : start + FLUSH_ROWS]], ["*"]):
+        for chunk in self._full_rows(rows):
+            for full in chunk:
                 fields = user_fields(full)
                 if fields:
                     out[full["path"]] = fields
