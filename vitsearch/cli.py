@@ -218,8 +218,10 @@ def tag(images, field, k, min_confidence, filter_, missing, write, uri, collecti
     for t in tags:
         if as_json:
             click.echo(json.dumps(t.as_dict(), default=str))
+        elif not t.votes:
+            click.echo(f"{t.query}\t(no label: no indexed image has {field!r})")
         elif t.label is None:
-            best = max(t.votes.items(), key=lambda kv: kv[1])[0] if t.votes else None
+            best = max(t.votes.items(), key=lambda kv: kv[1])[0]
             click.echo(f"{t.query}\t(no label: best {best!r} at {t.confidence:.2f})")
         else:
             click.echo(f"{t.query}\t{t.label}\t{t.confidence:.2f}")
