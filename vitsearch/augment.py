@@ -11,12 +11,36 @@ from typing import Callable
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-# Two recipes: "light" for supervised fine-tuning (labels carry the signal, views stay close to the
-# photo), "strong" for self-supervised training (SimCLR's lesson: crops and colour are the signal).
+# "light" for supervised fine-tuning (labels carry the signal, views stay close to the photo),
+# "strong" for self-supervised training (SimCLR's lesson: crops and colour are the signal), "robust"
+# for general-purpose encoders that must also find edited copies: strong, plus the other edits that
+# copies of an image go through (a small rotation, a lower resolution, blur).
 RECIPES: dict[str, dict] = {
     "light": {"scale": (0.35, 1.0), "jitter": (0.3, 0.3, 0.2, 0.05), "jitter_p": 0.5, "gray_p": 0.1},
     "strong": {"scale": (0.2, 1.0), "jitter": (0.4, 0.4, 0.4, 0.1), "jitter_p": 0.8, "gray_p": 0.2},
+    "robust": {"scale": (0.2, 1.0), "jitter": (0.4, 0.4, 0.4, 0.1), "jitter_p": 0.8, "gray_p": 0.2,
+               "rotate_p": 0.3, "downscale_p": 0.3, "blur_p": 0.1},
 }
+
+
+class RandomDownscale(torch.nn.Module):
+    """With probability ``p`` per image, shrink to 25-60 % of its side and scale back up (lost detail)."""
+
+    def __init__(self, p: float, low: float = 0.25, high: float = 0.6):
+        super().__init__()
+        self.p, self.low, self.high = p, low, high
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pick = torch.rand(x.shape[0], device=x.device) < self.p
+        if not pick.any():
+            return x
+        x = x.clone()
+        for i in torch.nonzero(pick).flatten().tolist():
+            f = self.low + (self.high - self.low) * torch.rand(()).item()
+            small = torch.nn.functional.interpolate(x[i : i + 1], scale_factor=f, mode="bilinear", antialias=True)
+            x[i : i + 1] = torch.nn.functional.interpolate(small, size=size, mode="bilinear")
+        return x
 
 
 def train_views(image_size: int, recipe: str = "light") -> torch.nn.Module:
@@ -26,12 +50,21 @@ def train_views(image_size: int, recipe: str = "light") -> torch.nn.Module:
     if recipe not in RECIPES:
         raise ValueError(f"unknown augmentation recipe {recipe!r}; valid: {', '.join(RECIPES)}")
     r = RECIPES[recipe]
-    return torch.nn.Sequential(
+    steps = [
         K.RandomResizedCrop((image_size, image_size), scale=r["scale"], resample="BICUBIC", align_corners=False),
         K.RandomHorizontalFlip(),
         K.ColorJitter(*r["jitter"], p=r["jitter_p"]),
         K.RandomGrayscale(p=r["gray_p"]),
-    )
+    ]
+    if r.get("rotate_p"):
+        steps.append(K.RandomRotation(15.0, p=r["rotate_p"]))
+    if r.get("downscale_p"):
+        steps.append(RandomDownscale(r["downscale_p"]))
+    if r.get("blur_p"):
+        steps.append(K.RandomGaussianBlur((5, 5), (0.1, 1.5), p=r["blur_p"]))
+    if len(steps) > 4:
+        steps.append(torch.nn.Hardtanh(0.0, 1.0))  # bicubic rotation overshoots [0, 1]
+    return torch.nn.Sequential(*steps)
 
 
 def _crop(img: Image.Image, rng: random.Random) -> Image.Image:

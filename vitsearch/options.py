@@ -7,7 +7,7 @@ from dataclasses import dataclass
 LOSSES = ("normsoftmax", "supcon", "infonce")
 SCRATCH_SIZES = ("tiny", "small", "base")
 SAVE_DTYPES = ("fp32", "fp16", "bf16")
-AUGMENTS = ("light", "strong")
+AUGMENTS = ("light", "strong", "robust")
 LABEL_MODES = ("auto", "folders", "none")
 
 
@@ -30,6 +30,7 @@ class TrainOptions:
     seed: int = 0
     loss: str = "auto"
     temperature: float | None = None
+    instance_weight: float = 0.0
     labels: str = "auto"
     augment: str | None = None
     save_dtype: str = "fp32"
@@ -57,6 +58,8 @@ class TrainOptions:
             raise ValueError(f"unknown loss {self.loss!r}; valid: auto, {', '.join(LOSSES)}")
         if self.save_dtype not in SAVE_DTYPES:
             raise ValueError(f"save dtype must be one of {', '.join(SAVE_DTYPES)}, not {self.save_dtype!r}")
+        if self.instance_weight < 0:
+            raise ValueError(f"instance weight must be 0 or more, not {self.instance_weight}")
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"image size must be at least 8, not {self.image_size}")
         if self.augment is not None and self.augment not in AUGMENTS:

