@@ -297,6 +297,44 @@ def remove(paths, uri, collection, token, as_json):
         click.echo(f"removed {removed} row{'s' if removed != 1 else ''}")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every one).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@store_options
+@model_options
+@click.option("--upload-dir", type=click.Path(file_okay=False),
+              help="Where POST /images stores uploads. Default: uploads/ in $XDG_DATA_HOME/vitsearch.")
+@click.option("--thumbnail-dir", type=click.Path(file_okay=False),
+              help="Thumbnail cache. Default: vitsearch/thumbnails in $XDG_CACHE_HOME.")
+@click.option("--max-upload-mb", type=click.FloatRange(0, min_open=True), default=20.0, show_default=True,
+              help="Larger uploads get 413.")
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="Concurrent requests embedded in one model call (1: no micro-batching).")
+@click.option("--log-level", type=click.Choice(("critical", "error", "warning", "info", "debug")), default="info",
+              show_default=True)
+@_handle_errors
+def serve(host, port, uri, collection, token, model, batch_size, device, precision, upload_dir, thumbnail_dir,
+          max_upload_mb, max_batch, log_level):
+    """Serve the HTTP API and the search page (http://HOST:PORT/, API docs at /docs).
+
+    The model is loaded and the store opened once. With a Milvus Lite file, this process owns it while
+    it runs: add images through POST /images, or index into a Milvus server that both can reach.
+    """
+    from .serve import Service, serve as run_server
+
+    vs = _open(uri, collection, token, model, device, precision, batch_size)
+    service = Service(
+        vs, upload_dir=upload_dir, thumbnail_dir=thumbnail_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_batch=max_batch,
+    )
+    click.echo(f"serving {service.vs.store.collection!r} in {service.vs.store.uri} "
+               f"({service.vs.count()} images, {service.vs.spec.name}) on http://{host}:{port}/", err=True)
+    try:
+        run_server(service, host, port, log_level)
+    finally:
+        service.close()
+
+
 def _default(name: str):
     return TrainOptions.__dataclass_fields__[name].default
 
@@ -370,7 +408,7 @@ class _TrainDisplay:
 
 _TRAIN_OPTIONS = (
     "base", "from_scratch", "patch_size", "epochs", "batch_size", "lr", "weight_decay", "warmup", "layer_decay",
-    "accumulate", "image_size", "val_fraction", "val_k", "seed", "loss", "temperature", "augment", "save_dtype",
+    "accumulate", "image_size", "val_fraction", "val_k", "seed", "loss", "temperature", "instance_weight", "augment", "save_dtype",
     "device", "precision", "num_workers", "keep_checkpoint",
 )
 
@@ -401,6 +439,9 @@ _TRAIN_OPTIONS = (
 @click.option("--loss", type=click.Choice(("auto", *LOSSES)), default="auto", show_default=True,
               help="auto: normsoftmax with labels, infonce without.")
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), help="Loss temperature (default per loss).")
+@click.option("--instance-weight", type=click.FloatRange(0), default=_default("instance_weight"), show_default=True,
+              help="With labels, add InfoNCE on two views of each image at this weight (keeps near-duplicates "
+                   "apart from their classmates; doubles the compute per image).")
 @click.option("--unlabelled", is_flag=True, help="Ignore class folders / labels: self-supervised training.")
 @click.option("--augment", type=click.Choice(AUGMENTS), help="Augmentation recipe (default: light with labels).")
 @click.option("--save-dtype", type=click.Choice(SAVE_DTYPES), default=_default("save_dtype"),

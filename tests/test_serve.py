@@ -1,0 +1,332 @@
+"""`vitsearch serve`: every endpoint and every error, through FastAPI's test client, plus one real server."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import SAMPLES, photo
+
+from vitsearch import VisualSearch
+from vitsearch.serve import ApiError, MicroBatcher, Service, create_app
+
+fastapi_testclient = pytest.importorskip("fastapi.testclient")
+
+
+@pytest.fixture
+def service(lite_uri, photos, bundled_encoder, tmp_path):
+    vs = VisualSearch(lite_uri, device="cpu")
+    vs._encoder = bundled_encoder
+    vs.index(photos)
+    svc = Service(vs, upload_dir=str(tmp_path / "uploads"), thumbnail_dir=str(tmp_path / "thumbs"),
+                  max_upload_bytes=1_000_000)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def client(service):
+    with fastapi_testclient.TestClient(create_app(service)) as c:
+        yield c
+
+
+def _jpeg(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _upload(client, data: bytes, name="q.jpg", **fields):
+    return client.post("/search", files={"image": (name, data, "application/octet-stream")},
+                       data={k: str(v) for k, v in fields.items()})
+
+
+def test_search_by_upload_returns_ranked_hits_with_urls(client, photos):
+    r = _upload(client, (photos / "chelsea.jpg").read_bytes(), k=3)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["took_ms"] > 0
+    hits = body["results"]
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert hits[0]["path"] == str(photos / "chelsea.jpg") and hits[0]["score"] > 0.99
+    assert hits[1]["path"] == str(photos / "sub" / "cat_copy.png")
+    assert hits[0]["thumbnail_url"] == f"/thumbnails/{hits[0]['id']}"
+    assert hits[0]["image_url"] == f"/images/{hits[0]['id']}"
+    assert "vector" not in hits[0] and hits[0]["width"] == 451
+
+
+def test_more_like_this_by_id_leaves_the_image_itself_out(client, photos):
+    chelsea = _upload(client, (photos / "chelsea.jpg").read_bytes(), k=1).json()["results"][0]
+    r = client.post("/search", json={"id": chelsea["id"], "k": 2})
+    assert r.status_code == 200, r.text
+    paths = [h["path"] for h in r.json()["results"]]
+    assert paths[0] == str(photos / "sub" / "cat_copy.png") and str(photos / "chelsea.jpg") not in paths
+    assert client.post("/search", json={"id": 12345, "k": 2}).status_code == 404
+
+
+@pytest.mark.parametrize("k", ["0", "1001", "-3", "ten"])
+def test_k_outside_range_is_400(client, photos, k):
+    r = _upload(client, (photos / "coffee.jpg").read_bytes(), k=k)
+    assert r.status_code == 400 and "k" in r.json()["detail"]
+
+
+def test_filter_works_and_a_malformed_filter_is_400_with_reason(client, photos):
+    r = _upload(client, (photos / "chelsea.jpg").read_bytes(), k=10, filter="width > 460")
+    assert r.status_code == 200
+    assert r.json()["results"] and all(h["width"] > 460 for h in r.json()["results"])
+    r = _upload(client, (photos / "chelsea.jpg").read_bytes(), filter="width >>> 3")
+    assert r.status_code == 400 and "invalid filter" in r.json()["detail"]
+    r = client.post("/search", json={"id": 1, "filter": 7})
+    assert r.status_code == 400
+
+
+def test_bad_uploads(client, photos):
+    text = _upload(client, b"<html>not an image</html>", name="cat.jpg")  # the name lies: content decides
+    assert text.status_code == 415 and "not an image" in text.json()["detail"]
+    data = (photos / "chelsea.jpg").read_bytes()
+    corrupt = _upload(client, data[: len(data) // 3])
+    assert corrupt.status_code == 400 and "decode" in corrupt.json()["detail"]
+    assert _upload(client, b"").status_code == 400
+    pdf = _upload(client, b"%PDF-1.4\n" + b"0" * 100, name="x.png")
+    assert pdf.status_code == 415
+    big = _upload(client, b"\xff\xd8" + os.urandom(1_200_000))
+    assert big.status_code == 413 and "limit" in big.json()["detail"]
+    assert client.post("/search", files={"other": ("x", b"1")}).status_code == 400
+    assert client.post("/search", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    assert client.post("/search", json={"k": 3}).status_code == 400
+    assert client.post("/search", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+
+
+def test_streamed_upload_over_the_limit_is_413(client):
+    def chunks():
+        for _ in range(40):
+            yield b"\0" * 65536  # 2.6 MB with no Content-Length
+
+    r = client.post("/search", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413
+
+
+def test_add_image_with_metadata_then_filter_fetch_and_delete(client, service, tmp_path):
+    data = _jpeg(photo(7, (120, 90)))
+    r = client.post("/images", files={"image": ("new.jpg", data, "image/jpeg")}, data={"sku": "A-1", "price": "12.5"})
+    assert r.status_code == 201, r.text
+    row = r.json()
+    assert row["sku"] == "A-1" and row["price"] == 12.5 and row["width"] == 120
+    stored = Path(row["path"])
+    assert stored.parent.parent == tmp_path / "uploads" and stored.read_bytes() == data
+    hits = _upload(client, data, k=1, filter='sku == "A-1"').json()["results"]
+    assert hits[0]["id"] == row["id"] and hits[0]["price"] == 12.5
+    again = client.post("/images", files={"image": ("again.jpg", data, "image/jpeg")}, data={"colour": "red"})
+    assert again.status_code == 200 and again.json()["id"] == row["id"]
+    assert again.json()["sku"] == "A-1" and again.json()["colour"] == "red"  # fields are kept and added
+    assert client.get(f"/images/{row['id']}").content == data
+    assert client.get(f"/rows/{row['id']}").json()["sku"] == "A-1"
+    gone = client.delete(f"/images/{row['id']}")
+    assert gone.status_code == 200 and gone.json()["deleted"]
+    assert not stored.exists()
+    assert client.delete(f"/images/{row['id']}").status_code == 404
+    assert client.get(f"/images/{row['id']}").status_code == 404
+
+
+def test_add_image_refuses_bad_fields_and_non_images(client):
+    data = _jpeg(photo(8))
+    for field in ("path", "vector", "9lives", "a-b"):
+        r = client.post("/images", files={"image": ("x.jpg", data, "image/jpeg")}, data={field: "1"})
+        assert r.status_code == 400, field
+    assert client.post("/images", files={"image": ("x.png", b"GIF89 no", "image/png")}).status_code == 415
+    assert client.post("/images", json={"path": "/etc/passwd"}).status_code == 415
+
+
+def test_delete_of_an_indexed_file_keeps_the_file(client, photos):
+    hit = _upload(client, (photos / "coffee.jpg").read_bytes(), k=1).json()["results"][0]
+    assert client.delete(f"/images/{hit['id']}").status_code == 200
+    assert (photos / "coffee.jpg").is_file()
+
+
+@pytest.mark.parametrize("url", [
+    "/images/123", "/images/abc", "/images/..%2F..%2Fetc%2Fpasswd", "/images/%2e%2e/%2e%2e/etc/passwd",
+    "/images/../../etc/passwd", "/thumbnails/..%2Fsecret", "/thumbnails/999", "/images/1e3", "/images/%00",
+])
+def test_only_rows_are_served(client, url):
+    r = client.get(url)
+    assert r.status_code == 404
+    assert b"root:" not in r.content
+
+
+def test_a_row_whose_file_is_gone_is_404(client, photos):
+    hit = _upload(client, (photos / "coffee.jpg").read_bytes(), k=1).json()["results"][0]
+    os.remove(hit["path"])
+    assert client.get(f"/images/{hit['id']}").status_code == 404
+    assert client.get(f"/thumbnails/{hit['id']}").status_code == 404
+
+
+def test_thumbnail_is_a_jpeg_made_once(client, photos, tmp_path):
+    hit = _upload(client, (photos / "astronaut.jpg").read_bytes(), k=1).json()["results"][0]
+    r = client.get(hit["thumbnail_url"])
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(r.content)).size) == 192
+    cached = list((tmp_path / "thumbs").glob(f"{hit['id']}-*.jpg"))
+    assert len(cached) == 1
+    before = cached[0].stat().st_mtime_ns
+    assert client.get(hit["thumbnail_url"]).content == r.content
+    assert cached[0].stat().st_mtime_ns == before
+
+
+def test_health_stats_docs_and_page(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    stats = client.get("/stats").json()
+    assert stats["count"] == 7 and stats["dimension"] > 0 and stats["uptime_s"] >= 0 and stats["model"]
+    assert client.get("/openapi.json").json()["paths"]["/search"]["post"]
+    assert client.get("/docs").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "http://" not in page.text and "https://" not in page.text  # works offline: no CDN
+
+
+def test_concurrent_searches_are_right_and_batched(client, photos, service):
+    files = sorted(p for p in photos.rglob("*") if p.is_file())
+    results: dict = {}
+
+    def one(path):
+        results[path] = _upload(client, path.read_bytes(), k=1).json()["results"][0]["path"]
+
+    threads = [threading.Thread(target=one, args=(p,)) for p in files for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {p: str(p) for p in files}
+
+
+def test_micro_batcher_groups_waiting_items_and_isolates_errors():
+    seen = []
+
+    def work(items):
+        seen.append(len(items))
+        time.sleep(0.05)
+        return [ValueError("odd") if i % 2 else i * 10 for i in items]
+
+    batcher = MicroBatcher(work, max_batch=16, max_wait=0.01)
+    out: dict = {}
+
+    def call(i):
+        try:
+            out[i] = batcher.submit(i)
+        except ValueError as exc:
+            out[i] = str(exc)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher.close()
+    assert out == {i: ("odd" if i % 2 else i * 10) for i in range(8)}
+    assert sum(seen) == 8 and len(seen) < 8
+
+
+def test_the_served_lite_store_is_refused_to_another_process(service, lite_uri):
+    started = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "vitsearch", "info", "--uri", lite_uri],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "in use by another process" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert time.perf_counter() - started < 30
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def running_server(lite_uri, photos, tmp_path):
+    """`vitsearch serve` as a user starts it, on a free port, over an indexed folder."""
+    subprocess.run([sys.executable, "-m", "vitsearch", "index", str(photos), "--uri", lite_uri], check=True,
+                   capture_output=True, timeout=300)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vitsearch", "serve", "--uri", lite_uri, "--port", str(port), "--log-level", "warning",
+         "--upload-dir", str(tmp_path / "up"), "--thumbnail-dir", str(tmp_path / "th")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"serve did not start: {proc.stdout.read()}")
+            time.sleep(0.3)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_serve_command_answers_over_http(running_server, photos):
+    boundary = "vitsearchtest"
+    data = (photos / "horse.jpg" if (photos / "horse.jpg").exists() else photos / "sub" / "horse.JPG").read_bytes()
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n2\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"h.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(running_server + "/search", data=body,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        hits = json.load(r)["results"]
+    assert hits[0]["path"].endswith("horse.JPG") and len(hits) == 2
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                    reason="needs Debian chromium and chromium-driver (CI installs them)")
+def test_page_in_a_real_browser(running_server, photos, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    try:
+        driver.get(running_server + "/")
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: "images in" in d.find_element(By.ID, "stats").text)
+        driver.find_element(By.ID, "file").send_keys(str(SAMPLES / "photos" / "chelsea.jpg"))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".hit")) == 7)
+        wait.until(lambda d: all(i.get_attribute("naturalWidth") not in (None, "0")
+                                 for i in d.find_elements(By.CSS_SELECTOR, ".hit img")))
+        cards = driver.find_elements(By.CSS_SELECTOR, ".hit")
+        assert "chelsea.jpg" in cards[0].text and "cat_copy.png" in cards[1].text
+        driver.save_screenshot(str(tmp_path / "results.png"))
+        clicked = cards[1].get_attribute("data-id")
+        cards[1].click()
+        wait.until(lambda d: "more like" in d.find_element(By.ID, "message").text)
+        cards = driver.find_elements(By.CSS_SELECTOR, ".hit")
+        assert len(cards) == 6 and clicked not in [c.get_attribute("data-id") for c in cards]
+        assert "chelsea.jpg" in cards[0].text  # the near-duplicate's nearest other image is its original
+        driver.save_screenshot(str(tmp_path / "more_like_this.png"))
+        driver.find_element(By.ID, "filter").send_keys("width >>> 1\n")
+        wait.until(lambda d: "invalid filter" in d.find_element(By.ID, "message").text)
+    finally:
+        driver.quit()
+    assert (tmp_path / "results.png").stat().st_size > 10_000
