@@ -143,6 +143,8 @@ def test_out_must_be_free(tmp_path, data, tiny_models):
         ({"warmup": 1.0}, "warmup"),
         ({"save_dtype": "int8"}, "save dtype"),
         ({"base": "x", "from_scratch": "tiny"}, "not both"),
+        ({"instance_weight": -1.0}, "instance weight"),
+        ({"augment": "heavy"}, "unknown augmentation"),
     ],
 )
 def test_bad_options(tmp_path, data, options, message):
@@ -175,6 +177,31 @@ def test_unlabelled_images_train_self_supervised(tmp_path, tiny_models):
     load_backbone(load_spec(str(tmp_path / "out")))
     with pytest.raises(VitsearchError, match="needs labels"):
         train(flat, tmp_path / "o2", base=str(tiny_models["clip"]), loss="supcon", **FAST)
+
+
+def test_instance_term_with_robust_views(tmp_path, data, tiny_models):
+    """Class loss + InfoNCE on two robust views: it trains, it is recorded, and it is deterministic."""
+    options = {**FAST, "base": str(tiny_models["vit"]), "instance_weight": 0.5, "augment": "robust", "seed": 1}
+    result = train(data, tmp_path / "a", **options)
+    losses = [h["loss"] for h in result.history]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert "infonce on two views" in (tmp_path / "a" / "README.md").read_text()
+    assert json.loads((tmp_path / "a" / RECORD_FILE).read_text())["options"]["instance_weight"] == 0.5
+    train(data, tmp_path / "b", **options)
+    assert same_weights(tmp_path / "a", tmp_path / "b")
+    plain = train(data, tmp_path / "c", **{**options, "instance_weight": 0.0})
+    assert plain.history[0]["loss"] != result.history[0]["loss"]
+
+
+def test_robust_views_stay_in_range_and_vary():
+    from vitsearch.augment import train_views
+
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 32, 32)
+    views = train_views(24, "robust")
+    a, b = views(x), views(x)
+    assert a.shape == (16, 3, 24, 24) and a.min() >= 0 and a.max() <= 1
+    assert not torch.allclose(a, b)
 
 
 def test_supcon_and_from_scratch(tmp_path, data):

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import sys
+import time
 
 import click
 
@@ -352,12 +353,16 @@ def _explicit(ctx: click.Context, names) -> dict:
 
 
 class _TrainDisplay:
-    """Training progress on stderr: a bar per epoch on a terminal, one line per epoch otherwise."""
+    """Training progress on stderr: a bar per epoch on a terminal; otherwise (a log file) a line per
+    epoch and one every ``LOG_EVERY`` seconds within it."""
+
+    LOG_EVERY = 60.0
 
     def __init__(self):
         self.tty = sys.stderr.isatty()
         self.bar = None
         self.last_val = ""
+        self.logged = time.monotonic()
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
@@ -373,6 +378,10 @@ class _TrainDisplay:
         elif kind == "step" and self.bar is not None:
             self.bar.update(event["batch"] - self.bar.n)
             self.bar.set_postfix_str(f"loss {event['loss']:.4f}{self.last_val}", refresh=False)
+        elif kind == "step" and time.monotonic() - self.logged >= self.LOG_EVERY:
+            self.logged = time.monotonic()
+            click.echo(f"epoch {event['epoch'] + 1}/{self.total}: batch {event['batch']}/{event['batches']}, "
+                       f"loss {event['loss']:.4f}, lr {event['lr']:.2e}", err=True)
         elif kind == "epoch":
             val = event.get("val")
             if val:
