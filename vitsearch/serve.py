@@ -2,7 +2,7 @@
 
 One process loads the model once and opens the store once. Searches and uploads from concurrent
 requests meet in a micro-batcher: whatever arrives while the encoder is busy is embedded in one batch
-and searched in one Milvus call per filter, so eight clients cost little more than one.
+and searched in one Milvus call per filter, so concurrent clients share model calls and store calls.
 
 Files are served by row id only: ``GET /images/{id}`` looks the id up in the collection and sends that
 row's file; nothing named by the request is ever opened. Uploads are stored under the upload folder,
