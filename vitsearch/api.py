@@ -100,6 +100,12 @@ class VisualSearch:
             )
         if meta.get("fingerprint") == self.spec.fingerprint:
             return
+        if meta.get("bundled") and self.spec.is_bundled:
+            raise ModelMismatchError(
+                f"collection {self.store.collection!r} was indexed with an earlier bundled model (fingerprint "
+                f"{meta.get('fingerprint')}); this vitsearch bundles another one ({self.spec.fingerprint}). "
+                "Rebuild the collection with `vitsearch index PATH --reindex`"
+            )
         was = "the bundled model" if meta.get("bundled") else repr(meta.get("model"))
         now = "the bundled model" if self.spec.is_bundled else repr(self.spec.name)
         raise ModelMismatchError(

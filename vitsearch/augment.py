@@ -14,12 +14,15 @@ from PIL import Image, ImageEnhance, ImageOps
 # "light" for supervised fine-tuning (labels carry the signal, views stay close to the photo),
 # "strong" for self-supervised training (SimCLR's lesson: crops and colour are the signal), "robust"
 # for general-purpose encoders that must also find edited copies: strong, plus the other edits that
-# copies of an image go through (a small rotation, a lower resolution, blur).
+# copies of an image go through (a small rotation, a lower resolution, blur); "copies" goes further
+# for near-duplicate search: deeper downscales, JPEG compression at the low resolution and at full size.
 RECIPES: dict[str, dict] = {
     "light": {"scale": (0.35, 1.0), "jitter": (0.3, 0.3, 0.2, 0.05), "jitter_p": 0.5, "gray_p": 0.1},
     "strong": {"scale": (0.2, 1.0), "jitter": (0.4, 0.4, 0.4, 0.1), "jitter_p": 0.8, "gray_p": 0.2},
     "robust": {"scale": (0.2, 1.0), "jitter": (0.4, 0.4, 0.4, 0.1), "jitter_p": 0.8, "gray_p": 0.2,
                "rotate_p": 0.3, "downscale_p": 0.3, "blur_p": 0.1},
+    "copies": {"scale": (0.2, 1.0), "jitter": (0.4, 0.4, 0.4, 0.1), "jitter_p": 0.8, "gray_p": 0.2,
+               "rotate_p": 0.3, "degrade_p": 0.4, "jpeg_p": 0.2, "blur_p": 0.1},
 }
 
 
@@ -39,8 +42,28 @@ class RandomDownscale(torch.nn.Module):
         for i in torch.nonzero(pick).flatten().tolist():
             f = self.low + (self.high - self.low) * torch.rand(()).item()
             small = torch.nn.functional.interpolate(x[i : i + 1], scale_factor=f, mode="bilinear", antialias=True)
-            x[i : i + 1] = torch.nn.functional.interpolate(small, size=size, mode="bilinear")
+            x[i : i + 1] = torch.nn.functional.interpolate(self.damage(small.clamp(0, 1)), size=size, mode="bilinear")
         return x
+
+    def damage(self, small: torch.Tensor) -> torch.Tensor:
+        return small
+
+
+class RandomDegrade(RandomDownscale):
+    """A re-encoded thumbnail: shrink to 15-60 % of the side, JPEG-compress at that size with
+    probability ``jpeg_p`` (quality 15-60), scale back up."""
+
+    def __init__(self, p: float, jpeg_p: float = 0.5, quality: tuple[float, float] = (15.0, 60.0)):
+        super().__init__(p, low=0.15, high=0.6)
+        self.jpeg_p, self.quality = jpeg_p, quality
+
+    def damage(self, small: torch.Tensor) -> torch.Tensor:
+        from kornia.enhance import jpeg_codec_differentiable
+
+        if torch.rand(()).item() >= self.jpeg_p:
+            return small
+        q = self.quality[0] + (self.quality[1] - self.quality[0]) * torch.rand(1, device=small.device)
+        return jpeg_codec_differentiable(small, q)
 
 
 def train_views(image_size: int, recipe: str = "light") -> torch.nn.Module:
@@ -60,6 +83,10 @@ def train_views(image_size: int, recipe: str = "light") -> torch.nn.Module:
         steps.append(K.RandomRotation(15.0, p=r["rotate_p"]))
     if r.get("downscale_p"):
         steps.append(RandomDownscale(r["downscale_p"]))
+    if r.get("degrade_p"):
+        steps.append(RandomDegrade(r["degrade_p"]))
+    if r.get("jpeg_p"):
+        steps.append(K.RandomJPEG(jpeg_quality=(15.0, 60.0), p=r["jpeg_p"]))
     if r.get("blur_p"):
         steps.append(K.RandomGaussianBlur((5, 5), (0.1, 1.5), p=r["blur_p"]))
     if len(steps) > 4:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 LOSSES = ("normsoftmax", "supcon", "infonce")
 SCRATCH_SIZES = ("tiny", "small", "base")
 SAVE_DTYPES = ("fp32", "fp16", "bf16")
-AUGMENTS = ("light", "strong", "robust")
+AUGMENTS = ("light", "strong", "robust", "copies")
 LABEL_MODES = ("auto", "folders", "none")
 
 
