@@ -321,7 +321,7 @@ def serve(host, port, uri, collection, token, model, batch_size, device, precisi
     The model is loaded and the store opened once. With a Milvus Lite file, this process owns it while
     it runs: add images through POST /images, or index into a Milvus server that both can reach.
     """
-    from .serve import Service, serve as run_server
+    from .server import Service, serve as run_server
 
     vs = _open(uri, collection, token, model, device, precision, batch_size)
     service = Service(

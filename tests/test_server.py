@@ -19,7 +19,7 @@ from PIL import Image
 from conftest import SAMPLES, photo
 
 from vitsearch import VisualSearch
-from vitsearch.serve import MicroBatcher, Service, create_app
+from vitsearch.server import MicroBatcher, Service, create_app
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 

@@ -161,6 +161,7 @@ class Service:
         self.lock = threading.RLock()  # one store call at a time: Milvus Lite's client is not thread-safe
         self.started = time.time()
         self.counters = {"searches": 0, "uploads": 0, "deletes": 0}
+        self._count_lock = threading.Lock()
         self._open()
         self.batcher = MicroBatcher(self._run_jobs, max_batch=max_batch, max_wait=max_wait)
 
@@ -230,7 +231,7 @@ class Service:
             row = self.row(id, with_vector=True)
             job = _Job(vector=row["vector"], k=k, filter=filter, exclude=row["id"])
         rows = self.batcher.submit(job)
-        self.counters["searches"] += 1
+        self._count("searches")
         return [self.describe(hit.as_dict()) for hit in to_hits(rows)]
 
     def row(self, id: int | None, *, with_vector: bool = False) -> dict:
@@ -285,7 +286,7 @@ class Service:
                 "sha256": sha, "width": image.width, "height": image.height, "vector": [float(v) for v in vector],
             }
             self.vs.store.upsert([row])
-        self.counters["uploads"] += 1
+        self._count("uploads")
         return self.describe(row), not old
 
     def remove(self, id: int) -> dict:
@@ -297,7 +298,7 @@ class Service:
             path.unlink(missing_ok=True)
         for cached in self.thumbnail_dir.glob(f"{row['id']}-*.jpg"):
             cached.unlink(missing_ok=True)
-        self.counters["deletes"] += 1
+        self._count("deletes")
         return {"id": str(row["id"]), "path": row["path"], "deleted": True}
 
     def file_of(self, id: int) -> tuple[str, str]:
@@ -318,6 +319,10 @@ class Service:
             thumbnail(row["path"], THUMB).save(tmp, "JPEG", quality=85)
             os.replace(tmp, cached)
         return str(cached)
+
+    def _count(self, what: str) -> None:
+        with self._count_lock:
+            self.counters[what] += 1
 
     def stats(self) -> dict:
         info = self.vs.info()

@@ -1,0 +1,81 @@
+"""What the bundled model promises (its model card in the README), pinned on the sample images."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SAMPLES
+
+from vitsearch.checkpoint import BUNDLED_DIR, RECORD_FILE, load_spec
+
+
+def _originals() -> list:
+    return sorted(p for sub in ("photos", "emoji", "fashion") for p in (SAMPLES / sub).iterdir())
+
+
+def _edit(path) -> Image.Image:
+    """A mild edit: 90 % centre crop, then a JPEG at quality 40."""
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    dx, dy = round(w * 0.05), round(h * 0.05)
+    buf = io.BytesIO()
+    img.crop((dx, dy, w - dx, h - dy)).save(buf, "JPEG", quality=40)
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+@pytest.fixture(scope="module")
+def originals(bundled_encoder):
+    paths = _originals()
+    return paths, bundled_encoder.encode([str(p) for p in paths])
+
+
+def test_it_is_the_model_vitsearch_trained():
+    spec = load_spec(None)
+    record = json.loads((BUNDLED_DIR / RECORD_FILE).read_text())
+    assert spec.is_bundled and spec.dim == 384
+    assert spec.preprocessing.input_size == (112, 112)
+    assert record["options"]["instance_weight"] > 0 and record["loss"] == "normsoftmax"
+    size = sum(os.path.getsize(BUNDLED_DIR / f) for f in os.listdir(BUNDLED_DIR))
+    assert size <= 50 * 2**20
+    for name in ("README.md", "LICENSE", "config.json", "model.safetensors", "preprocessor_config.json"):
+        assert (BUNDLED_DIR / name).is_file()
+
+
+def test_embeddings_are_unit_length_and_repeatable(bundled_encoder, originals):
+    _, vectors = originals
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    again = bundled_encoder.encode([str(p) for p in _originals()[:8]])
+    assert np.allclose(again, vectors[:8], atol=1e-5)
+
+
+def test_a_mild_edit_is_nearer_its_original_than_any_other_image(bundled_encoder, originals):
+    paths, vectors = originals
+    edited = bundled_encoder.encode([_edit(p) for p in paths])
+    nearest = (edited @ vectors.T).argmax(1)
+    assert (nearest == np.arange(len(paths))).mean() >= 0.97
+
+
+def test_planted_near_duplicates_find_their_original(bundled_encoder, originals):
+    paths, vectors = originals
+    copies = sorted((SAMPLES / "near_duplicates").iterdir())
+    found = (bundled_encoder.encode([str(p) for p in copies]) @ vectors.T).argmax(1)
+    names = [paths[i].stem for i in found]
+    assert names == [c.stem.rsplit("_", 1)[0].replace("_small", "") for c in copies]
+
+
+def test_garments_of_a_kind_are_nearer_than_other_kinds(originals):
+    paths, vectors = originals
+    fashion = [i for i, p in enumerate(paths) if p.parent.name == "fashion"]
+    kinds = np.array([paths[i].stem.rsplit("_", 1)[0] for i in fashion])
+    sims = vectors[fashion] @ vectors[fashion].T
+    np.fill_diagonal(sims, -np.inf)
+    p_at_1 = (kinds[sims.argmax(1)] == kinds).mean()
+    same = sims[(kinds[:, None] == kinds[None, :]) & np.isfinite(sims)].mean()
+    other = sims[kinds[:, None] != kinds[None, :]].mean()
+    assert p_at_1 >= 0.8 and same > other + 0.2
