@@ -330,3 +330,11 @@ def test_page_in_a_real_browser(running_server, photos, tmp_path):
     finally:
         driver.quit()
     assert (tmp_path / "results.png").stat().st_size > 10_000
+
+
+def test_a_taken_port_is_a_one_line_error(lite_uri):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "vitsearch", "serve", "--uri", lite_uri, "--port", str(port)],
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "cannot listen on 127.0.0.1" in r.stderr and "Traceback" not in r.stderr

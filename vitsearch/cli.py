@@ -321,8 +321,15 @@ def serve(host, port, uri, collection, token, model, batch_size, device, precisi
     The model is loaded and the store opened once. With a Milvus Lite file, this process owns it while
     it runs: add images through POST /images, or index into a Milvus server that both can reach.
     """
+    import socket
+
     from .server import Service, serve as run_server
 
+    try:  # before the model loads: a taken port should fail at once
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     vs = _open(uri, collection, token, model, device, precision, batch_size)
     service = Service(
         vs, upload_dir=upload_dir, thumbnail_dir=thumbnail_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
