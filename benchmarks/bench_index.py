@@ -86,13 +86,14 @@ def vitsearch_cli(folder: Path, db: str, extra: list[str]) -> tuple[float, dict]
     return time.perf_counter() - start, json.loads(done.stdout)
 
 
-def model_only(n: int = 64) -> dict:
+def model_only(n: int = 256) -> dict:
     from vitsearch import Encoder
 
     out = {}
     for precision in ("fp32", "bf16"):
         enc = Encoder(device="cpu", precision=precision, num_workers=0)
-        batch = np.random.default_rng(0).integers(0, 256, (32, 3, 224, 224), dtype=np.uint8)
+        h, w = enc.spec.preprocessing.input_size  # the model's own input size
+        batch = np.random.default_rng(0).integers(0, 256, (32, 3, h, w), dtype=np.uint8)
         enc.embed_pixels(batch[:4])
         start = time.perf_counter()
         for _ in range(n // 32):
