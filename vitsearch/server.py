@@ -220,7 +220,6 @@ class Service:
         except ImageError as exc:
             raise ApiError(400, f"the image cannot be decoded: {exc}") from None
 
-
     def search(self, image: Image.Image | None = None, *, id: int | None = None, k: int = 10,
                filter: str | None = None) -> list[dict]:
         check_k(k)
