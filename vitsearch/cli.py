@@ -424,8 +424,8 @@ class _TrainDisplay:
 
 _TRAIN_OPTIONS = (
     "base", "from_scratch", "patch_size", "epochs", "batch_size", "lr", "weight_decay", "warmup", "layer_decay",
-    "accumulate", "image_size", "val_fraction", "val_k", "seed", "loss", "temperature", "instance_weight", "augment", "save_dtype",
-    "device", "precision", "num_workers", "keep_checkpoint",
+    "accumulate", "image_size", "val_fraction", "val_k", "seed", "loss", "temperature", "instance_weight", "augment",
+    "save_dtype", "device", "precision", "num_workers", "keep_checkpoint",
 )
 
 

@@ -349,7 +349,8 @@ def sniff(data: bytes) -> str:
         with Image.open(io.BytesIO(data)) as probe:
             fmt = probe.format
     except UnidentifiedImageError:
-        raise ApiError(415, "the upload is not an image in a format vitsearch reads (JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+        raise ApiError(415, "the upload is not an image in a format vitsearch reads "
+                            "(JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
     except Image.DecompressionBombError as exc:
         raise ApiError(400, f"the image has too many pixels: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types on corrupt headers
@@ -482,7 +483,8 @@ def create_app(service: Service):
                 }},
                 "application/json": {"schema": {
                     "type": "object", "required": ["id"],
-                    "properties": {"id": {"type": "string", "description": "an indexed image (more like this); a string or an integer"},
+                    "properties": {"id": {"type": "string",
+                                          "description": "an indexed image (more like this); a string or an integer"},
                                    "k": {"type": "integer", "default": 10}, "filter": {"type": "string"}},
                 }},
             }
@@ -511,7 +513,9 @@ def create_app(service: Service):
             filter_ = body.get("filter")
             if filter_ is not None and not isinstance(filter_, str):
                 raise ApiError(400, "filter must be a string")
-            results = await run_in_threadpool(service.search, None, id=_int(body["id"], "id"), k=check_k(k), filter=filter_)
+            results = await run_in_threadpool(
+                service.search, None, id=_int(body["id"], "id"), k=check_k(k), filter=filter_
+            )
         else:
             raise ApiError(415, "send multipart/form-data with an 'image' file, or JSON with an 'id'")
         return {"results": results, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
