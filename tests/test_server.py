@@ -19,9 +19,9 @@ from PIL import Image
 from conftest import SAMPLES, photo
 
 from vitsearch import VisualSearch
-from vitsearch.server import MicroBatcher, Service, create_app
+from fastapi.testclient import TestClient
 
-fastapi_testclient = pytest.importorskip("fastapi.testclient")
+from vitsearch.server import MicroBatcher, Service, create_app
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def service(lite_uri, photos, bundled_encoder, tmp_path):
 
 @pytest.fixture
 def client(service):
-    with fastapi_testclient.TestClient(create_app(service)) as c:
+    with TestClient(create_app(service)) as c:
         yield c
 
 
