@@ -36,7 +36,7 @@ from .api import VisualSearch, model_record
 from .errors import FilterError, ImageError, StoreError, VitsearchError
 from .images import load_image
 from .indexer import user_fields
-from .metadata import RESERVED, check_field, infer
+from .metadata import check_field, infer
 from .report import THUMB, thumbnail
 from .search import to_hits
 from .store import path_id
@@ -214,9 +214,14 @@ class Service:
     # -- operations (on request threads) --------------------------------------------------------
     def decode(self, data: bytes) -> Image.Image:
         """The uploaded bytes as an RGB image: 415 when they are no image format, 400 when broken."""
-        sniff(data)
+        return self._decode(data)[0]
+
+    @staticmethod
+    def _decode(data: bytes) -> tuple[Image.Image, str]:
+        """(RGB image, format): the format sniffed from the content, then the pixels decoded."""
+        fmt = sniff(data)
         try:
-            return load_image(data)
+            return load_image(data), fmt
         except ImageError as exc:
             raise ApiError(400, f"the image cannot be decoded: {exc}") from None
 
@@ -227,28 +232,26 @@ class Service:
         if image is not None:
             job = _Job(image=image, k=k, filter=filter)
         else:
-            row = self.row(id, with_vector=True)
+            row = self.row(id, ["*"])
+            if "vector" not in row:
+                raise ApiError(500, f"the row of id {id} has no vector")
             job = _Job(vector=row["vector"], k=k, filter=filter, exclude=row["id"])
         rows = self.batcher.submit(job)
         self._count("searches")
         return [self.describe(hit.as_dict()) for hit in to_hits(rows)]
 
-    def row(self, id: int | None, *, with_vector: bool = False) -> dict:
+    def row(self, id: int | None, fields: list[str] | None = None) -> dict:
+        """The stored row of ``id``: ``fields`` (default: vitsearch's own, no vector, no metadata); 404 if none."""
         if id is None:
             raise ApiError(400, "give an image to search with, or the id of an indexed image")
         try:
             with self.lock:
-                rows = self.vs.store.get([int(id)], ["*"])
+                rows = self.vs.store.get([int(id)], fields)
         except StoreError as exc:
             raise ApiError(503, str(exc)) from None
         if not rows:
             raise ApiError(404, f"no image with id {id} in collection {self.vs.store.collection!r}")
-        row = dict(rows[0])
-        if not with_vector:
-            row.pop("vector", None)
-        elif "vector" not in row:
-            raise ApiError(500, f"the row of id {id} has no vector")
-        return row
+        return dict(rows[0])
 
     def describe(self, row: dict) -> dict:
         """A row or hit as the API shows it: no vector, and the URLs of its file and thumbnail.
@@ -264,9 +267,12 @@ class Service:
     def add(self, data: bytes, fields: dict[str, Any]) -> tuple[dict, bool]:
         """Store an uploaded image under the upload folder and index it; returns (row, created)."""
         for name in fields:
-            check_field(name, "metadata")
-        image = self.decode(data)
-        ext = _FORMAT_EXT[sniff(data)]
+            try:
+                check_field(name, "field")
+            except VitsearchError as exc:
+                raise ApiError(400, str(exc)) from None
+        image, fmt = self._decode(data)
+        ext = _FORMAT_EXT[fmt]
         sha = hashlib.sha256(data).hexdigest()
         path = self.upload_dir / sha[:2] / f"{sha}{ext}"
         if not path.is_file():
@@ -367,17 +373,11 @@ def check_k(k: int) -> int:
 
 
 def parse_fields(form: Sequence[tuple[str, Any]]) -> dict[str, Any]:
-    """Upload form fields other than the file, typed like CSV metadata cells; names checked."""
+    """Upload form fields other than the file, typed like CSV metadata cells (``Service.add`` checks the names)."""
     fields = {}
     for name, value in form:
         if name == "image" or not isinstance(value, str):
             continue
-        if name in RESERVED:
-            raise ApiError(400, f"{name!r} is one of vitsearch's own fields and cannot be set")
-        try:
-            check_field(name, "field")
-        except VitsearchError as exc:
-            raise ApiError(400, str(exc)) from None
         typed = infer(value)
         if typed is not None:
             fields[name] = typed
@@ -501,7 +501,7 @@ def create_app(service: Service):
             k = _int(form.get("k", 10), "k")
             filter_ = form.get("filter")
             image = await run_in_threadpool(service.decode, data)
-            results = await run_in_threadpool(service.search, image, k=check_k(k), filter=filter_)
+            results = await run_in_threadpool(service.search, image, k=k, filter=filter_)
         elif kind.startswith("application/json"):
             try:
                 body = await request.json()
@@ -514,7 +514,7 @@ def create_app(service: Service):
             if filter_ is not None and not isinstance(filter_, str):
                 raise ApiError(400, "filter must be a string")
             results = await run_in_threadpool(
-                service.search, None, id=_int(body["id"], "id"), k=check_k(k), filter=filter_
+                service.search, None, id=_int(body["id"], "id"), k=k, filter=filter_
             )
         else:
             raise ApiError(415, "send multipart/form-data with an 'image' file, or JSON with an 'id'")
@@ -553,7 +553,7 @@ def create_app(service: Service):
 
     @app.get("/rows/{image_id}", summary="The stored fields of an indexed image")
     def get_row(image_id: str):
-        return service.describe(service.row(_id(image_id)))
+        return service.describe(service.row(_id(image_id), ["*"]))
 
     @app.get("/healthz", summary="Liveness: the store answers")
     def healthz():
