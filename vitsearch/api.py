@@ -143,7 +143,12 @@ class VisualSearch:
         if self.store.exists():
             self._check_model()
         else:
-            self.store.create(model_record(spec))
+            try:
+                self.store.create(model_record(spec))
+            except StoreError:
+                if not self.store.exists():
+                    raise
+                self._check_model()  # another writer created it a moment ago: fine if its model is ours
         indexer = Indexer(self.store, lambda: self.encoder, batch_size=self.batch_size, progress=progress)
         return indexer.sync(roots, keep_missing=keep_missing, metadata=metadata)
 

@@ -311,11 +311,16 @@ def remove(paths, uri, collection, token, as_json):
               help="Larger uploads get 413.")
 @click.option("--max-batch", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="Concurrent requests embedded in one model call (1: no micro-batching).")
+@click.option("--read-timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True,
+              help="Seconds a client may take to send a request's headers, or between two chunks of its body "
+              "(slower ones are dropped, or get 408).")
+@click.option("--max-connections", type=click.IntRange(1), default=256, show_default=True,
+              help="Open connections served at once; more get 503 at once.")
 @click.option("--log-level", type=click.Choice(("critical", "error", "warning", "info", "debug")), default="info",
               show_default=True)
 @_handle_errors
 def serve(host, port, uri, collection, token, model, batch_size, device, precision, upload_dir, thumbnail_dir,
-          max_upload_mb, max_batch, log_level):
+          max_upload_mb, max_batch, read_timeout, max_connections, log_level):
     """Serve the HTTP API and the search page (http://HOST:PORT/, API docs at /docs).
 
     The model is loaded and the store opened once. With a Milvus Lite file, this process owns it while
@@ -333,12 +338,12 @@ def serve(host, port, uri, collection, token, model, batch_size, device, precisi
     vs = _open(uri, collection, token, model, device, precision, batch_size)
     service = Service(
         vs, upload_dir=upload_dir, thumbnail_dir=thumbnail_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-        max_batch=max_batch,
+        max_batch=max_batch, read_timeout=read_timeout,
     )
     click.echo(f"serving {service.vs.store.collection!r} in {service.vs.store.uri} "
                f"({service.vs.count()} images, {service.vs.spec.name}) on http://{host}:{port}/", err=True)
     try:
-        run_server(service, host, port, log_level)
+        run_server(service, host, port, log_level, max_connections)
     finally:
         service.close()
 

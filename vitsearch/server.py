@@ -11,6 +11,7 @@ named by their content hash.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -153,8 +154,10 @@ class Service:
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
         max_batch: int = 32,
         max_wait: float = 0.002,
+        read_timeout: float = 30.0,
     ):
         self.vs = search
+        self.read_timeout = read_timeout
         self.upload_dir = Path(os.path.abspath(upload_dir or default_upload_dir()))
         self.thumbnail_dir = Path(os.path.abspath(thumbnail_dir or default_thumbnail_dir()))
         self.max_upload_bytes = max_upload_bytes
@@ -385,11 +388,12 @@ def parse_fields(form: Sequence[tuple[str, Any]]) -> dict[str, Any]:
 
 
 class _BodyLimit:
-    """Refuses request bodies over ``limit`` bytes with 413: at once when Content-Length says so, else
-    as soon as the streamed body passes the limit (nothing larger is ever buffered)."""
+    """Guards request bodies: over ``limit`` bytes is 413 (at once when Content-Length says so, else as
+    soon as the streamed body passes the limit, so nothing larger is buffered), and a body whose next
+    chunk takes more than ``timeout`` seconds to arrive is 408 (a slow client cannot hold a worker)."""
 
-    def __init__(self, app, limit: int, message: str):
-        self.app, self.limit, self.message = app, limit, message
+    def __init__(self, app, limit: int, message: str, timeout: float = 30.0):
+        self.app, self.limit, self.message, self.timeout = app, limit, message, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -401,17 +405,64 @@ class _BodyLimit:
             await response(scope, receive, send)
             return
         seen = 0
+        complete = False
 
-        async def counted():
-            nonlocal seen
-            message = await receive()
+        async def guarded():
+            nonlocal seen, complete
+            if complete:  # after the body, receive() only waits for a disconnect: no timeout then
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                raise ApiError(408, f"the request body stalled: no data for {self.timeout:g} s") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     raise ApiError(413, self.message)
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
             return message
 
-        await self.app(scope, counted, send)
+        await self.app(scope, guarded, send)
+
+
+def _protocol_with_head_timeout(seconds: float):
+    """uvicorn's h11 protocol, closing a connection whose request line and headers have not all arrived
+    ``seconds`` after it opened (or after its previous response): uvicorn itself waits forever, so a
+    few hundred slow-loris connections would use up ``limit_concurrency``."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Protocol(H11Protocol):
+        _head_timer = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc):
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self):
+            self._disarm()
+            self._head_timer = self.loop.call_later(seconds, self._head_timeout)
+
+        def _disarm(self):
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timeout(self):
+            self._head_timer = None
+            if self.cycle is None or self.cycle.response_complete:  # no request under way
+                self.transport.close()
+
+    return Protocol
 
 
 def page() -> str:
@@ -429,7 +480,8 @@ def create_app(service: Service):
     app.state.service = service
     too_large = f"the upload is larger than the limit of {service.max_upload_bytes / 2**20:.3g} MB"
     # the limit on the whole body leaves room for the form fields around the file
-    app.add_middleware(_BodyLimit, limit=service.max_upload_bytes + 64 * 1024, message=too_large)
+    app.add_middleware(_BodyLimit, limit=service.max_upload_bytes + 64 * 1024, message=too_large,
+                       timeout=service.read_timeout)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -580,10 +632,19 @@ def create_app(service: Service):
     return app
 
 
-def serve(service: Service, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def serve(
+    service: Service, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", max_connections: int = 256
+) -> None:
+    """Run the service with uvicorn: idle keep-alive connections close after 5 s, request heads and
+    body chunks must arrive within ``service.read_timeout``, and connections beyond
+    ``max_connections`` get 503 at once."""
     import uvicorn
 
+    try:
+        http = _protocol_with_head_timeout(service.read_timeout)
+    except ImportError:  # pragma: no cover - a uvicorn without its h11 protocol module
+        http = "auto"
     uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, timeout_keep_alive=5,
-                limit_concurrency=256)
+                limit_concurrency=max_connections, http=http)
 
 

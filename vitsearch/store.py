@@ -10,7 +10,9 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, Iterable, Iterator
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import FilterError, StoreError, StoreLockedError
 
@@ -23,6 +25,11 @@ _HNSW = {"M": 16, "efConstruction": 200}
 
 # gRPC logs a line each time a DataLoader worker forks beside an open client; nothing is wrong then.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+# Open Stores per Milvus Lite path in this process: the last one to close releases the store.
+_LITE_USERS: dict[str, int] = {}
+_LITE_LOCK = threading.Lock()
 
 
 def path_id(path: str) -> int:
@@ -80,19 +87,78 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _message(exc: BaseException) -> str:
+    details = getattr(exc, "details", None)
+    if callable(details):  # a gRPC error: its details, not its multi-line repr
+        try:
+            return " ".join(str(details()).split())
+        except Exception:  # noqa: BLE001
+            pass
     text = getattr(exc, "message", None) or str(exc)
     return " ".join(str(text).split())
+
+
+_TRANSIENT_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+_TRANSIENT_WORDS = ("server unavailable", "fail connecting to server", "connection refused", "connection reset",
+                    "socket closed", "failed to connect to all addresses")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that mean "the server is not answering now" (worth retrying), not "the request is bad"."""
+    for err in _chain(exc):
+        code = getattr(err, "code", None)
+        if callable(code):  # grpc.RpcError
+            try:
+                code = code()
+            except Exception:  # noqa: BLE001
+                code = None
+        if getattr(code, "name", None) in _TRANSIENT_CODES:
+            return True
+        if isinstance(err, (ConnectionError, TimeoutError)):
+            return True
+        if any(word in str(err).lower() for word in _TRANSIENT_WORDS):
+            return True
+    return False
+
+
+def retry_seconds() -> float:
+    """How long a server store keeps retrying a call that failed for a transient reason."""
+    raw = os.environ.get("VITSEARCH_RETRY_SECONDS", "")
+    try:
+        return max(0.0, float(raw)) if raw else 60.0
+    except ValueError:
+        raise StoreError(f"VITSEARCH_RETRY_SECONDS must be a number of seconds, not {raw!r}") from None
 
 
 class Store:
     """One collection of image rows in Milvus Lite or a Milvus server."""
 
-    def __init__(self, uri: str, collection: str = "images", *, token: str | None = None, timeout: float = 15.0):
+    def __init__(
+        self,
+        uri: str,
+        collection: str = "images",
+        *,
+        token: str | None = None,
+        timeout: float = 15.0,
+        retry_for: float | None = None,
+    ):
         self.is_server = is_server_uri(uri)
         self.uri = uri if self.is_server else _lite_path(uri)
         self.collection = collection
         self.token = token
         self.timeout = timeout
+        # A Milvus server that stops answering (restart, network) is retried with exponential back-off
+        # for this long before a call fails; Milvus Lite runs in-process and is never retried.
+        self.retry_for = (retry_seconds() if retry_for is None else retry_for) if self.is_server else 0.0
+        self.retries = 0  # retried calls so far (for reports and tests)
+        self._waited = 0.0
         self._client = None
         self._meta: dict | None = None
         self._loaded = False
@@ -113,34 +179,94 @@ class Store:
         logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # Milvus Lite's in-process server
         if not self.is_server:
             os.makedirs(os.path.dirname(self.uri), exist_ok=True)
-        try:
-            kwargs = {"token": self.token} if self.token else {}
-            return MilvusClient(uri=self.uri, timeout=self.timeout, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - pymilvus raises several types for one cause
-            cause = _root_cause(exc)
-            if not self.is_server and _lite_is_locked(self.uri):
+            # Checked first: once Milvus Lite has taken the lock itself, a failure to open for another
+            # reason would look like "in use" from here.
+            with _LITE_LOCK:
+                ours = self.uri in _LITE_USERS  # this process has it open already: shared, not refused
+            if not ours and _lite_is_locked(self.uri):
                 raise StoreLockedError(
                     f"the Milvus Lite store {self.uri} is in use by another process "
                     "(Milvus Lite allows one process per file; stop the other one, or use a Milvus server)"
+                )
+        try:
+            kwargs = {"token": self.token} if self.token else {}
+            client = MilvusClient(uri=self.uri, timeout=self.timeout, **kwargs)
+            if not self.is_server:
+                with _LITE_LOCK:
+                    _LITE_USERS[self.uri] = _LITE_USERS.get(self.uri, 0) + 1
+            return client
+        except Exception as exc:  # noqa: BLE001 - pymilvus raises several types for one cause
+            cause = _root_cause(exc)
+            if self.is_server and is_transient(exc):
+                raise StoreError(
+                    f"cannot reach the Milvus server at {self.uri}: {_message(cause)} (is it running? "
+                    "`docker compose up -d` starts one; see the README)"
                 ) from None
             where = "Milvus server at " + self.uri if self.is_server else "Milvus Lite store " + self.uri
             raise StoreError(f"cannot open the {where}: {_message(cause)}") from None
 
     def close(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:  # noqa: BLE001
+        """Close the connection; a Milvus Lite store is also let go (its file lock released) once no
+        other Store of this process has it open, so that another process can open it."""
+        if self._client is None:
+            return
+        try:
+            self._client.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self._client = None
+        self._loaded = False
+        if not self.is_server:
+            with _LITE_LOCK:
+                users = _LITE_USERS.get(self.uri, 1) - 1
+                if users > 0:
+                    _LITE_USERS[self.uri] = users
+                    return
+                _LITE_USERS.pop(self.uri, None)
+            try:  # Milvus Lite keeps an in-process server per path until exit unless told otherwise
+                from milvus_lite.server_manager import server_manager_instance
+
+                server_manager_instance.release_server(self.uri)
+            except Exception:  # noqa: BLE001 - an older Milvus Lite: released at exit instead
                 pass
-            self._client = None
+
+    def _retrying(self, fn: Callable, *args, **kwargs):
+        """``fn(...)``, retried with back-off (0.25 s doubling to 5 s) while the server is unreachable.
+
+        Every call vitsearch makes is safe to repeat: upserts and deletes by primary key, reads, and
+        an iterator's ``next`` (its cursor moves only on success).
+        """
+        start = time.monotonic()
+        delay = 0.25
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except StoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                self._waited = time.monotonic() - start
+                if not (self.is_server and is_transient(exc)) or self._waited + delay > self.retry_for:
+                    raise
+                self.retries += 1
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            return self._retrying(fn, *args, **kwargs)
         except StoreError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise StoreError(f"Milvus {what} failed: {_message(exc)}") from exc
+            raise self._error(what, exc) from exc
+
+    def _error(self, what: str, exc: BaseException) -> StoreError:
+        if self.is_server and is_transient(exc):
+            kept = " Work written so far is kept;" if what in ("upsert", "delete") else ""
+            return StoreError(
+                f"the Milvus server at {self.uri} stopped answering (retried for {self._waited:.0f} s): "
+                f"Milvus {what} failed: {_message(_root_cause(exc))}.{kept} re-run when the server is back"
+            )
+        return StoreError(f"Milvus {what} failed: {_message(exc)}")
 
     # -- collection -------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -173,19 +299,22 @@ class Store:
         schema.add_field("width", DataType.INT64)
         schema.add_field("height", DataType.INT64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(meta["dim"]))
-        index = self.client.prepare_index_params()
-        index.add_index("vector", index_type="HNSW", metric_type="COSINE", params=dict(_HNSW))
         self._call(
             "create_collection",
             self.client.create_collection,
             self.collection,
             schema=schema,
-            index_params=index,
+            index_params=self._index_params(),
             consistency_level="Strong",
             properties={META_KEY: raw},
         )
         self._meta = meta
         self._loaded = False
+
+    def _index_params(self):
+        index = self.client.prepare_index_params()
+        index.add_index("vector", index_type="HNSW", metric_type="COSINE", params=dict(_HNSW))
+        return index
 
     def drop(self) -> None:
         if self.exists():
@@ -198,6 +327,9 @@ class Store:
             return
         state = self._call("get_load_state", self.client.get_load_state, self.collection)
         if "Loaded" not in str(state.get("state", "")):
+            if not self._call("list_indexes", self.client.list_indexes, self.collection):
+                # a run killed between creating the collection and its index: finish the job
+                self._call("create_index", self.client.create_index, self.collection, self._index_params())
             self._call("load_collection", self.client.load_collection, self.collection)
         self._loaded = True
 
@@ -281,7 +413,8 @@ class Store:
             raise ValueError(f"k must be between 1 and {MAX_K}, not {k}")
         self._ensure_loaded()
         try:
-            res = self.client.search(
+            res = self._retrying(
+                self.client.search,
                 self.collection,
                 data=vectors,
                 limit=k,
@@ -290,9 +423,9 @@ class Store:
                 search_params={"metric_type": "COSINE", "params": {"ef": max(64, k)}},
             )
         except Exception as exc:  # noqa: BLE001
-            if filter:
+            if filter and not is_transient(exc):  # an outage is not the filter's fault
                 raise FilterError(f"invalid filter {filter!r}: {_message(_root_cause(exc))}") from None
-            raise StoreError(f"Milvus search failed: {_message(exc)}") from exc
+            raise self._error("search", exc) from None
         out = []
         for hits in res:
             rows = []
