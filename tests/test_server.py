@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -251,15 +252,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def running_server(lite_uri, photos, tmp_path):
-    """`vitsearch serve` as a user starts it, on a free port, over an indexed folder."""
+@contextlib.contextmanager
+def _serving(lite_uri, photos, tmp_path, *extra: str):
+    """`vitsearch serve` as a user starts it, on a free port, over an indexed folder; its base URL."""
     subprocess.run([sys.executable, "-m", "vitsearch", "index", str(photos), "--uri", lite_uri], check=True,
                    capture_output=True, timeout=300)
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "vitsearch", "serve", "--uri", lite_uri, "--port", str(port), "--log-level", "warning",
-         "--upload-dir", str(tmp_path / "up"), "--thumbnail-dir", str(tmp_path / "th")],
+         "--upload-dir", str(tmp_path / "up"), "--thumbnail-dir", str(tmp_path / "th"), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -274,9 +275,17 @@ def running_server(lite_uri, photos, tmp_path):
                 proc.kill()
                 pytest.fail(f"serve did not start: {proc.stdout.read()}")
             time.sleep(0.3)
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def running_server(lite_uri, photos, tmp_path):
+    with _serving(lite_uri, photos, tmp_path) as base:
+        yield base
 
 
 def test_serve_command_answers_over_http(running_server, photos):
@@ -338,3 +347,35 @@ def test_a_taken_port_is_a_one_line_error(lite_uri):
         r = subprocess.run([sys.executable, "-m", "vitsearch", "serve", "--uri", lite_uri, "--port", str(port)],
                            capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "cannot listen on 127.0.0.1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_slow_and_oversized_clients_are_cut_off_and_never_starve_others(lite_uri, photos, tmp_path):
+    with _serving(lite_uri, photos, tmp_path, "--read-timeout", "2", "--max-connections", "64") as base:
+        port = int(base.rsplit(":", 1)[1])
+        # slow loris: request heads that never end, and a body that stalls after its first bytes
+        heads = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+        for sock in heads:
+            sock.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        body = socket.create_connection(("127.0.0.1", port))
+        body.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 100000\r\n\r\n--b\r\n")
+        started = time.perf_counter()
+        with urllib.request.urlopen(base + "/stats", timeout=10) as r:  # others are served meanwhile
+            assert r.status == 200
+        assert time.perf_counter() - started < 1.5
+        body.settimeout(15)
+        assert body.recv(4096).startswith(b"HTTP/1.1 408")  # the stalled body, after 2 s without data
+        for sock in heads:  # the unfinished heads: connection closed, nothing answered
+            sock.settimeout(15)
+            assert sock.recv(4096) == b""
+            sock.close()
+        body.close()
+        # a head far over h11's limit is refused, not buffered
+        huge = socket.create_connection(("127.0.0.1", port))
+        huge.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 200_000 + b"\r\n\r\n")
+        huge.settimeout(15)
+        reply = huge.recv(4096)
+        assert reply == b"" or reply.split(b" ")[1].startswith(b"4")
+        huge.close()
+        with urllib.request.urlopen(base + "/healthz", timeout=10) as r:
+            assert r.status == 200

@@ -157,6 +157,14 @@ def load_image(source: ImageInput, *, draft: tuple[int, int] | None = None) -> I
     ``draft`` is the smallest (width, height) the caller needs: JPEGs are then decoded at a reduced
     scale (PIL ``draft``), which is much faster for large photos. EXIF orientation is applied.
     """
+    with warnings.catch_warnings():
+        # PIL warns about odd but readable files (TIFF tags past the end, bad EXIF ...): the file
+        # either decodes or raises ImageError, and a run over many files stays free of noise.
+        warnings.simplefilter("ignore", UserWarning)
+        return _load_image(source, draft)
+
+
+def _load_image(source: ImageInput, draft: tuple[int, int] | None) -> Image.Image:
     opened_here = not isinstance(source, Image.Image)
     if isinstance(source, Image.Image):
         img = source

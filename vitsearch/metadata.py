@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 
@@ -92,6 +93,10 @@ def _read_jsonl(path: str, base: str) -> dict[str, dict]:
                 check_field(key, f"{path}, line {number}")
                 if not isinstance(value, (str, int, float, bool)):
                     raise VitsearchError(f"{path}, line {number}: {key!r} must be a string, number or boolean")
+                if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+                    raise VitsearchError(f"{path}, line {number}: {key!r} is outside the 64-bit integer range")
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise VitsearchError(f"{path}, line {number}: {key!r} is {value}, which Milvus cannot store")
                 fields[key] = value
             out[_absolute(base, record["path"])] = fields
     return out
