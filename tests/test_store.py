@@ -101,7 +101,7 @@ def test_a_lite_store_held_by_another_process_is_refused_quickly(tmp_path):
 
 
 @pytest.mark.parametrize("uri, words", [("/tmp/not-a-db.txt", "ends in .db|ending in .db"),
-                                         ("http://127.0.0.1:9", "cannot open the Milvus server")])
+                                         ("http://127.0.0.1:9", "cannot reach the Milvus server")])
 def test_bad_uris(uri, words):
     with pytest.raises(StoreError, match=words):
         Store(uri, timeout=2).exists()

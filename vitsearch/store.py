@@ -78,6 +78,19 @@ def _lite_is_locked(path: str) -> bool:
     return False
 
 
+def _lite_open_here(path: str) -> bool:
+    """True if this process already has the Milvus Lite store at ``path`` open (then it is shared)."""
+    with _LITE_LOCK:
+        if path in _LITE_USERS:
+            return True
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+
+        return path in getattr(server_manager_instance, "_servers", {})  # opened by a bare MilvusClient
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     seen = set()
     while (exc.__cause__ or exc.__context__) and id(exc) not in seen:
@@ -181,9 +194,7 @@ class Store:
             os.makedirs(os.path.dirname(self.uri), exist_ok=True)
             # Checked first: once Milvus Lite has taken the lock itself, a failure to open for another
             # reason would look like "in use" from here.
-            with _LITE_LOCK:
-                ours = self.uri in _LITE_USERS  # this process has it open already: shared, not refused
-            if not ours and _lite_is_locked(self.uri):
+            if not _lite_open_here(self.uri) and _lite_is_locked(self.uri):
                 raise StoreLockedError(
                     f"the Milvus Lite store {self.uri} is in use by another process "
                     "(Milvus Lite allows one process per file; stop the other one, or use a Milvus server)"
