@@ -22,6 +22,7 @@ from .search import Hit, search_images
 from .tagging import Tag, tag_vectors
 
 if TYPE_CHECKING:
+    from .distributed import Dist
     from .embed import Encoder
 from .settings import resolve_collection, resolve_model, resolve_token, resolve_uri
 from .store import Store
@@ -123,11 +124,14 @@ class VisualSearch:
         reindex: bool = False,
         metadata: str | os.PathLike | dict[str, dict] | None = None,
         progress: ProgressFactory = no_progress,
+        dist: "Dist | None" = None,
     ) -> IndexSummary:
         """Sync files and folders into the collection (incremental; see :class:`Indexer`).
 
         ``metadata``: a CSV / JSON Lines file (see :mod:`vitsearch.metadata`) or a dict
         ``{path: {field: value}}``; its fields are stored with the rows and can be filtered on.
+        ``dist``: this process's place in a torch.distributed group (:mod:`vitsearch.distributed`);
+        every rank calls ``index`` with the same arguments and rank 0 gets the whole run's summary.
         """
         roots = check_roots([paths] if isinstance(paths, (str, os.PathLike)) else paths)
         if metadata is not None and not isinstance(metadata, dict):
@@ -137,20 +141,27 @@ class VisualSearch:
             for fields in metadata.values():
                 for name in fields:
                     check_field(name, "metadata")
-        spec = self.spec  # decided before a --reindex drop: the asked-for model, else the collection's
-        if reindex:
-            self.store.drop()
-        if self.store.exists():
-            self._check_model()
-        else:
-            try:
-                self.store.create(model_record(spec))
-            except StoreError:
-                if not self.store.exists():
-                    raise
-                self._check_model()  # another writer created it a moment ago: fine if its model is ours
+        model = None
+        if dist is None or dist.is_main:  # with a Milvus Lite file, only rank 0 may open it
+            spec = self.spec  # decided before a --reindex drop: the asked-for model, else the collection's
+            if reindex:
+                self.store.drop()
+            if self.store.exists():
+                self._check_model()
+            else:
+                try:
+                    self.store.create(model_record(spec))
+                except StoreError:
+                    if not self.store.exists():
+                        raise
+                    self._check_model()  # another writer created it a moment ago: fine if its model is ours
+            model = None if spec.is_bundled else spec.name
+        if dist is not None:
+            model = dist.broadcast(model)  # also: the collection exists before any rank writes to it
+            if not dist.is_main:
+                self._spec = load_spec(model)
         indexer = Indexer(self.store, lambda: self.encoder, batch_size=self.batch_size, progress=progress)
-        return indexer.sync(roots, keep_missing=keep_missing, metadata=metadata)
+        return indexer.sync(roots, keep_missing=keep_missing, metadata=metadata, dist=dist)
 
     def query(
         self,

@@ -119,11 +119,30 @@ def main():
 @_handle_errors
 def index(paths, uri, collection, token, model, batch_size, device, precision, workers, keep_missing, reindex,
           metadata, as_json):
-    """Index images under PATHS (folders are walked recursively; re-runs are incremental)."""
-    with _open(uri, collection, token, model, device, precision, batch_size, workers) as vs:
-        summary = vs.index(
-            list(paths), keep_missing=keep_missing, reindex=reindex, metadata=metadata, progress=_tqdm_progress()
-        )
+    """Index images under PATHS (folders are walked recursively; re-runs are incremental).
+
+    Under torchrun (`torchrun --nproc-per-node N -m vitsearch index ...`) each process embeds its
+    share of the images; rank 0 plans the run and prints the summary.
+    """
+    from .distributed import init_from_env, shutdown, world_size_from_env
+    from .indexer import no_progress
+
+    dist = None
+    if world_size_from_env() > 1:
+        dist = init_from_env(device)
+        if workers is None:  # the ranks on one machine share its cores
+            workers = max(0, min(4, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1))
+    try:
+        with _open(uri, collection, token, model, device, precision, batch_size, workers) as vs:
+            summary = vs.index(
+                list(paths), keep_missing=keep_missing, reindex=reindex, metadata=metadata,
+                progress=_tqdm_progress() if dist is None or dist.is_main else no_progress, dist=dist,
+            )
+    finally:
+        if dist is not None:
+            shutdown()
+    if dist is not None and not dist.is_main:
+        return
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
         return

@@ -20,6 +20,7 @@ from .metadata import RESERVED
 from .store import ROW_FIELDS, Store, path_id
 
 if TYPE_CHECKING:
+    from .distributed import Dist
     from .embed import Encoder
 
 FLUSH_ROWS = 256
@@ -100,6 +101,13 @@ def _row(entry: FileEntry, sha: str, vector, width: int, height: int, fields: di
     }
 
 
+@dataclass
+class _Plan:
+    work: list[list[tuple]]  # groups of files with the same new content, to embed
+    existing: dict[str, dict]  # stored rows under the indexed roots, by path
+    seen: set[str]  # every file found
+
+
 class Indexer:
     """Syncs folders into ``store``; ``encoder_factory`` is called only if something needs embedding."""
 
@@ -118,18 +126,50 @@ class Indexer:
         self._last_flush = 0.0
 
     def sync(
-        self, paths: Iterable[str], *, keep_missing: bool = False, metadata: dict[str, dict] | None = None
+        self,
+        paths: Iterable[str],
+        *,
+        keep_missing: bool = False,
+        metadata: dict[str, dict] | None = None,
+        dist: "Dist | None" = None,
     ) -> IndexSummary:
         """Bring the store in line with the files under ``paths``.
 
         ``metadata`` maps absolute paths to fields stored with their rows: its values replace stored
         ones, and fields it does not name are kept (also when a file's content changes).
+
+        With ``dist`` (see :mod:`vitsearch.distributed`) every rank of the group calls this: rank 0
+        plans, each rank embeds its shard, and rank 0 gets the summary of the whole run.
         """
         start = time.perf_counter()
-        metadata = metadata or {}
         self._last_flush = time.monotonic()  # the 5-second flush clock runs per sync
-        roots = check_roots(paths)
         summary = IndexSummary()
+        plan = self._plan(paths, keep_missing, metadata or {}, summary) if dist is None or dist.is_main else None
+        work = plan.work if plan else None
+        if dist is not None:
+            work = dist.broadcast(work)
+        if work:
+            self._embed(work, summary, dist)
+        if dist is not None:
+            shards = dist.gather((summary.added, summary.updated, summary.embedded, summary.failed))
+            if dist.is_main:
+                for added, updated, embedded, failed in shards[1:]:
+                    summary.added += added
+                    summary.updated += updated
+                    summary.embedded += embedded
+                    summary.failed.extend(failed)
+        if plan is not None and not keep_missing:  # last, once every rank's rows are written
+            seen = plan.seen | {f.path for f in summary.failed}
+            gone = [row["id"] for path, row in plan.existing.items() if path not in seen]
+            summary.removed = self.store.delete(gone)
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    def _plan(self, paths: Iterable[str], keep_missing: bool, metadata: dict[str, dict], summary: IndexSummary):
+        """Walk, compare with the store, hash what changed, write rows whose content is known; what is
+        left to embed becomes ``work``: one list per new content hash of (path, size, mtime, sha256,
+        fields, is_update) tuples, the first of which is the file to decode."""
+        roots = check_roots(paths)
         entries: list[FileEntry] = []
         for entry in discover(roots, summary.failed):
             try:
@@ -165,7 +205,7 @@ class Indexer:
         todo = [e for e in todo if e.path in hashes]
         known = self.store.by_sha256(hashes.values()) if todo else {}
         pending: list[dict] = []
-        to_embed: dict[str, list[FileEntry]] = {}
+        to_embed: dict[str, list[tuple]] = {}
         for entry in todo:
             sha = hashes[entry.path]
             old = existing.get(entry.path)
@@ -178,34 +218,50 @@ class Indexer:
                     summary.reused += 1
                     self._count(summary, old)
             else:
-                to_embed.setdefault(sha, []).append(entry)
+                item = (entry.path, entry.size, entry.mtime, sha, fields_of(entry), old is not None)
+                to_embed.setdefault(sha, []).append(item)
         self._flush(pending, force=True)
+        return _Plan(list(to_embed.values()), existing, {e.path for e in entries})
 
-        if to_embed:
-            firsts = [group[0] for group in to_embed.values()]
-            encoder = self.encoder_factory()
-            with self.progress(len(firsts), "embedding") as bar:
-                for res in encoder.encode_files([e.path for e in firsts], batch_size=self.batch_size):
-                    group = to_embed[hashes[res.path]]
+    def _embed(self, work: list[list[tuple]], summary: IndexSummary, dist: "Dist | None") -> None:
+        """Embed the first file of each group in ``work`` (this rank's shard of it) and write a row for
+        every file of the group. Without a server to write to, the ranks hand their rows to rank 0
+        in rounds of FLUSH_ROWS images, all ranks in step."""
+        rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
+        mine = work[rank::world]
+        relay = dist is not None and not self.store.is_server
+        encoder = self.encoder_factory() if mine else None
+        pending: list[dict] = []
+        chunk = FLUSH_ROWS if relay else max(1, len(mine))
+        rounds = -(-len(work[0::world]) // chunk) if relay else 1  # rank 0's shard is the longest
+        with self.progress(len(mine), "embedding") as bar:
+            for r in range(rounds):
+                groups = mine[r * chunk : (r + 1) * chunk]
+                firsts = {group[0][0]: group for group in groups}
+                results = encoder.encode_files(list(firsts), batch_size=self.batch_size) if groups else ()
+                for res in results:
+                    group = firsts[res.path]
                     if res.vector is None:
-                        summary.failed.extend(Failure(e.path, res.error or "cannot decode") for e in group)
+                        summary.failed.extend(Failure(item[0], res.error or "cannot decode") for item in group)
                     else:
                         summary.embedded += 1
-                        for entry in group:
-                            pending.append(
-                                _row(entry, hashes[entry.path], res.vector, res.width, res.height, fields_of(entry))
-                            )
-                            self._count(summary, existing.get(entry.path))
-                        self._flush(pending)
+                        for path, size, mtime, sha, fields, is_update in group:
+                            entry = FileEntry(path, size, mtime)
+                            pending.append(_row(entry, sha, res.vector, res.width, res.height, fields))
+                            if is_update:
+                                summary.updated += 1
+                            else:
+                                summary.added += 1
+                        if not relay:
+                            self._flush(pending)
                     bar.update(1)
-            self._flush(pending, force=True)
-
-        if not keep_missing:
-            seen = {e.path for e in entries} | {f.path for f in summary.failed}
-            gone = [row["id"] for path, row in existing.items() if path not in seen]
-            summary.removed = self.store.delete(gone)
-        summary.seconds = time.perf_counter() - start
-        return summary
+                if relay:
+                    gathered = dist.gather(pending)
+                    if dist.is_main:
+                        for rows in gathered:
+                            self.store.upsert(rows)
+                    pending = []
+        self._flush(pending, force=True)
 
     def _full_rows(self, rows: list[dict]) -> Iterator[list[dict]]:
         """The stored rows (vector and metadata included), a bounded chunk at a time."""
