@@ -206,6 +206,56 @@ def test_two_writers_on_different_folders_of_one_server_collection_both_succeed(
         Store(server_uri, collection).drop()
 
 
+def test_milvus_lite_server_mode_lets_serve_and_index_share_one_local_store(tmp_path, model):
+    import shutil as sh
+    import urllib.request
+
+    exe = sh.which("milvus-lite") or os.path.join(os.path.dirname(sys.executable), "milvus-lite")
+    port = free_port()
+    lite = subprocess.Popen([exe, "server", "--data-dir", str(tmp_path / "shared.db"), "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    served = None
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                Store(uri, "probe", retry_for=0).exists()
+                break
+            except StoreError:
+                assert time.time() < deadline and lite.poll() is None, "milvus-lite server did not start"
+                time.sleep(0.3)
+        first, second = tmp_path / "first", tmp_path / "second"
+        for folder, seed in ((first, 0), (second, 100)):
+            folder.mkdir()
+            for i in range(4):
+                photo(seed + i).save(folder / f"{i}.png")
+        assert _index(first, uri, model)["added"] == 4
+        web = free_port()
+        served = subprocess.Popen([sys.executable, "-m", "vitsearch", "serve", "--uri", uri, "--model", model,
+                                   "--port", str(web), "--log-level", "warning", "--upload-dir", str(tmp_path / "up"),
+                                   "--thumbnail-dir", str(tmp_path / "th")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web}/stats", timeout=2) as r:
+                    assert json.load(r)["count"] == 4
+                    break
+            except OSError:
+                assert time.time() < deadline and served.poll() is None, "serve did not start"
+                time.sleep(0.3)
+        # while serve holds the store open, another process indexes into it: no "in use" here
+        assert _index(second, uri, model)["added"] == 4
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/stats", timeout=10) as r:
+            assert json.load(r)["count"] == 8
+    finally:
+        for proc in (served, lite):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
 # -- 4. Milvus server faults ----------------------------------------------------------------------
 def test_an_unreachable_server_is_a_one_line_error(tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there

@@ -124,6 +124,7 @@ class Indexer:
         self.batch_size = batch_size
         self.progress = progress
         self._last_flush = 0.0
+        self._wrote = False  # whether this sync wrote anything (then the store is flushed at its end)
 
     def sync(
         self,
@@ -143,6 +144,7 @@ class Indexer:
         """
         start = time.perf_counter()
         self._last_flush = time.monotonic()  # the 5-second flush clock runs per sync
+        self._wrote = False
         summary = IndexSummary()
         plan = self._plan(paths, keep_missing, metadata or {}, summary) if dist is None or dist.is_main else None
         work = plan.work if plan else None
@@ -162,6 +164,9 @@ class Indexer:
             seen = plan.seen | {f.path for f in summary.failed}
             gone = [row["id"] for path, row in plan.existing.items() if path not in seen]
             summary.removed = self.store.delete(gone)
+            self._wrote = self._wrote or bool(gone)
+        if self._wrote:  # seal what this run wrote: Milvus Lite searches unsealed rows in Python, row by row
+            self.store.flush()
         summary.seconds = time.perf_counter() - start
         return summary
 
@@ -260,6 +265,7 @@ class Indexer:
                     if dist.is_main:
                         for rows in gathered:
                             self.store.upsert(rows)
+                            self._wrote = self._wrote or bool(rows)
                     pending = []
         self._flush(pending, force=True)
 
@@ -277,6 +283,7 @@ class Indexer:
                 if wanted != user_fields(full):
                     changed.append({**{k: full[k] for k in ROW_FIELDS}, "vector": full["vector"], **wanted})
             self.store.upsert(changed)
+            self._wrote = self._wrote or bool(changed)
             summary.metadata_updated += len(changed)
 
     def _old_fields(self, rows: list[dict]) -> dict[str, dict]:
@@ -300,6 +307,7 @@ class Indexer:
         due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
         if pending and (force or due or len(pending) >= FLUSH_ROWS):
             self.store.upsert(pending)
+            self._wrote = True
             pending.clear()
             self._last_flush = time.monotonic()
 

@@ -355,6 +355,12 @@ class Store:
             self._call("delete", self.client.delete, self.collection, ids=ids[start : start + _BATCH])
         return len(ids)
 
+    def flush(self) -> None:
+        """Seal the rows written so far into indexed segments. Milvus Lite otherwise searches its
+        unsealed rows in Python one by one (about 0.6 s per query at 10,000 such rows, 0.08 s sealed);
+        a server seals them in the background, and a flush after a bulk write only hurries it."""
+        self._call("flush", self.client.flush, self.collection)
+
     def count(self) -> int:
         if not self.exists():
             return 0
