@@ -146,7 +146,7 @@ class Indexer:
         self._last_flush = time.monotonic()  # the 5-second flush clock runs per sync
         self._wrote = False
         summary = IndexSummary()
-        plan = self._plan(paths, keep_missing, metadata or {}, summary) if dist is None or dist.is_main else None
+        plan = self._plan(paths, metadata or {}, summary) if dist is None or dist.is_main else None
         work = plan.work if plan else None
         if dist is not None:
             work = dist.broadcast(work)
@@ -170,7 +170,7 @@ class Indexer:
         summary.seconds = time.perf_counter() - start
         return summary
 
-    def _plan(self, paths: Iterable[str], keep_missing: bool, metadata: dict[str, dict], summary: IndexSummary):
+    def _plan(self, paths: Iterable[str], metadata: dict[str, dict], summary: IndexSummary) -> _Plan:
         """Walk, compare with the store, hash what changed, write rows whose content is known; what is
         left to embed becomes ``work``: one list per new content hash of (path, size, mtime, sha256,
         fields, is_update) tuples, the first of which is the file to decode."""

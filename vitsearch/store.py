@@ -94,12 +94,18 @@ def _lite_open_here(path: str) -> bool:
         return False
 
 
-def _root_cause(exc: BaseException) -> BaseException:
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from, outermost first."""
     seen = set()
-    while (exc.__cause__ or exc.__context__) and id(exc) not in seen:
+    while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
+        yield exc
         exc = exc.__cause__ or exc.__context__
-    return exc
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    *_, innermost = _chain(exc)
+    return innermost
 
 
 def _message(exc: BaseException) -> str:
@@ -116,14 +122,6 @@ def _message(exc: BaseException) -> str:
 _TRANSIENT_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
 _TRANSIENT_WORDS = ("server unavailable", "fail connecting to server", "connection refused", "connection reset",
                     "socket closed", "failed to connect to all addresses")
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -275,10 +273,10 @@ class Store:
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
         if self.is_server and is_transient(exc):
-            kept = " Work written so far is kept;" if what in ("upsert", "delete") else ""
+            kept = "Work written so far is kept; re-run" if what in ("upsert", "delete") else "Try again"
             return StoreError(
                 f"the Milvus server at {self.uri} stopped answering (retried for {self._waited:.0f} s): "
-                f"Milvus {what} failed: {_message(_root_cause(exc))}.{kept} re-run when the server is back"
+                f"Milvus {what} failed: {_message(_root_cause(exc))}. {kept} when the server is back"
             )
         return StoreError(f"Milvus {what} failed: {_message(exc)}")
 
