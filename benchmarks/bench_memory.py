@@ -6,7 +6,8 @@ Writes N distinct small PNGs (48 x 48, one folder per 1,000), runs `vitsearch in
 fresh process into a fresh Milvus Lite file, and samples the resident memory of the process and
 its decode workers every 0.2 s. Streaming means the peak does not grow with N beyond the file list
 (a path and a few numbers per image). ``--model`` defaults to the bundled model; a tiny model
-(``--model tiny``, made on the spot) measures the pipeline's own memory faster.
+(``--model tiny``, made on the spot) measures the pipeline's own memory faster. With a Milvus Lite
+file the store's buffers live in the same process and are counted; ``--uri`` a server to leave them out.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--model", help="a model folder, 'tiny' (made here), or none for the bundled one")
     parser.add_argument("--keep", help="write the images here and keep them (default: a temporary folder)")
+    parser.add_argument("--uri", help="a Milvus server URI (default: a fresh Milvus Lite file, in-process)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
@@ -105,7 +107,12 @@ def main() -> None:
             folder = os.path.join(args.keep or tmp, f"images_{n}")
             if not os.path.isdir(folder):
                 write_images(folder, n)
-            row = measure(folder, os.path.join(tmp, f"m{n}.db"), model)
+            uri = args.uri or os.path.join(tmp, f"m{n}.db")
+            if args.uri:
+                from vitsearch.store import Store
+
+                Store(args.uri, "images").drop()  # a fresh collection each time
+            row = measure(folder, uri, model)
             print(json.dumps(row), flush=True)
             rows.append(row)
     print("\n| images | seconds | peak RSS MB | RSS MB at 25 / 50 / 75 / 100 % of the run |")

@@ -14,6 +14,16 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_images"
 
+try:  # the fuzz tests: the same inputs on every run, so that a test run is reproducible;
+    # `pytest --hypothesis-profile=explore tests/test_fuzz.py` draws new ones (run it now and then)
+    from hypothesis import settings
+
+    settings.register_profile("default", derandomize=True, print_blob=True)
+    settings.register_profile("explore", derandomize=False, print_blob=True)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+except ImportError:  # hypothesis is a test extra; only test_fuzz needs it
+    pass
+
 
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path, monkeypatch):

@@ -279,6 +279,10 @@ def test_transient_errors_are_told_apart_from_bad_requests():
     wrapped.__cause__ = Unavailable()
     assert is_transient(wrapped) and is_transient(ConnectionResetError())
     assert not is_transient(ValueError("cannot parse expression: size >"))
+    # a filter quoted back by the server is the user's words, not the server's state
+    quoted = RuntimeError("unexpected token 'UNAVAILABLE' at column 8 SERVER UNAVAILABLE ^^^")
+    assert is_transient(quoted) and not is_transient(quoted, echo="SERVER UNAVAILABLE")
+    assert not is_transient(RuntimeError('bad value "connection refused"'), echo='label == "connection refused"')
 
 
 def test_retry_seconds_must_be_a_number(monkeypatch):

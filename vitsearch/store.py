@@ -124,8 +124,13 @@ _TRANSIENT_WORDS = ("server unavailable", "fail connecting to server", "connecti
                     "socket closed", "failed to connect to all addresses")
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for errors that mean "the server is not answering now" (worth retrying), not "the request is bad"."""
+def is_transient(exc: BaseException, echo: str | None = None) -> bool:
+    """True for errors that mean "the server is not answering now" (worth retrying), not "the request is bad".
+
+    ``echo`` is user text the server may quote back in an error (a filter expression): its words are taken out
+    of the message before looking for outage phrases, so a filter that says "server unavailable" stays a
+    filter error.
+    """
     for err in _chain(exc):
         code = getattr(err, "code", None)
         if callable(code):  # grpc.RpcError
@@ -137,7 +142,10 @@ def is_transient(exc: BaseException) -> bool:
             return True
         if isinstance(err, (ConnectionError, TimeoutError)):
             return True
-        if any(word in str(err).lower() for word in _TRANSIENT_WORDS):
+        message = str(err).lower()
+        for part in sorted((echo or "").lower().split(), key=len, reverse=True):
+            message = message.replace(part, " ")
+        if any(word in message for word in _TRANSIENT_WORDS):
             return True
     return False
 
@@ -242,8 +250,9 @@ class Store:
             except Exception:  # noqa: BLE001 - an older Milvus Lite: released at exit instead
                 pass
 
-    def _retrying(self, fn: Callable, *args, **kwargs):
+    def _retrying(self, fn: Callable, *args, _echo: str | None = None, **kwargs):
         """``fn(...)``, retried with back-off (0.25 s doubling to 5 s) while the server is unreachable.
+        ``_echo`` is user text the server may quote in its errors (see ``is_transient``).
 
         Every call vitsearch makes is safe to repeat: upserts and deletes by primary key, reads, and
         an iterator's ``next`` (its cursor moves only on success).
@@ -257,7 +266,7 @@ class Store:
                 raise
             except Exception as exc:  # noqa: BLE001
                 self._waited = time.monotonic() - start
-                if not (self.is_server and is_transient(exc)) or self._waited + delay > self.retry_for:
+                if not (self.is_server and is_transient(exc, _echo)) or self._waited + delay > self.retry_for:
                     raise
                 self.retries += 1
                 time.sleep(delay)
@@ -271,8 +280,8 @@ class Store:
         except Exception as exc:  # noqa: BLE001
             raise self._error(what, exc) from exc
 
-    def _error(self, what: str, exc: BaseException) -> StoreError:
-        if self.is_server and is_transient(exc):
+    def _error(self, what: str, exc: BaseException, echo: str | None = None) -> StoreError:
+        if self.is_server and is_transient(exc, echo):
             kept = "Work written so far is kept; re-run" if what in ("upsert", "delete") else "Try again"
             return StoreError(
                 f"the Milvus server at {self.uri} stopped answering (retried for {self._waited:.0f} s): "
@@ -439,11 +448,12 @@ class Store:
                 filter=filter or "",
                 output_fields=output_fields or ["*"],
                 search_params={"metric_type": "COSINE", "params": {"ef": max(SEARCH_EF, k)}},
+                _echo=filter,
             )
         except Exception as exc:  # noqa: BLE001
-            if filter and not is_transient(exc):  # an outage is not the filter's fault
+            if filter and not (self.is_server and is_transient(exc, filter)):  # an outage is not the filter's fault
                 raise FilterError(f"invalid filter {filter!r}: {_message(_root_cause(exc))}") from None
-            raise self._error("search", exc) from None
+            raise self._error("search", exc, filter) from None
         out = []
         for hits in res:
             rows = []
