@@ -106,3 +106,19 @@ def test_decode_workers_let_go_of_an_inherited_milvus_lite_lock(tmp_path):
     assert queue.get(timeout=30) is False
     child.join(30)
     fh.close()
+
+
+def test_a_lazy_encoder_loads_its_model_on_first_use_and_embeds_the_same(tmp_path):
+    from conftest import tiny_model
+
+    model = tiny_model(tmp_path / "m")
+    paths = []
+    for i in range(5):
+        photo(i).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    eager = Encoder(str(model), device="cpu", precision="fp32", num_workers=1, batch_size=2)
+    lazy = Encoder(str(model), device="cpu", precision="fp32", num_workers=1, batch_size=2, lazy=True)
+    assert lazy._backbone is None
+    got = [r.vector for r in lazy.encode_files(paths)]
+    assert lazy._backbone is not None
+    np.testing.assert_allclose(np.stack(got), eager.encode(paths), atol=1e-5)

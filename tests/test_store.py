@@ -61,6 +61,37 @@ def test_rows_under_matches_folders_exactly_even_with_like_wildcards(store):
     assert [r["path"] for r in store.rows_under("/a/bz/img_1.jpg")] == ["/a/bz/img_1.jpg"]
 
 
+def test_iter_rows_pages_through_every_row_once(store, monkeypatch):
+    monkeypatch.setattr("vitsearch.store._BATCH", 7)  # many pages from few rows
+    store.create({"model": "m", "fingerprint": "abc", "dim": 8})
+    data = rows(40)
+    store.upsert(data[:25])
+    store.flush()  # sealed and growing rows both
+    store.upsert(data[25:])
+    every = list(store.iter_rows())
+    assert sorted(r["path"] for r in every) == sorted(r["path"] for r in data)
+    label = list(store.iter_rows('label == "l1"', ["path"]))
+    assert sorted(r["path"] for r in label) == sorted(r["path"] for r in data if r["label"] == "l1")
+
+
+@pytest.mark.server
+def test_a_new_store_sees_rows_another_client_wrote_a_moment_ago(server_uri):
+    name = "t_" + uuid.uuid4().hex[:12]
+    writer = Store(server_uri, name)
+    try:
+        writer.create({"model": "m", "fingerprint": "abc", "dim": 8})
+        for round_ in range(3):
+            data = rows(5, prefix=f"/r{round_}/img", seed=round_)
+            writer.upsert(data)
+            reader = Store(server_uri, name)  # another client: its first read is Strong
+            assert {r["path"] for r in reader.iter_rows(f'path like "/r{round_}/%"')} == {r["path"] for r in data}
+            assert reader.search([data[0]["vector"]], 1)[0][0]["path"] == data[0]["path"]
+            reader.close()
+    finally:
+        writer.drop()
+        writer.close()
+
+
 def test_search_scores_are_cosine_and_filters_apply(store):
     store.create({"model": "m", "fingerprint": "abc", "dim": 8})
     data = rows(20)

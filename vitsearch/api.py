@@ -87,6 +87,7 @@ class VisualSearch:
                 precision=self.precision,
                 batch_size=self.batch_size,
                 num_workers=self.num_workers,
+                lazy=True,  # indexing decodes its first batches while the weights load
             )
         return self._encoder
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -153,9 +154,14 @@ class Encoder:
         precision: str | None = "auto",
         batch_size: int = 32,
         num_workers: int | None = None,
+        lazy: bool = False,
     ):
+        """``lazy=True`` loads the weights on the first embedding instead of now: ``encode_files``
+        then starts its decode workers first, and they decode while the model loads."""
         spec = model if isinstance(model, ModelSpec) else load_spec(model)
         self._setup(spec, None, device, precision, batch_size, num_workers)
+        if not lazy:
+            self.backbone  # noqa: B018 - load now, so that a broken model fails here
 
     @classmethod
     def wrap(
@@ -182,11 +188,21 @@ class Encoder:
         self.batch_size = batch_size
         # One core stays with the model: on 2 cores, 4 decode workers measured slower than 1 or 0.
         self.num_workers = min(4, (os.cpu_count() or 1) - 1) if num_workers is None else num_workers
-        self.backbone: VitBackbone = (backbone if backbone is not None else load_backbone(spec)).to(self.device)
+        self._backbone: VitBackbone | None = backbone.to(self.device) if backbone is not None else None
+        self._load_lock = threading.Lock()
         prep = spec.preprocessing
         self._scale = torch.tensor(prep.rescale, device=self.device)
         self._mean = torch.tensor(prep.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(prep.std, device=self.device).view(1, 3, 1, 1)
+
+    @property
+    def backbone(self) -> VitBackbone:
+        """The model, loaded on first use when the encoder was made ``lazy``."""
+        if self._backbone is None:
+            with self._load_lock:
+                if self._backbone is None:
+                    self._backbone = load_backbone(self.spec).to(self.device)
+        return self._backbone
 
     @property
     def dim(self) -> int:
@@ -252,7 +268,9 @@ class Encoder:
             persistent_workers=False,
             worker_init_fn=worker_init if workers else None,
         )
-        for items in loader:
+        batches = iter(loader)  # the workers start decoding now ...
+        self.backbone  # noqa: B018 - ... while a lazy encoder loads its model
+        for items in batches:
             good = [it for it in items if it[1] is not None]
             vectors = self.embed_pixels(np.stack([it[1] for it in good])) if good else None
             row = 0
