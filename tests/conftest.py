@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +122,36 @@ def write_bad_files(folder: Path) -> dict[str, str]:
     bomb.save(folder / "bomb.png")
     return {"empty.jpg": "empty", "text.png": "not a recognised", "page.jpg": "not a recognised",
             "truncated.jpg": "(?i)truncated|decode", "bomb.png": "pixels"}
+
+
+@pytest.fixture(scope="session")
+def lite_server_uri(tmp_path_factory):
+    """Milvus Lite's server mode (`milvus-lite server`) on a free port, for the session."""
+    from faults import free_port
+    from vitsearch.errors import StoreError
+    from vitsearch.store import Store
+
+    exe = shutil.which("milvus-lite") or os.path.join(os.path.dirname(sys.executable), "milvus-lite")
+    if not os.path.exists(exe):
+        pytest.skip("milvus-lite's server command is not installed")
+    port = free_port()
+    data = tmp_path_factory.mktemp("lite-server") / "shared.db"
+    proc = subprocess.Popen([exe, "server", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                Store(uri, "probe", retry_for=0).exists()
+                break
+            except StoreError:
+                assert time.time() < deadline and proc.poll() is None, "milvus-lite server did not start"
+                time.sleep(0.3)
+        yield uri
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture

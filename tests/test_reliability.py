@@ -206,25 +206,12 @@ def test_two_writers_on_different_folders_of_one_server_collection_both_succeed(
         Store(server_uri, collection).drop()
 
 
-def test_milvus_lite_server_mode_lets_serve_and_index_share_one_local_store(tmp_path, model):
-    import shutil as sh
+def test_milvus_lite_server_mode_lets_serve_and_index_share_one_local_store(tmp_path, model, lite_server_uri):
     import urllib.request
 
-    exe = sh.which("milvus-lite") or os.path.join(os.path.dirname(sys.executable), "milvus-lite")
-    port = free_port()
-    lite = subprocess.Popen([exe, "server", "--data-dir", str(tmp_path / "shared.db"), "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
+    uri = lite_server_uri
     served = None
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                Store(uri, "probe", retry_for=0).exists()
-                break
-            except StoreError:
-                assert time.time() < deadline and lite.poll() is None, "milvus-lite server did not start"
-                time.sleep(0.3)
         first, second = tmp_path / "first", tmp_path / "second"
         for folder, seed in ((first, 0), (second, 100)):
             folder.mkdir()
@@ -250,10 +237,9 @@ def test_milvus_lite_server_mode_lets_serve_and_index_share_one_local_store(tmp_
         with urllib.request.urlopen(f"http://127.0.0.1:{web}/stats", timeout=10) as r:
             assert json.load(r)["count"] == 8
     finally:
-        for proc in (served, lite):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=30)
+        if served is not None:
+            served.terminate()
+            served.wait(timeout=30)
 
 
 # -- 4. Milvus server faults ----------------------------------------------------------------------

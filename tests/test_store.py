@@ -11,14 +11,15 @@ from vitsearch.errors import FilterError, StoreError, StoreLockedError
 from vitsearch.store import Store, path_id
 
 
-@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
+@pytest.fixture(params=["lite", "lite-server", pytest.param("server", marks=pytest.mark.server)])
 def store(request, tmp_path):
     if request.param == "lite":
         s = Store(str(tmp_path / "s.db"), "test")
     else:
-        s = Store(request.getfixturevalue("server_uri"), "t_" + uuid.uuid4().hex[:12])
+        uri = request.getfixturevalue("server_uri" if request.param == "server" else "lite_server_uri")
+        s = Store(uri, "t_" + uuid.uuid4().hex[:12])
     yield s
-    if request.param == "server":
+    if request.param != "lite":
         s.drop()
     s.close()
 

@@ -412,7 +412,10 @@ class Store:
         self._ensure_loaded()
         if self.is_server:
             yield from self._pages(filter, fields)
-            return
+        else:
+            yield from self._iterate(filter, fields)
+
+    def _iterate(self, filter: str, fields: list[str] | None) -> Iterator[dict]:
         it = self._call(
             "query_iterator",
             self.client.query_iterator,
@@ -420,6 +423,7 @@ class Store:
             batch_size=_BATCH,
             filter=filter or "id >= 0",
             output_fields=fields or ROW_FIELDS,
+            **self._level(),
         )
         try:
             while True:
@@ -431,9 +435,11 @@ class Store:
             it.close()
 
     def _pages(self, filter: str, fields: list[str] | None) -> Iterator[dict]:
-        """A server's rows by primary-key pages: ``id > last`` with a limit, which the server answers
-        in primary-key order. pymilvus's query iterator does the same, but on Milvus 2.3.5 it cannot
-        get a snapshot timestamp and falls back to Strong reads: about 0.5 s a page."""
+        """A server's rows by primary-key pages: ``id > last`` with a limit, which Milvus answers in
+        primary-key order. pymilvus's query iterator pages the same way, but on Milvus 2.3.5 it cannot
+        get a snapshot timestamp and makes every page a Strong read: about 0.5 s a page.
+        A server whose first full page is not in key order (Milvus Lite's server mode) is read with
+        the iterator instead."""
         wanted = list(fields or ROW_FIELDS)
         if "id" not in wanted and "*" not in wanted:
             wanted.append("id")
@@ -443,12 +449,14 @@ class Store:
             expr = " and ".join(f"({part})" for part in (filter, cursor) if part) or "id >= 0 or id < 0"
             page = self._call("query", self.client.query, self.collection, filter=expr, output_fields=wanted,
                               limit=_BATCH, **self._level())
-            if not page:
+            ids = [row["id"] for row in page]
+            if last is None and len(page) == _BATCH and ids != sorted(ids):
+                yield from self._iterate(filter, fields)
                 return
-            last = max(row["id"] for row in page)
             yield from page
             if len(page) < _BATCH:
                 return
+            last = max(ids)
 
     def rows_under(self, root: str, fields: list[str] | None = None) -> Iterator[dict]:
         """Rows whose path is ``root`` itself or lies inside the folder ``root``."""
