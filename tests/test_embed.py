@@ -63,6 +63,26 @@ def test_file_stream_uses_workers_keeps_order_and_reports_bad_files(tiny_models,
     np.testing.assert_allclose(np.stack([r.vector for r in good]), expected, atol=1e-5)
 
 
+def test_workers_decode_small_chunks_while_the_model_gets_whole_batches(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setattr("vitsearch.embed.DECODE_CHUNK", 2)
+    enc = Encoder(str(tiny_models["vit"]), device="cpu", precision="fp32", num_workers=2)
+    paths = []
+    for i in range(9):
+        photo(i).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    paths.insert(4, str(tmp_path / "bad.png"))
+    sizes = []
+    embed = enc.embed_pixels
+    monkeypatch.setattr(enc, "embed_pixels", lambda batch: sizes.append(len(batch)) or embed(batch))
+    results = list(enc.encode_files(paths, batch_size=4))
+    assert [r.index for r in results] == list(range(10))
+    assert results[4].vector is None and results[4].error
+    assert sizes == [4, 4, 1]  # chunks of 2 files assembled into model batches of 4 good images
+    good = [r for r in results if r.vector is not None]
+    np.testing.assert_allclose(np.stack([r.vector for r in good]), enc.encode([r.path for r in good]), atol=1e-5)
+
+
 def test_bf16_agrees_with_fp32_on_the_bundled_model(bundled_encoder):
     images = [SAMPLES / "photos" / f"{n}.jpg" for n in ("chelsea", "rocket", "coins")] + [
         SAMPLES / "fashion" / "bag_1.png", SAMPLES / "emoji" / "animals_owl.png"]
@@ -122,3 +142,18 @@ def test_a_lazy_encoder_loads_its_model_on_first_use_and_embeds_the_same(tmp_pat
     got = [r.vector for r in lazy.encode_files(paths)]
     assert lazy._backbone is not None
     np.testing.assert_allclose(np.stack(got), eager.encode(paths), atol=1e-5)
+
+
+def test_defaults_follow_the_device_and_share_cores_between_torchrun_ranks(monkeypatch):
+    from vitsearch.embed import default_batch_size, default_workers
+
+    assert (default_batch_size("cpu"), default_batch_size("cuda")) == (32, 256)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr("vitsearch.embed.os.cpu_count", lambda: 2)
+    assert (default_workers("cpu"), default_workers("cuda")) == (1, 1)
+    monkeypatch.setattr("vitsearch.embed.os.cpu_count", lambda: 64)
+    assert (default_workers("cpu"), default_workers("cuda")) == (4, 16)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 8 ranks on one 64-core machine: 8 cores each
+    assert (default_workers("cpu"), default_workers("cuda")) == (4, 7)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
+    assert default_workers("cpu") == 0

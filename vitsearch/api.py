@@ -55,7 +55,7 @@ class VisualSearch:
         token: str | None = None,
         device: str | None = "auto",
         precision: str | None = "auto",
-        batch_size: int = 32,
+        batch_size: int | None = None,
         num_workers: int | None = None,
     ):
         self.store = Store(resolve_uri(uri), resolve_collection(collection), token=resolve_token(token))

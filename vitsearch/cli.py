@@ -65,7 +65,7 @@ def device_options(fn):
 def model_options(fn):
     fn = device_options(fn)
     fn = click.option(
-        "--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True, help="Images per model call."
+        "--batch-size", type=click.IntRange(1, 4096), help="Images per model call [default: 32 on a CPU, 256 on a GPU]."
     )(fn)
     fn = click.option(
         "--model", envvar="VITSEARCH_MODEL",
@@ -75,7 +75,7 @@ def model_options(fn):
     return fn
 
 
-def _open(uri, collection, token, model=None, device="auto", precision="auto", batch_size=32, workers=None):
+def _open(uri, collection, token, model=None, device="auto", precision="auto", batch_size=None, workers=None):
     from .api import VisualSearch
 
     return VisualSearch(
@@ -110,7 +110,7 @@ def main():
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @store_options
 @model_options
-@click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes (default: min(4, CPUs - 1)).")
+@click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes [default: CPUs - 1, at most 4 (16 with a GPU)].")
 @click.option("--keep-missing", is_flag=True, help="Keep rows of files that are gone from the indexed folders.")
 @click.option("--reindex", is_flag=True, help="Drop the collection and index again (e.g. with another --model).")
 @click.option("--metadata", type=click.Path(exists=True, dir_okay=False),
@@ -130,8 +130,6 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, w
     dist = None
     if world_size_from_env() > 1:
         dist = init_from_env(device)
-        if workers is None:  # the ranks on one machine share its cores
-            workers = max(0, min(4, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1))
     try:
         with _open(uri, collection, token, model, device, precision, batch_size, workers) as vs:
             summary = vs.index(
@@ -535,7 +533,8 @@ def train(ctx, data, out, unlabelled, resume, overwrite, as_json, **_):
 @click.option("--near-dup", is_flag=True, help="Also measure recall@1 of each image from edited copies of it.")
 @click.option("--limit", type=click.IntRange(2), help="Evaluate a class-balanced random sample of this many images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --limit and of the --near-dup edits.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 4096),
+              help="Images per model call [default: 32 on a CPU, 256 on a GPU].")
 @device_options
 @click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

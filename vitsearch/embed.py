@@ -25,6 +25,7 @@ from .preprocess import Preprocessing
 from .settings import DEVICES, PRECISIONS, resolve_choice
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DECODE_CHUNK = 16  # files a decode worker takes at a time; model batches are assembled from chunks
 
 
 def cpu_supports_bf16() -> bool:
@@ -47,6 +48,28 @@ def choose_device(device: str | None = None) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU (valid: auto, cpu, cuda)")
     return device
+
+
+def default_batch_size(device: str) -> int:
+    """Images per model call when none is given: 32 on a CPU (larger batches measured no faster),
+    256 on a GPU (an H100 embeds 6.5k images/s at 64 and 25k at 256 with the bundled model)."""
+    return 256 if device == "cuda" else 32
+
+
+def default_workers(device: str) -> int:
+    """Decode worker processes when none are asked for.
+
+    On a CPU one core stays with the model, and at most 4 (on 2 cores, 4 workers measured slower
+    than 1 or 0). On a GPU the model needs little CPU and decoding is the bottleneck (12-MP JPEGs:
+    84 images/s with 4 workers, 188 with 15 on a 16-core H100 machine), so every core but one, up
+    to 16. torchrun's ranks on one machine (``LOCAL_WORLD_SIZE``) share its cores.
+    """
+    try:
+        processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        processes = 1
+    cpus = (os.cpu_count() or 1) // processes
+    return max(0, min(16 if device == "cuda" else 4, cpus - 1))
 
 
 def choose_precision(device: str, precision: str | None = None) -> str:
@@ -152,7 +175,7 @@ class Encoder:
         *,
         device: str | None = "auto",
         precision: str | None = "auto",
-        batch_size: int = 32,
+        batch_size: int | None = None,
         num_workers: int | None = None,
         lazy: bool = False,
     ):
@@ -171,7 +194,7 @@ class Encoder:
         *,
         device: str | None = "auto",
         precision: str | None = "auto",
-        batch_size: int = 32,
+        batch_size: int | None = None,
         num_workers: int | None = None,
     ) -> "Encoder":
         """An encoder around a backbone already in memory (training validates with it)."""
@@ -180,14 +203,13 @@ class Encoder:
         return self
 
     def _setup(self, spec, backbone, device, precision, batch_size, num_workers) -> None:
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self.spec = spec
         self.device = choose_device(device)
         self.precision = choose_precision(self.device, precision)
-        self.batch_size = batch_size
-        # One core stays with the model: on 2 cores, 4 decode workers measured slower than 1 or 0.
-        self.num_workers = min(4, (os.cpu_count() or 1) - 1) if num_workers is None else num_workers
+        self.batch_size = batch_size or default_batch_size(self.device)
+        self.num_workers = default_workers(self.device) if num_workers is None else num_workers
         self._backbone: VitBackbone | None = backbone.to(self.device) if backbone is not None else None
         self._load_lock = threading.Lock()
         prep = spec.preprocessing
@@ -224,6 +246,8 @@ class Encoder:
     def embed_pixels(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """Embed a uint8 NCHW batch already resized and cropped by :attr:`preprocessing`."""
         x = torch.as_tensor(batch)
+        if self.device == "cuda" and not x.is_pinned():
+            x = x.pin_memory()  # uint8, so a small copy; the upload below then overlaps with the host
         x = x.to(self.device, non_blocking=True).float()
         x = (x * self._scale - self._mean) / self._std
         with self._autocast():
@@ -255,28 +279,47 @@ class Encoder:
         return out[0] if single else out
 
     def encode_files(self, paths: Sequence[str], *, batch_size: int | None = None) -> Iterator[FileResult]:
-        """Stream ``paths`` through decode workers and the model, in order; bad files yield an error."""
+        """Stream ``paths`` through decode workers and the model, in order; bad files yield an error.
+
+        Workers decode chunks of up to :data:`DECODE_CHUNK` files and the model gets batches of
+        ``batch_size``: had each worker decoded a whole model batch, one batch of 12-MP JPEGs would
+        keep a single worker busy while the others sat idle (measured on a GPU machine, 256-image
+        batches: 190 images/s with 15 workers, no better than 4).
+        """
         size = batch_size or self.batch_size
-        workers = self.num_workers if len(paths) > size else 0
+        chunk = min(size, DECODE_CHUNK)
+        workers = self.num_workers if len(paths) > chunk else 0
         loader = torch.utils.data.DataLoader(
             _FileDataset(paths, self.preprocessing),
-            batch_size=size,
+            batch_size=chunk,
             num_workers=workers,
             collate_fn=_collate,
-            pin_memory=self.device == "cuda",
-            prefetch_factor=2 if workers else None,
+            pin_memory=False,  # the items are numpy arrays; embed_pixels copies each stacked batch
+            # enough chunks in flight for two model batches, so that the model never waits on one
+            prefetch_factor=max(2, -(-2 * size // (chunk * workers))) if workers else None,
             persistent_workers=False,
             worker_init_fn=worker_init if workers else None,
         )
-        batches = iter(loader)  # the workers start decoding now ...
+        chunks = iter(loader)  # the workers start decoding now ...
         self.backbone  # noqa: B018 - ... while a lazy encoder loads its model
-        for items in batches:
-            good = [it for it in items if it[1] is not None]
-            vectors = self.embed_pixels(np.stack([it[1] for it in good])) if good else None
-            row = 0
-            for index, arr, width, height, error in items:
-                if arr is None:
-                    yield FileResult(index, paths[index], None, error=error)
-                else:
-                    yield FileResult(index, paths[index], vectors[row], width, height)
-                    row += 1
+        pending: list = []
+        good = 0
+        for items in chunks:
+            for item in items:
+                pending.append(item)
+                good += item[1] is not None
+                if good == size:  # exactly ``size`` images per model call
+                    yield from self._embed_items(paths, pending)
+                    pending, good = [], 0
+        yield from self._embed_items(paths, pending)
+
+    def _embed_items(self, paths: Sequence[str], items: list) -> Iterator[FileResult]:
+        good = [it for it in items if it[1] is not None]
+        vectors = self.embed_pixels(np.stack([it[1] for it in good])) if good else None
+        row = 0
+        for index, arr, width, height, error in items:
+            if arr is None:
+                yield FileResult(index, paths[index], None, error=error)
+            else:
+                yield FileResult(index, paths[index], vectors[row], width, height)
+                row += 1

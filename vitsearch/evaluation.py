@@ -216,7 +216,7 @@ def evaluate(
     seed: int = 0,
     device: str | None = "auto",
     precision: str | None = "auto",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     num_workers: int | None = None,
     progress: Callback | None = None,
 ) -> EvalReport:
