@@ -206,6 +206,27 @@ def test_two_writers_on_different_folders_of_one_server_collection_both_succeed(
         Store(server_uri, collection).drop()
 
 
+def test_a_connection_the_server_closed_is_opened_again(lite_server_uri, monkeypatch):
+    """CI once saw Milvus Lite's server mode answer a new client with GOAWAY "too many pings" on a
+    channel pymilvus had cached: opening a store tries once more before it reports the server down."""
+    import pymilvus
+
+    real, calls = pymilvus.MilvusClient, []
+
+    def closed_once(*args, **kwargs):
+        calls.append(kwargs.get("uri"))
+        if len(calls) == 1:
+            raise ConnectionError("Too many pings")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pymilvus, "MilvusClient", closed_once)
+    store = Store(lite_server_uri, "reopened")
+    try:
+        assert not store.exists() and len(calls) == 2
+    finally:
+        store.close()
+
+
 def test_milvus_lite_server_mode_lets_serve_and_index_share_one_local_store(tmp_path, model, lite_server_uri):
     import urllib.request
 

@@ -209,9 +209,18 @@ class Store:
                     f"the Milvus Lite store {self.uri} is in use by another process "
                     "(Milvus Lite allows one process per file; stop the other one, or use a Milvus server)"
                 )
+        kwargs = {"token": self.token} if self.token else {}
         try:
-            kwargs = {"token": self.token} if self.token else {}
-            client = MilvusClient(uri=self.uri, timeout=self.timeout, **kwargs)
+            try:
+                client = MilvusClient(uri=self.uri, timeout=self.timeout, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                if not (self.is_server and is_transient(exc)):
+                    raise
+                # Once more, on a new channel: pymilvus reuses a cached gRPC channel per address, and a
+                # server may have closed it (Milvus Lite's server mode sends GOAWAY "too many pings" to
+                # a client idle for half a minute). A server that is really down fails again at once.
+                time.sleep(0.2)
+                client = MilvusClient(uri=self.uri, timeout=self.timeout, **kwargs)
             if not self.is_server:
                 with _LITE_LOCK:
                     _LITE_USERS[self.uri] = _LITE_USERS.get(self.uri, 0) + 1
