@@ -1,8 +1,10 @@
 """`vitsearch serve` latency and throughput: warm POST /search over N synthetic rows, one client and eight.
 
     python benchmarks/bench_serve.py [--rows 10000 100000] [--requests 60] [--clients 8] [--model DIR]
+                                     [--uri http://127.0.0.1:19530]
 
-For each row count, a Milvus Lite store is filled with random unit vectors under the served model's
+For each row count, a store (a fresh Milvus Lite file, or with ``--uri`` a scratch collection on
+that Milvus server, dropped afterwards) is filled with random unit vectors under the served model's
 record (so the service accepts it), `vitsearch serve` is started as a user starts it, and a client
 uploads the sample photos (real JPEG decode + embedding per request):
 
@@ -17,7 +19,6 @@ import argparse
 import http.client
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -33,13 +34,17 @@ ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = sorted((ROOT / "sample_images" / "photos").glob("*.jpg"))
 
 
-def fill(uri: str, rows: int, model: str | None) -> None:
+SCRATCH = "vitsearch_bench_serve"
+
+
+def fill(uri: str, collection: str, rows: int, model: str | None) -> None:
     from vitsearch.api import model_record
     from vitsearch.checkpoint import load_spec
     from vitsearch.store import Store
 
     spec = load_spec(model)
-    store = Store(uri, "images")
+    store = Store(uri, collection)
+    store.drop()
     store.create(model_record(spec))
     rng = np.random.default_rng(0)
     for start in range(0, rows, 5000):
@@ -48,6 +53,22 @@ def fill(uri: str, rows: int, model: str | None) -> None:
         store.upsert([{"id": start + i, "path": f"/synthetic/{start + i}.jpg", "size": 1, "mtime": 0.0,
                        "sha256": f"s{start + i}", "width": 1, "height": 1, "category": f"c{(start + i) % 10}",
                        "vector": v.tolist()} for i, v in enumerate(vecs)])
+    store.flush()
+    # A server builds the index in the background; measuring meanwhile would time the build.
+    deadline = time.time() + 3600
+    while time.time() < deadline:
+        index = store.client.describe_index(collection, "vector")
+        if index.get("pending_index_rows", 0) == 0 and index.get("indexed_rows", rows) >= rows:
+            break
+        time.sleep(2)
+    store.close()
+
+
+def drop(uri: str, collection: str) -> None:
+    from vitsearch.store import Store
+
+    store = Store(uri, collection)
+    store.drop()
     store.close()
 
 
@@ -80,8 +101,9 @@ class Client:
         return time.perf_counter() - started
 
 
-def start(uri: str, port: int, max_batch: int, model: str | None, tmp: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "vitsearch", "serve", "--uri", uri, "--port", str(port), "--log-level", "warning",
+def start(uri: str, collection: str, port: int, max_batch: int, model: str | None, tmp: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "vitsearch", "serve", "--uri", uri, "--collection", collection,
+           "--port", str(port), "--log-level", "warning",
            "--max-batch", str(max_batch), "--upload-dir", os.path.join(tmp, "up"), "--thumbnail-dir", os.path.join(tmp, "th")]
     if model:
         cmd += ["--model", model]
@@ -130,24 +152,30 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=60, help="sequential requests per measurement")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--model", help="default: the bundled model")
-    parser.add_argument("--fill", nargs=2, metavar=("URI", "ROWS"), help=argparse.SUPPRESS)
+    parser.add_argument("--uri", help="a Milvus server (http://host:19530); default: a fresh Milvus Lite file per size")
+    parser.add_argument("--fill", nargs=3, metavar=("URI", "COLLECTION", "ROWS"), help=argparse.SUPPRESS)
+    parser.add_argument("--drop", nargs=2, metavar=("URI", "COLLECTION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fill:
-        fill(args.fill[0], int(args.fill[1]), args.model)
+        fill(args.fill[0], args.fill[1], int(args.fill[2]), args.model)
+        return
+    if args.drop:
+        drop(*args.drop)
         return
     photos = [p.read_bytes() for p in PHOTOS]
     results = []
     for rows in args.rows:
         with tempfile.TemporaryDirectory() as tmp:
-            uri = os.path.join(tmp, "bench.db")
+            uri, collection = (args.uri, SCRATCH) if args.uri else (os.path.join(tmp, "bench.db"), "images")
             started = time.perf_counter()
             # in a child process: Milvus Lite keeps its file locked until the process that opened it exits
-            subprocess.run([sys.executable, __file__, "--fill", uri, str(rows)] + (["--model", args.model] if args.model else []),
-                           check=True)
-            row: dict = {"rows": rows, "fill_seconds": round(time.perf_counter() - started, 1)}
+            subprocess.run([sys.executable, __file__, "--fill", uri, collection, str(rows)]
+                           + (["--model", args.model] if args.model else []), check=True)
+            row: dict = {"store": "server" if args.uri else "lite", "rows": rows,
+                         "fill_seconds": round(time.perf_counter() - started, 1)}
             for max_batch in (32, 1):
                 port = _port()
-                proc = start(uri, port, max_batch, args.model, tmp)
+                proc = start(uri, collection, port, max_batch, args.model, tmp)
                 try:
                     client = Client(port)
                     for i in range(5):
@@ -165,7 +193,8 @@ def main() -> None:
             row["batching_speedup"] = round(batched / unbatched, 2)
             print(json.dumps(row), flush=True)
             results.append(row)
-            shutil.rmtree(uri, ignore_errors=True)
+            if args.uri:
+                subprocess.run([sys.executable, __file__, "--drop", uri, collection], check=True)
     print(json.dumps(results, indent=2))
 
 
