@@ -49,22 +49,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_size(client, name: str, n: int, index_types: list[str], queries: int, seed: int, server: bool) -> list[dict]:
-    from pymilvus import DataType, MilvusClient
+    from vitsearch.store import collection_schema
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((2000, DIM)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     if client.has_collection(name):
         client.drop_collection(name)
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field("path", DataType.VARCHAR, max_length=65535)
-    schema.add_field("size", DataType.INT64)
-    schema.add_field("mtime", DataType.DOUBLE)
-    schema.add_field("sha256", DataType.VARCHAR, max_length=64)
-    schema.add_field("width", DataType.INT64)
-    schema.add_field("height", DataType.INT64)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+    schema = collection_schema(DIM)  # vitsearch's own, without its index: each index type is built below
     client.create_collection(name, schema=schema, consistency_level="Strong")
 
     data = np.empty((n, DIM), np.float32)

@@ -46,6 +46,22 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def collection_schema(dim: int, description: str = ""):
+    """vitsearch's collection schema: fixed file fields, the vector, and dynamic fields for metadata."""
+    from pymilvus import DataType, MilvusClient
+
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True, description=description)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("path", DataType.VARCHAR, max_length=65535)
+    schema.add_field("size", DataType.INT64)
+    schema.add_field("mtime", DataType.DOUBLE)
+    schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+    schema.add_field("width", DataType.INT64)
+    schema.add_field("height", DataType.INT64)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    return schema
+
+
 def is_server_uri(uri: str) -> bool:
     return uri.startswith(("http://", "https://", "tcp://", "grpc://"))
 
@@ -317,19 +333,9 @@ class Store:
 
     def create(self, meta: dict) -> None:
         """Create the collection for vectors of ``meta['dim']`` dimensions, recording ``meta``."""
-        from pymilvus import DataType, MilvusClient
-
         meta = {**meta, "schema": SCHEMA_VERSION}
         raw = json.dumps(meta, sort_keys=True)
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True, description=raw)
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field("path", DataType.VARCHAR, max_length=65535)
-        schema.add_field("size", DataType.INT64)
-        schema.add_field("mtime", DataType.DOUBLE)
-        schema.add_field("sha256", DataType.VARCHAR, max_length=64)
-        schema.add_field("width", DataType.INT64)
-        schema.add_field("height", DataType.INT64)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(meta["dim"]))
+        schema = collection_schema(int(meta["dim"]), description=raw)
         self._call(
             "create_collection",
             self.client.create_collection,
