@@ -105,3 +105,22 @@ def test_jpeg_draft_decodes_large_photos_at_reduced_scale_but_not_below_the_need
 def test_arrays_that_are_not_images_are_rejected(array):
     with pytest.raises(ImageError, match="not an image"):
         load_image(array)
+
+
+def test_large_images_under_the_limit_load_quietly_and_over_it_are_refused(tmp_path, monkeypatch):
+    """PIL warns above its own guess (89 MP); vitsearch's MAX_PIXELS is the limit, and a file it
+    refuses is closed at once."""
+    import warnings
+
+    import vitsearch.images as images
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL warns above 1,000 pixels, refuses above 2,000
+    monkeypatch.setattr(images, "MAX_PIXELS", 1500)
+    Image.new("RGB", (35, 35), (9, 99, 199)).save(tmp_path / "fine.jpg")  # 1,225: PIL warns, vitsearch loads
+    Image.new("RGB", (40, 40)).save(tmp_path / "big.png")  # 1,600: vitsearch refuses it, PIL would not
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert load_image(tmp_path / "fine.jpg").size == (35, 35)
+        with pytest.raises(ImageError, match="too many pixels: 40x40"):
+            load_image(tmp_path / "big.png")
+    assert not [w for w in seen if issubclass(w.category, (Image.DecompressionBombWarning, ResourceWarning))]

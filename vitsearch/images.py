@@ -161,6 +161,8 @@ def load_image(source: ImageInput, *, draft: tuple[int, int] | None = None) -> I
         # PIL warns about odd but readable files (TIFF tags past the end, bad EXIF ...): the file
         # either decodes or raises ImageError, and a run over many files stays free of noise.
         warnings.simplefilter("ignore", UserWarning)
+        # PIL also warns at open above its own 89-MP guess; MAX_PIXELS below is the limit that counts.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return _load_image(source, draft)
 
 
@@ -208,16 +210,14 @@ def _load_image(source: ImageInput, draft: tuple[int, int] | None) -> Image.Imag
             if short > need:
                 scale = need / short
                 img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img.load()
+        img.load()
         img = ImageOps.exif_transpose(img) or img
         return _to_rgb(img)
-    except ImageError:
-        raise
-    except Image.DecompressionBombWarning as exc:
-        raise ImageError(f"too many pixels (decompression bomb?): {exc}") from None
     except Exception as exc:  # PIL raises many types on corrupt data; all mean "cannot decode"
+        if opened_here:
+            img.close()  # now, not whenever the garbage collector gets to it
+        if isinstance(exc, ImageError):
+            raise
         reason = str(exc) or type(exc).__name__
         raise ImageError(f"cannot decode: {reason}") from None
 
