@@ -115,6 +115,7 @@ def measure(encoder, datasets: str, limit: int | None, seed: int = 0) -> dict:
     dup = near_dup_report(encoder, emoji_paths + photos, np.concatenate([emoji_vectors, photo_vectors]), seed)
     row["near_dup_recall_at_1"] = round(dup["recall_at_1"], 4)
     row["near_dup_by_edit"] = {k: round(v, 4) for k, v in dup["by_edit"].items()}
+    row["near_dup_originals_only"] = round(dup["recall_at_1_originals_only"], 4)
     tiny = near_dup_report(encoder, *originals["fashion"], seed)
     row["near_dup_fashion_28px"] = round(tiny["recall_at_1"], 4)
     row["near_dup_fashion_by_edit"] = {k: round(v, 4) for k, v in tiny["by_edit"].items()}

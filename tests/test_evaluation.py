@@ -56,6 +56,9 @@ def test_near_dup_recall_ignores_sibling_copies():
     hits = near_dup_recall(x, source, is_copy)
     # 10° would find its sibling at 12° first if siblings counted; 50° and 60° are nearer other copies
     assert hits.tolist() == [True, False, False, True]
+    # with only the originals as candidates, 50° finds 90° (the wrong one) and 60° finds 90° (its own)
+    alone = near_dup_recall(x, source, is_copy, copies_compete=False)
+    assert alone.tolist() == [True, False, True, True]
 
 
 def test_sample_is_balanced_and_reproducible(tmp_path):
@@ -91,4 +94,6 @@ def test_near_dup_on_unlabelled_images(tmp_path, bundled_encoder):
     assert nd["originals"] == 6 and nd["copies"] == 36
     assert set(nd["by_edit"]) == {"crop", "rotate", "jpeg", "jitter", "grayscale", "downscale"}
     assert nd["recall_at_1"] >= 0.8  # six different photos: copies find their original
+    assert nd["recall_at_1_originals_only"] >= nd["recall_at_1"]  # fewer candidates, never fewer hits
+    assert set(nd["by_edit_originals_only"]) == set(nd["by_edit"])
     assert "precision_at_1" not in report.as_dict()

@@ -584,6 +584,7 @@ def eval_(data, model, k, near_dup, limit, seed, batch_size, device, precision, 
         nd = report.near_dup
         edits = ", ".join(f"{name} {value:.3f}" for name, value in nd["by_edit"].items())
         click.echo(f"near-dup R@1  {nd['recall_at_1']:.4f} ({nd['copies']} copies: {edits})")
+        click.echo(f"  vs originals only {nd['recall_at_1_originals_only']:.4f} (the copies not in the set)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -87,11 +87,15 @@ def retrieval_metrics(embeddings: np.ndarray, labels, k: int = 10) -> dict:
     }
 
 
-def near_dup_recall(embeddings: np.ndarray, source: np.ndarray, is_copy: np.ndarray) -> np.ndarray:
+def near_dup_recall(
+    embeddings: np.ndarray, source: np.ndarray, is_copy: np.ndarray, *, copies_compete: bool = True
+) -> np.ndarray:
     """For each copy: is its nearest neighbour its original? (Its own sibling copies are not candidates.)
 
     ``source[i]`` is the index of the original that row ``i`` was made from (itself for originals).
-    Returns a bool array with one entry per copy, in row order.
+    With ``copies_compete=False`` only originals are candidates (the classic copy-detection setup:
+    the copies are queries, not part of the collection). Returns a bool array with one entry per
+    copy, in row order.
     """
     import torch
 
@@ -104,8 +108,8 @@ def near_dup_recall(embeddings: np.ndarray, source: np.ndarray, is_copy: np.ndar
     for start in range(0, len(queries), step):
         rows = queries[start : start + step]
         sims = x[rows] @ x.T
-        sibling = (src[None, :] == src[rows][:, None]) & copy[None, :]
-        sims[sibling] = -float("inf")
+        excluded = copy[None, :] if not copies_compete else (src[None, :] == src[rows][:, None]) & copy[None, :]
+        sims[excluded.expand_as(sims)] = -float("inf")
         hits.append(sims.argmax(1) == src[rows])
     return torch.cat(hits).numpy() if hits else np.zeros(0, dtype=bool)
 
@@ -168,7 +172,11 @@ def embed_set(encoder: "Encoder", paths: list[str], progress: Callback | None = 
 
 
 def near_dup_report(encoder: "Encoder", paths: list[str], vectors: np.ndarray, seed: int = 0, progress: Callback | None = None) -> dict:
-    """Recall@1 of each original from one copy per edit (crop, rotate, JPEG, jitter, grayscale, downscale)."""
+    """Recall@1 of each original from one copy per edit (crop, rotate, JPEG, jitter, grayscale, downscale).
+
+    ``recall_at_1``: the copies are mixed into the set, so a copy must find its original before the
+    other originals' copies (same-edit copies of different images compete). ``recall_at_1_originals_only``:
+    only the originals are candidates."""
     from .augment import NEAR_DUP_EDITS
 
     rng = random.Random(seed)
@@ -197,12 +205,16 @@ def near_dup_report(encoder: "Encoder", paths: list[str], vectors: np.ndarray, s
     src = np.concatenate([np.arange(len(vectors)), np.asarray(source)])
     is_copy = np.concatenate([np.zeros(len(vectors), bool), np.ones(len(source), bool)])
     hits = near_dup_recall(everything, src, is_copy)
+    alone = near_dup_recall(everything, src, is_copy, copies_compete=False)
     kinds_arr = np.asarray(kinds)
     return {
         "recall_at_1": float(hits.mean()),
         "copies": int(len(hits)),
         "originals": int(len(vectors)),
         "by_edit": {name: float(hits[kinds_arr == name].mean()) for name in edits},
+        # the copies as queries only: a copy then misses only where another original is nearer
+        "recall_at_1_originals_only": float(alone.mean()),
+        "by_edit_originals_only": {name: float(alone[kinds_arr == name].mean()) for name in edits},
     }
 
 
