@@ -53,11 +53,10 @@ def test_near_dup_recall_ignores_sibling_copies():
     x = on_circle([0, 90, 10, 50, 60, 12])
     source = [0, 1, 0, 0, 1, 0]
     is_copy = [False, False, True, True, True, True]
-    hits = near_dup_recall(x, source, is_copy)
+    hits, alone = near_dup_recall(x, source, is_copy)
     # 10° would find its sibling at 12° first if siblings counted; 50° and 60° are nearer other copies
     assert hits.tolist() == [True, False, False, True]
     # with only the originals as candidates, 50° finds 90° (the wrong one) and 60° finds 90° (its own)
-    alone = near_dup_recall(x, source, is_copy, copies_compete=False)
     assert alone.tolist() == [True, False, True, True]
 
 

@@ -87,15 +87,13 @@ def retrieval_metrics(embeddings: np.ndarray, labels, k: int = 10) -> dict:
     }
 
 
-def near_dup_recall(
-    embeddings: np.ndarray, source: np.ndarray, is_copy: np.ndarray, *, copies_compete: bool = True
-) -> np.ndarray:
-    """For each copy: is its nearest neighbour its original? (Its own sibling copies are not candidates.)
+def near_dup_recall(embeddings: np.ndarray, source: np.ndarray, is_copy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each copy: is its nearest neighbour its original? Two answers from one similarity pass.
 
     ``source[i]`` is the index of the original that row ``i`` was made from (itself for originals).
-    With ``copies_compete=False`` only originals are candidates (the classic copy-detection setup:
-    the copies are queries, not part of the collection). Returns a bool array with one entry per
-    copy, in row order.
+    Returns two bool arrays with one entry per copy, in row order: with every other row as a
+    candidate except the copy's own siblings (other copies compete), and with only the originals as
+    candidates (the classic copy-detection setup: the copies are queries, not part of the collection).
     """
     import torch
 
@@ -103,15 +101,18 @@ def near_dup_recall(
     src = torch.as_tensor(np.asarray(source, dtype=np.int64))
     copy = torch.as_tensor(np.asarray(is_copy, dtype=bool))
     queries = torch.nonzero(copy).flatten()
-    hits = []
+    originals = torch.nonzero(~copy).flatten()
+    mixed, alone = [], []
     step = _chunk_rows(x.shape[0])
     for start in range(0, len(queries), step):
         rows = queries[start : start + step]
         sims = x[rows] @ x.T
-        excluded = copy[None, :] if not copies_compete else (src[None, :] == src[rows][:, None]) & copy[None, :]
-        sims[excluded.expand_as(sims)] = -float("inf")
-        hits.append(sims.argmax(1) == src[rows])
-    return torch.cat(hits).numpy() if hits else np.zeros(0, dtype=bool)
+        alone.append(src[originals][sims[:, originals].argmax(1)] == src[rows])
+        sims[(src[None, :] == src[rows][:, None]) & copy[None, :]] = -float("inf")  # its siblings
+        mixed.append(sims.argmax(1) == src[rows])
+    if not mixed:
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
+    return torch.cat(mixed).numpy(), torch.cat(alone).numpy()
 
 
 @dataclass
@@ -204,8 +205,7 @@ def near_dup_report(encoder: "Encoder", paths: list[str], vectors: np.ndarray, s
     everything = np.concatenate([vectors, *copies])
     src = np.concatenate([np.arange(len(vectors)), np.asarray(source)])
     is_copy = np.concatenate([np.zeros(len(vectors), bool), np.ones(len(source), bool)])
-    hits = near_dup_recall(everything, src, is_copy)
-    alone = near_dup_recall(everything, src, is_copy, copies_compete=False)
+    hits, alone = near_dup_recall(everything, src, is_copy)
     kinds_arr = np.asarray(kinds)
     return {
         "recall_at_1": float(hits.mean()),
