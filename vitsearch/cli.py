@@ -62,11 +62,14 @@ def device_options(fn):
     return fn
 
 
+batch_size_option = click.option(
+    "--batch-size", type=click.IntRange(1, 4096), help="Images per model call [default: 32 on a CPU, 256 on a GPU]."
+)
+
+
 def model_options(fn):
     fn = device_options(fn)
-    fn = click.option(
-        "--batch-size", type=click.IntRange(1, 4096), help="Images per model call [default: 32 on a CPU, 256 on a GPU]."
-    )(fn)
+    fn = batch_size_option(fn)
     fn = click.option(
         "--model", envvar="VITSEARCH_MODEL",
         help="Hugging Face hub id or local save_pretrained directory. Default: the collection's model, "
@@ -533,8 +536,7 @@ def train(ctx, data, out, unlabelled, resume, overwrite, as_json, **_):
 @click.option("--near-dup", is_flag=True, help="Also measure recall@1 of each image from edited copies of it.")
 @click.option("--limit", type=click.IntRange(2), help="Evaluate a class-balanced random sample of this many images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --limit and of the --near-dup edits.")
-@click.option("--batch-size", type=click.IntRange(1, 4096),
-              help="Images per model call [default: 32 on a CPU, 256 on a GPU].")
+@batch_size_option
 @device_options
 @click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
