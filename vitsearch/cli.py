@@ -139,6 +139,11 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, w
                 list(paths), keep_missing=keep_missing, reindex=reindex, metadata=metadata,
                 progress=_tqdm_progress() if dist is None or dist.is_main else no_progress, dist=dist,
             )
+        if dist is not None:
+            # Leave together: rank 0 still deletes and flushes after the last collective, and a rank that
+            # tore the gloo group down meanwhile was seen to abort in CI ("terminate called without an
+            # active exception"). Only on success: after a failure the other ranks may be gone.
+            dist.barrier()
     finally:
         if dist is not None:
             shutdown()
