@@ -37,6 +37,48 @@ def test_every_indexed_image_finds_itself_first(vs, photos):
         assert hits[0].path == path and hits[0].score >= 0.99
 
 
+class CountingEncoder:
+    """The real encoder, counting what it is asked to embed."""
+
+    def __init__(self, inner):
+        self.inner, self.embedded = inner, 0
+
+    def encode(self, images, **kwargs):
+        self.embedded += len(images)
+        return self.inner.encode(images, **kwargs)
+
+
+def test_a_query_that_is_an_indexed_file_uses_its_stored_vector(vs, photos, bundled_encoder, tmp_path):
+    import shutil
+
+    vs.index(photos)
+    counting = vs._encoder = CountingEncoder(bundled_encoder)
+    chelsea, coffee = photos / "chelsea.jpg", photos / "coffee.jpg"
+    embedded = vs.store.search([bundled_encoder.encode(str(chelsea)).tolist()], 3)[0]
+    hits = vs.query(chelsea, k=3)
+    assert counting.embedded == 0
+    assert [h.path for h in hits] == [r["path"] for r in embedded]  # what embedding it again gives
+    assert hits[0].path == str(chelsea) and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    # a copy elsewhere is known by its content; so is a touched file
+    shutil.copy(chelsea, tmp_path / "elsewhere.jpg")
+    os.utime(coffee, (1e9, 1e9))
+    assert vs.query(tmp_path / "elsewhere.jpg", k=1)[0].path == str(chelsea)
+    assert vs.query(str(coffee), k=1)[0].path == str(coffee)
+    assert counting.embedded == 0
+    tags = vs.tag([chelsea], k=3)
+    assert counting.embedded == 0 and tags[0].query == str(chelsea)
+    # in a mixed list only what the collection lacks is embedded, and the order is kept
+    img = Image.open(photos / "sub" / "horse.JPG")
+    mixed = vs.query([str(chelsea), img, str(coffee)], k=1)
+    assert counting.embedded == 1
+    assert [h[0].path for h in mixed] == [str(chelsea), str(photos / "sub" / "horse.JPG"), str(coffee)]
+    # a file changed since it was indexed is embedded afresh, never answered with its old vector
+    img.save(chelsea)
+    changed = vs.query(chelsea, k=1)
+    assert counting.embedded == 2
+    assert changed[0].path == str(photos / "sub" / "horse.JPG") and changed[0].score > 0.99
+
+
 def test_filter_and_remove(vs, photos):
     vs.index(photos)
     hits = vs.query(photos / "coffee.jpg", k=10, filter="width < 100")

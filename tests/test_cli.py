@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from vitsearch.cli import main
 
@@ -108,10 +109,20 @@ def test_real_subprocess_index_and_query(photos, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["added"] == 7
     assert done.stderr == ""  # no warnings, no progress bar when stderr is not a terminal
-    done = subprocess.run(cmd + ["query", str(photos / "sub" / "horse.JPG"), "--json", "-k", "1"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    # an indexed file is queried by its stored vector: neither torch nor the model is loaded
+    done = subprocess.run([sys.executable, "-X", "importtime"] + cmd[1:] + ["query", str(photos / "sub" / "horse.JPG"),
+                          "--json", "-k", "1"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["results"][0]["path"] == str(photos / "sub" / "horse.JPG")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "pymilvus" in imported and not imported & {"torch", "transformers"}
+    # a new image goes through the model
+    Image.open(photos / "sub" / "horse.JPG").rotate(4).save(tmp_path / "new.jpg")
+    done = subprocess.run(cmd + ["query", str(tmp_path / "new.jpg"), "--json", "-k", "1"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    hit = json.loads(done.stdout)["results"][0]
+    assert hit["path"] == str(photos / "sub" / "horse.JPG") and 0.8 < hit["score"] < 0.9999
 
 
 def cli(*args):

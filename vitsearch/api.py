@@ -18,7 +18,7 @@ from .indexer import Indexer, IndexSummary, ProgressFactory, no_progress
 from .metadata import check_field, read_metadata
 from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
 from .dups import DupGroup, find_duplicates
-from .search import Hit, search_images
+from .search import Hit, query_vectors, search_images
 from .tagging import Tag, tag_vectors
 
 if TYPE_CHECKING:
@@ -176,11 +176,13 @@ class VisualSearch:
 
         ``group_by`` names a metadata field (e.g. ``product_id``): the result is then the best image
         of each of the ``k`` nearest distinct values; images without the field count on their own.
+        A query that is an indexed file, unchanged since, uses its stored vector: the model is loaded
+        only for the others.
         """
         single = not isinstance(images, (list, tuple))
         self._require()
         results = search_images(
-            self.encoder, self.store, [images] if single else list(images), k=k, filter=filter, group_by=group_by
+            lambda: self.encoder, self.store, [images] if single else list(images), k=k, filter=filter, group_by=group_by
         )
         return results[0] if single else results
 
@@ -203,7 +205,7 @@ class VisualSearch:
 
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         self._require()
-        vectors = self.encoder.encode(items).tolist()
+        vectors = query_vectors(self.store, items, lambda: self.encoder)
         names = [os.path.abspath(os.fspath(i)) if isinstance(i, (str, os.PathLike)) else describe(i) for i in items]
         exclude = [{path_id(n), n} for n in names]
         tags = tag_vectors(self.store, vectors, names, field_name=field, k=k, min_confidence=min_confidence,

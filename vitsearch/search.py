@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import numpy as np
+
 from .images import ImageInput
+from .indexer import sha256_file
 from .metadata import check_field
-from .store import MAX_K, Store
+from .store import MAX_K, Store, path_id
 
 if TYPE_CHECKING:
     from .embed import Encoder
@@ -82,8 +87,54 @@ def grouped_search(store: Store, vectors: list[list[float]], k: int, field: str,
     return search_until(store, vectors, k, lambda _, rows: best_per_group(rows, field, k), filter)
 
 
+def stored_vectors(store: Store, images: Sequence[ImageInput]) -> dict[int, list[float]]:
+    """The vectors the collection already holds for query images, by position in ``images``.
+
+    A query given as a path is looked up the way the indexer judges a file: its own row, if its size
+    and mtime still match, else any row with its content hash (a copy of an indexed file). Such a
+    row's vector is what the model would give for the file, so the query needs no model at all.
+    """
+    files: dict[int, str] = {}
+    for i, item in enumerate(images):
+        if isinstance(item, (str, os.PathLike)):
+            files[i] = os.path.abspath(os.fspath(item))
+    if not files:
+        return {}
+    rows = {row["path"]: row for row in store.get(sorted({path_id(p) for p in files.values()}),
+                                                  ["id", "path", "size", "mtime", "vector"])}
+    found: dict[int, list[float]] = {}
+    hashes: dict[int, str] = {}
+    for i, path in files.items():
+        try:
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                continue  # the encoder says what is wrong with it
+            row = rows.get(path)
+            if row is not None and row["size"] == st.st_size and row["mtime"] == st.st_mtime:
+                found[i] = row["vector"]
+            else:
+                hashes[i] = sha256_file(path)
+        except OSError:
+            continue
+    if hashes:
+        known = store.by_sha256(hashes.values(), ["id", "sha256", "vector"])
+        found.update({i: known[sha]["vector"] for i, sha in hashes.items() if sha in known})
+    return {i: np.asarray(v, dtype=np.float32).tolist() for i, v in found.items()}
+
+
+def query_vectors(store: Store, images: Sequence[ImageInput], encoder: Callable[[], "Encoder"]) -> list[list[float]]:
+    """One vector per query image: stored ones where the collection has them (see
+    :func:`stored_vectors`), the rest embedded in one call; ``encoder()`` is only called then."""
+    vectors = stored_vectors(store, images)
+    rest = [i for i in range(len(images)) if i not in vectors]
+    if rest:
+        for i, vector in zip(rest, encoder().encode([images[i] for i in rest])):
+            vectors[i] = vector.tolist()
+    return [vectors[i] for i in range(len(images))]
+
+
 def search_images(
-    encoder: "Encoder",
+    encoder: Callable[[], "Encoder"],
     store: Store,
     images: Sequence[ImageInput],
     *,
@@ -91,10 +142,12 @@ def search_images(
     filter: str | None = None,
     group_by: str | None = None,
 ) -> list[list[Hit]]:
-    """The ``k`` nearest indexed images of each query image (or the best image of ``k`` groups)."""
+    """The ``k`` nearest indexed images of each query image (or the best image of ``k`` groups).
+
+    ``encoder()`` gives the model; it is not called when every query is an indexed file."""
     if not images:
         return []
-    vectors = encoder.encode(list(images)).tolist()
+    vectors = query_vectors(store, list(images), encoder)
     if group_by:
         results = grouped_search(store, vectors, k, group_by, filter)
     else:
