@@ -26,6 +26,12 @@ from .settings import DEVICES, PRECISIONS, resolve_choice
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 DECODE_CHUNK = 16  # files a decode worker takes at a time; model batches are assembled from chunks
+# Decoded images the workers may hold ready for the model, in bytes (uint8 pixels: 37 KB an image
+# at 112 px, 150 KB at 224 px), at most LOOKAHEAD_MAX images and at least two model batches. A deep
+# queue lets the workers keep decoding while the model loads (transformers' import alone is 3-4 s
+# of one core on a 2-core CPU) and through any pause of the model.
+LOOKAHEAD_BYTES = 64 << 20
+LOOKAHEAD_MAX = 1024
 
 
 def cpu_supports_bf16() -> bool:
@@ -295,8 +301,7 @@ class Encoder:
             num_workers=workers,
             collate_fn=_collate,
             pin_memory=False,  # the items are numpy arrays; embed_pixels copies each stacked batch
-            # enough chunks in flight for two model batches, so that the model never waits on one
-            prefetch_factor=max(2, -(-2 * size // (chunk * workers))) if workers else None,
+            prefetch_factor=max(2, -(-self._lookahead(size) // (chunk * workers))) if workers else None,
             persistent_workers=False,
             worker_init_fn=worker_init if workers else None,
         )
@@ -312,6 +317,11 @@ class Encoder:
                     yield from self._embed_items(paths, pending)
                     pending, good = [], 0
         yield from self._embed_items(paths, pending)
+
+    def _lookahead(self, size: int) -> int:
+        """How many decoded images the workers may hold ready: see :data:`LOOKAHEAD_BYTES`."""
+        height, width = self.preprocessing.input_size
+        return max(2 * size, min(LOOKAHEAD_MAX, LOOKAHEAD_BYTES // (3 * height * width)))
 
     def _embed_items(self, paths: Sequence[str], items: list) -> Iterator[FileResult]:
         good = [it for it in items if it[1] is not None]
