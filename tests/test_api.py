@@ -64,6 +64,7 @@ def test_a_query_that_is_an_indexed_file_uses_its_stored_vector(vs, photos, bund
     os.utime(coffee, (1e9, 1e9))
     assert vs.query(tmp_path / "elsewhere.jpg", k=1)[0].path == str(chelsea)
     assert vs.query(str(coffee), k=1)[0].path == str(coffee)
+    assert vs.query(chelsea.read_bytes(), k=1)[0].path == str(chelsea)
     assert counting.embedded == 0
     tags = vs.tag([chelsea], k=3)
     assert counting.embedded == 0 and tags[0].query == str(chelsea)

@@ -176,8 +176,8 @@ class VisualSearch:
 
         ``group_by`` names a metadata field (e.g. ``product_id``): the result is then the best image
         of each of the ``k`` nearest distinct values; images without the field count on their own.
-        A query that is an indexed file, unchanged since, uses its stored vector: the model is loaded
-        only for the others.
+        A query that is an indexed file, unchanged since, or the bytes of one, uses its stored vector
+        (see :func:`vitsearch.search.stored_vectors`): the model is loaded only for the others.
         """
         single = not isinstance(images, (list, tuple))
         self._require()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -91,19 +92,22 @@ def stored_vectors(store: Store, images: Sequence[ImageInput]) -> dict[int, list
     """The vectors the collection already holds for query images, by position in ``images``.
 
     A query given as a path is looked up the way the indexer judges a file: its own row, if its size
-    and mtime still match, else any row with its content hash (a copy of an indexed file). Such a
-    row's vector is what the model would give for the file, so the query needs no model at all.
+    and mtime still match, else any row with its content hash (a copy of an indexed file); a query
+    given as bytes, by their hash. Such a row's vector is what the model would give for the file, so
+    the query needs no model at all.
     """
     files: dict[int, str] = {}
+    hashes: dict[int, str] = {}
     for i, item in enumerate(images):
         if isinstance(item, (str, os.PathLike)):
             files[i] = os.path.abspath(os.fspath(item))
-    if not files:
-        return {}
-    rows = {row["path"]: row for row in store.get(sorted({path_id(p) for p in files.values()}),
-                                                  ["id", "path", "size", "mtime", "vector"])}
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            hashes[i] = hashlib.sha256(item).hexdigest()
+    rows = {}
+    if files:
+        rows = {row["path"]: row for row in store.get(sorted({path_id(p) for p in files.values()}),
+                                                      ["id", "path", "size", "mtime", "vector"])}
     found: dict[int, list[float]] = {}
-    hashes: dict[int, str] = {}
     for i, path in files.items():
         try:
             st = os.stat(path)
