@@ -83,6 +83,23 @@ def test_workers_decode_small_chunks_while_the_model_gets_whole_batches(tiny_mod
     np.testing.assert_allclose(np.stack([r.vector for r in good]), enc.encode([r.path for r in good]), atol=1e-5)
 
 
+def test_decode_look_ahead_is_bounded_in_bytes_and_never_below_two_batches(tiny_models):
+    from dataclasses import replace
+
+    from vitsearch.embed import LOOKAHEAD_BYTES, LOOKAHEAD_MAX
+
+    enc = Encoder(str(tiny_models["vit"]), device="cpu", lazy=True)
+
+    def at(px: int) -> Encoder:
+        enc.spec = replace(enc.spec, preprocessing=enc.spec.preprocessing.at_size(px))
+        return enc
+
+    assert at(112)._lookahead(32) == LOOKAHEAD_MAX == 1024  # 37 KB an image: the count is the limit
+    assert at(224)._lookahead(32) == LOOKAHEAD_BYTES // (3 * 224 * 224) == 445
+    assert at(518)._lookahead(32) == 83
+    assert at(518)._lookahead(256) == 512  # never less than two model batches
+
+
 def test_bf16_agrees_with_fp32_on_the_bundled_model(bundled_encoder):
     images = [SAMPLES / "photos" / f"{n}.jpg" for n in ("chelsea", "rocket", "coins")] + [
         SAMPLES / "fashion" / "bag_1.png", SAMPLES / "emoji" / "animals_owl.png"]
