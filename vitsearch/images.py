@@ -32,6 +32,11 @@ class FileEntry:
     size: int
     mtime: float
 
+    def matches(self, row: dict) -> bool:
+        """Whether a stored row still describes this file: the same size and mtime (the file is then
+        taken as unchanged without being opened, by the indexer and by queries alike)."""
+        return row["size"] == self.size and row["mtime"] == self.mtime
+
 
 @dataclass(frozen=True)
 class Failure:

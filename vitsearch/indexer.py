@@ -195,7 +195,7 @@ class Indexer:
         todo, unchanged = [], []
         for entry in entries:
             row = existing.get(entry.path)
-            if row and row["size"] == entry.size and row["mtime"] == entry.mtime:
+            if row and entry.matches(row):
                 summary.unchanged += 1
                 unchanged.append(entry)
             else:

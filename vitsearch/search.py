@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from .images import ImageInput
+from .images import FileEntry, ImageInput
 from .indexer import sha256_file
 from .metadata import check_field
 from .store import MAX_K, Store, path_id
@@ -114,7 +114,7 @@ def stored_vectors(store: Store, images: Sequence[ImageInput]) -> dict[int, list
             if not stat.S_ISREG(st.st_mode):
                 continue  # the encoder says what is wrong with it
             row = rows.get(path)
-            if row is not None and row["size"] == st.st_size and row["mtime"] == st.st_mtime:
+            if row is not None and FileEntry(path, st.st_size, st.st_mtime).matches(row):
                 found[i] = row["vector"]
             else:
                 hashes[i] = sha256_file(path)
