@@ -34,7 +34,8 @@ def _isolate(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     for var in ("VITSEARCH_URI", "VITSEARCH_COLLECTION", "VITSEARCH_MODEL", "VITSEARCH_TOKEN",
-                "VITSEARCH_DEVICE", "VITSEARCH_PRECISION"):
+                "VITSEARCH_DEVICE", "VITSEARCH_PRECISION", "VITSEARCH_API_KEYS", "VITSEARCH_KEYS_FOR_READS",
+                "VITSEARCH_CORS_ORIGINS", "VITSEARCH_LOG_JSON"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -107,6 +108,34 @@ def photos(tmp_path) -> Path:
 @pytest.fixture
 def lite_uri(tmp_path) -> str:
     return str(tmp_path / "store.db")
+
+
+@pytest.fixture
+def serve_app(lite_uri, photos, bundled_encoder, tmp_path):
+    """``serve_app(**create_app_options)``: a test client of `vitsearch serve`'s app over the indexed
+    photos (one ``Service``, at ``serve_app.service``, for every app the test makes)."""
+    from fastapi.testclient import TestClient
+
+    from vitsearch import VisualSearch
+    from vitsearch.server import Service, create_app
+
+    vs = VisualSearch(lite_uri, device="cpu")
+    vs._encoder = bundled_encoder
+    vs.index(photos)
+    service = Service(vs, upload_dir=str(tmp_path / "uploads"), thumbnail_dir=str(tmp_path / "thumbs"),
+                      max_upload_bytes=1_000_000)
+    clients = []
+
+    def make(**options):
+        client = TestClient(create_app(service, **options))
+        clients.append(client.__enter__())
+        return client
+
+    make.service = service
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+    service.close()
 
 
 def write_bad_files(folder: Path) -> dict[str, str]:
