@@ -6,8 +6,11 @@ from __future__ import annotations
 import hmac
 import io
 import logging
+import os
+import urllib.request
 
 import pytest
+from conftest import serve_process
 from fastapi.routing import APIRoute
 from PIL import Image
 
@@ -208,3 +211,54 @@ def test_keys_never_reach_the_log_or_an_answer(serve_app, caplog):
             answers.append(r.text)
     assert caplog.records and any(r.name == "vitsearch.access" for r in caplog.records)
     assert KEY not in caplog.text and not any(KEY in a for a in answers)
+
+
+# -- the page -------------------------------------------------------------------------------------
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                    reason="needs Debian chromium and chromium-driver (CI installs them)")
+def test_the_page_asks_for_a_key_when_the_server_does(tmp_path, lite_uri):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with serve_process(tmp_path, lite_uri, "--api-key", KEY, "--keys-for-reads", "--log-level", "warning") as (
+            _, port, _log):
+        base = f"http://127.0.0.1:{port}"
+        upload = urllib.request.Request(base + "/images", data=_multipart(_jpeg()), headers={
+            "Content-Type": "multipart/form-data; boundary=pageboundary", "Authorization": f"Bearer {KEY}"})
+        with urllib.request.urlopen(upload, timeout=60) as r:
+            assert r.status == 201
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+            options.add_argument(arg)
+        driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+        try:
+            driver.get(base + "/")
+            wait = WebDriverWait(driver, 60)
+            wait.until(lambda d: d.find_element(By.ID, "auth").is_displayed())  # stats answered 401
+            assert "needs an API key" in driver.find_element(By.ID, "auth-note").text
+            driver.find_element(By.ID, "key").send_keys("not-the-key-0123456789\n")
+            wait.until(lambda d: "not valid" in d.find_element(By.ID, "auth-note").text
+                       and d.find_element(By.ID, "auth").is_displayed())
+            driver.find_element(By.ID, "key").send_keys(KEY + "\n")
+            wait.until(lambda d: "1 images in" in d.find_element(By.ID, "stats").text)
+            assert not driver.find_element(By.ID, "auth").is_displayed()
+            query = tmp_path / "query.jpg"
+            query.write_bytes(_jpeg())
+            driver.find_element(By.ID, "file").send_keys(str(query))
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".hit")) == 1)
+            wait.until(lambda d: all(i.get_attribute("naturalWidth") not in (None, "0")  # thumbnails, with the key
+                                     for i in d.find_elements(By.CSS_SELECTOR, ".hit img")))
+            assert KEY not in driver.current_url
+        finally:
+            driver.quit()
+
+
+def _multipart(data: bytes) -> bytes:
+    b = "pageboundary"
+    return (f"--{b}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{b}--\r\n".encode()

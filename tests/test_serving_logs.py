@@ -72,17 +72,6 @@ def test_text_lines_have_a_utc_time_level_and_logger():
     assert message == "GET /stats 200 1.5ms 12B 1.2.3.4"
 
 
-@pytest.fixture
-def restore_logging():
-    names = ("vitsearch", "uvicorn", "uvicorn.error", "uvicorn.access")
-    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate)
-             for n in names}
-    yield
-    for n, (handlers, level, propagate) in saved.items():
-        logger = logging.getLogger(n)
-        logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
-
-
 @pytest.mark.parametrize("json_lines", [False, True])
 def test_configure_sends_server_logs_to_stderr_in_one_format(json_lines, capsys, restore_logging):
     logs.configure("info", json_lines)

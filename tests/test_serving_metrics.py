@@ -58,7 +58,7 @@ def test_requests_batches_embedding_search_and_rows_are_counted(serve_app, photo
     assert _value(m, "vitsearch_store_errors_total", operation="search") == 0  # a bad filter is the client's
     assert _value(m, "vitsearch_rows") == 8
     assert _value(m, "process_resident_memory_bytes") > 10_000_000
-    info = [k for k in m if k[0] == "vitsearch_info"][0]
+    info = next(k for k in m if k[0] == "vitsearch_info")
     assert dict(info[1])["collection"] == "images" and dict(info[1])["version"]
     again = _scrape(client)  # the first scrape is counted, with its route
     assert _value(again, "vitsearch_http_requests_total", method="GET", route="/metrics", status="200") == 1

@@ -445,7 +445,7 @@ def serve(host, port, uri, collection, token, model, batch_size, device, precisi
                             cors_origins=[o for o in cors_origins if o], log_json=log_json,
                             shutdown_timeout=shutdown_timeout)
     if stopped_by is not None:
-        log.info("stopped (%s): requests finished, store flushed and closed", _signal_name(stopped_by))
+        log.info("stopped (%s): store flushed and closed", _signal_name(stopped_by))
 
 
 def _signal_name(sig: int) -> str:

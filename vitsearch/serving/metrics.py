@@ -81,6 +81,10 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+CUT_SHORT = (b'{"detail":"the server shut down before this request finished: it may or may not have taken '
+             b'effect; send it again (uploads and deletes are safe to repeat)"}')
+
+
 def route_of(scope: dict) -> str:
     """The template of the route that answered (``/images/{image_id}``), or ``unmatched``."""
     route = scope.get("route")
@@ -91,9 +95,9 @@ class RequestObserver:
     """ASGI middleware around the whole app: counts and times every request for ``metrics`` and writes
     one access-log line for it (method, path, route, status, milliseconds, response bytes).
 
-    A request that ends before its answer started is logged as 500 when the app raised, and as 499
-    (the client or a shutdown ended it) when it was cancelled. Headers are never logged, so neither
-    are API keys; nor are query strings.
+    A request that raised before its answer started is logged as 500. One that a shutdown cancelled
+    (after ``--shutdown-timeout``) is answered 503 (when no answer had started) and logged so. Headers
+    are never logged, so neither are API keys; nor are query strings.
     """
 
     def __init__(self, app, metrics: Metrics, logger: logging.Logger | None = None):
@@ -119,8 +123,12 @@ class RequestObserver:
         try:
             await self.app(scope, receive, observed)
         except asyncio.CancelledError:
-            status = status or 499
-            raise
+            # uvicorn cancels a request only when its graceful shutdown times out: answer it, if it
+            # has no answer yet, rather than let it end as a 500 with a traceback
+            if status:
+                raise
+            status = 503
+            await self._cut_short(observed)
         except BaseException:
             status = status or 500
             raise
@@ -131,3 +139,13 @@ class RequestObserver:
             self.metrics.observe_request(method, route, status, seconds, sent)
             if self.log.isEnabledFor(logging.INFO):
                 access_line(self.log, scope, route, status, seconds, sent)
+
+    @staticmethod
+    async def _cut_short(send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(CUT_SHORT)).encode()),
+                (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": CUT_SHORT})
+        except BaseException:  # noqa: BLE001 - the connection may be gone; the request ends either way
+            pass
