@@ -417,7 +417,8 @@ def serve(host, port, uri, collection, token, model, batch_size, device, precisi
     import logging
     import socket
 
-    from .server import Service, serve as run_server
+    from .server import Service
+    from .server import serve as run_server
     from .serving import logs
     from .serving.auth import Keys
 

@@ -285,18 +285,13 @@ class Service:
         sha = hashlib.sha256(data).hexdigest()
         path = self.upload_dir / sha[:2] / f"{sha}{ext}"
         with self._operation():
-            written = False
-            if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
-                written = True
+            written = _keep(path, data)
             try:
                 vector = self.batcher.submit(_Job(image=image))
-                stat = path.stat()
                 row_id = path_id(str(path))
-                with self.lock:
+                with self.lock:  # a delete of the same content meanwhile took the file: put it back
+                    written = _keep(path, data) or written
+                    stat = path.stat()
                     old = self._store("get", self.vs.store.get, [row_id], ["*"])
                     kept = user_fields(old[0]) if old else {}
                     row = {
@@ -313,12 +308,12 @@ class Service:
         return self.describe(row), not old
 
     def remove(self, id: int) -> dict:
-        with self._operation():
+        with self._operation(), self.lock:  # the row and its file go together (see ``add``)
             row = self.row(id)
             self._store("delete", self.vs.store.delete, [row["id"]])
-        path = Path(row["path"])
-        if self.upload_dir in path.parents:  # an uploaded file goes with its row; indexed folders stay as they are
-            path.unlink(missing_ok=True)
+            path = Path(row["path"])
+            if self.upload_dir in path.parents:  # an uploaded file goes with its row; indexed folders stay
+                path.unlink(missing_ok=True)
         for cached in self.thumbnail_dir.glob(f"{row['id']}-*.jpg"):
             cached.unlink(missing_ok=True)
         self._count("deletes")
@@ -363,6 +358,17 @@ class Service:
             **self.counters,
             "mean_batch": round(self.batcher.items / batches, 2) if batches else None,
         }
+
+
+def _keep(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` unless a file is there (atomically: never a partial file); True if written."""
+    if path.is_file():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return True
 
 
 def sniff(data: bytes) -> str:
