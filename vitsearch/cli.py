@@ -424,6 +424,8 @@ def serve(host, port, uri, collection, token, model, batch_size, device, precisi
 
     keys = [k for k in api_keys if k]
     access = Keys(keys, reads=keys_for_reads)
+    if log_json:  # gRPC's C core (the Milvus client) writes its own plain lines to stderr: not in a JSON log
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     logs.configure(log_level, log_json)
     log = logging.getLogger(logs.SERVER_LOGGER)
     try:  # before the model loads: a taken port should fail at once
