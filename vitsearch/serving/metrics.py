@@ -18,6 +18,7 @@ Instruments (one registry per service, so several apps in one process never shar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -142,10 +143,8 @@ class RequestObserver:
 
     @staticmethod
     async def _cut_short(send) -> None:
-        try:
+        with contextlib.suppress(Exception, asyncio.CancelledError):  # the connection may be gone: it ends anyway
             await send({"type": "http.response.start", "status": 503, "headers": [
                 (b"content-type", b"application/json"), (b"content-length", str(len(CUT_SHORT)).encode()),
                 (b"connection", b"close")]})
             await send({"type": "http.response.body", "body": CUT_SHORT})
-        except BaseException:  # noqa: BLE001 - the connection may be gone; the request ends either way
-            pass
