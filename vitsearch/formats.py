@@ -89,15 +89,20 @@ def is_raw_data(data: bytes) -> bool:
     return False
 
 
-def missing_library(head: bytes, name: str | None = None) -> str | None:
-    """Why Pillow cannot read data starting with ``head`` (named ``name``) here, when a library is
-    missing for its format: the reason to report, naming what to install; else None."""
+def unreadable_reason(head: bytes, name: str | None = None) -> str | None:
+    """Why Pillow could not identify data starting with ``head`` (named ``name``), when its format is
+    one of these: the library to install when it is missing, else that the file is damaged. None for
+    data of no format known here."""
     brand = head[8:12] if head[4:8] == b"ftyp" else b""
     ext = os.path.splitext(name or "")[1].lower()
-    if (brand in _HEIF_BRANDS or (not brand and ext in HEIF_EXTENSIONS)) and not register_plugins():
-        return f"HEIC/HEIF needs pillow-heif, which is not installed: {INSTALL_HEIF}"
-    if (brand in _AVIF_BRANDS or (not brand and ext in AVIF_EXTENSIONS)) and not have_avif():
-        return f"this Pillow cannot decode AVIF (it was built without libavif): {INSTALL_AVIF}"
+    if brand in _HEIF_BRANDS or (not brand and ext in HEIF_EXTENSIONS):
+        if not register_plugins():
+            return f"HEIC/HEIF needs pillow-heif, which is not installed: {INSTALL_HEIF}"
+        return "cannot open: a damaged or truncated HEIF file" if brand else None
+    if brand in _AVIF_BRANDS or (not brand and ext in AVIF_EXTENSIONS):
+        if not have_avif():
+            return f"this Pillow cannot decode AVIF (it was built without libavif): {INSTALL_AVIF}"
+        return "cannot open: a damaged or truncated AVIF file" if brand else None
     return None
 
 
@@ -177,8 +182,19 @@ def _flip(img: Image.Image, flip: int) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr))
 
 
+_LIBRAW_REASONS = {
+    "LibRawFileUnsupportedError": "not a RAW format LibRaw knows",
+    "LibRawIOError": "input/output error (a truncated or damaged file?)",
+    "LibRawDataError": "damaged image data",
+    "LibRawTooBigError": "too large for LibRaw",
+}
+
+
 def _libraw_reason(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    if type(exc).__name__ == "LibRawFileUnsupportedError":
-        return "not a RAW format LibRaw knows"
-    return text
+    known = _LIBRAW_REASONS.get(type(exc).__name__)
+    if known:
+        return known
+    text = exc.args[0] if exc.args else ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return str(text).strip() or type(exc).__name__

@@ -209,7 +209,7 @@ def _load_image(source: ImageInput, draft: tuple[int, int] | None) -> Image.Imag
         except PermissionError:
             raise ImageError("permission denied") from None
         except UnidentifiedImageError:
-            raise ImageError(formats.missing_library(_head(source), name) or "not a recognised image format") from None
+            raise ImageError(formats.unreadable_reason(_head(source), name) or "not a recognised image format") from None
         except Image.DecompressionBombError as exc:
             raise ImageError(f"too many pixels (decompression bomb?): {exc}") from None
         except (OSError, ValueError, SyntaxError) as exc:
