@@ -201,8 +201,7 @@ def test_near_gives_k_hits_when_there_are_k_though_the_box_holds_more(library):
 def test_group_by_with_near(library):
     vs, folder = library
     hits = vs.query(str(folder / "far.jpg"), k=10, near="-17,180,100", group_by="camera_make")
-    assert sorted(h.get("camera_make", "-") if isinstance(h, dict) else h.metadata.get("camera_make", "-")
-                  for h in hits) == ["NIKON CORPORATION", "SONY"]
+    assert sorted(h.metadata["camera_make"] for h in hits) == ["NIKON CORPORATION", "SONY"]
 
 
 def test_rows_carry_their_exif_and_hide_the_bookkeeping(library):

@@ -84,8 +84,10 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def _row(entry: FileEntry, sha: str, vector, width: int, height: int, exif: dict, fields: dict) -> dict:
-    return make_row(entry.path, entry.size, entry.mtime, sha, width, height, vector, exif=exif, user=fields)
+def _row(entry: FileEntry, sha: str, vector, width: int, height: int, exif: dict, fields: dict,
+         previous: dict | None) -> dict:
+    return make_row(entry.path, entry.size, entry.mtime, sha, width, height, vector, exif=exif, user=fields,
+                    previous=previous)
 
 
 @dataclass
@@ -162,7 +164,7 @@ class Indexer:
     def _plan(self, paths: Iterable[str], metadata: dict[str, dict], summary: IndexSummary) -> _Plan:
         """Walk, compare with the store, hash what changed, write rows whose content is known; what is
         left to embed becomes ``work``: one list per new content hash of (path, size, mtime, sha256,
-        fields, is_update, exif) tuples, the first of which is the file to decode."""
+        fields, stored row or None, exif) tuples, the first of which is the file to decode."""
         roots = check_roots(paths)
         entries: list[FileEntry] = []
         for entry in discover(roots, summary.failed):
@@ -207,14 +209,14 @@ class Indexer:
             if sha in known:
                 src = known[sha]
                 pending.append(_row(entry, sha, src["vector"], src["width"], src["height"], exifs[entry.path],
-                                    fields_of(entry)))
+                                    fields_of(entry), old))
                 if old and old["sha256"] == sha:
                     summary.unchanged += 1  # touched, same content: refresh size/mtime only
                 else:
                     summary.reused += 1
                     self._count(summary, old)
             else:
-                item = (entry.path, entry.size, entry.mtime, sha, fields_of(entry), old is not None, exifs[entry.path])
+                item = (entry.path, entry.size, entry.mtime, sha, fields_of(entry), old, exifs[entry.path])
                 to_embed.setdefault(sha, []).append(item)
         self._flush(pending, force=True)
         return _Plan(list(to_embed.values()), existing, {e.path for e in entries})
@@ -241,10 +243,10 @@ class Indexer:
                         summary.failed.extend(Failure(item[0], res.error or "cannot decode") for item in group)
                     else:
                         summary.embedded += 1
-                        for path, size, mtime, sha, fields, is_update, exif in group:
+                        for path, size, mtime, sha, fields, old, exif in group:
                             entry = FileEntry(path, size, mtime)
-                            pending.append(_row(entry, sha, res.vector, res.width, res.height, exif, fields))
-                            if is_update:
+                            pending.append(_row(entry, sha, res.vector, res.width, res.height, exif, fields, old))
+                            if old is not None:
                                 summary.updated += 1
                             else:
                                 summary.added += 1

@@ -38,7 +38,7 @@ class Hit:
 def to_hits(rows: list[dict]) -> list[Hit]:
     hits = []
     for rank, row in enumerate(rows, start=1):
-        row = {k: v for k, v in row.items() if k not in HIDDEN_FIELDS}
+        row = {k: v for k, v in row.items() if k not in HIDDEN_FIELDS and v is not None}
         score, path, id_ = row.pop("score"), row.pop("path", ""), row.pop("id")
         hits.append(Hit(rank, score, path, id_, row))
     return hits

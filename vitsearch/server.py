@@ -289,7 +289,8 @@ class Service:
 
         The id is sent as a string: it is a 64-bit integer, and JavaScript's numbers would round it.
         """
-        out = {k: v for k, v in row.items() if k != "vector" and k not in HIDDEN_FIELDS and not k.startswith("$")}
+        out = {k: v for k, v in row.items()
+               if k != "vector" and k not in HIDDEN_FIELDS and v is not None and not k.startswith("$")}
         out["id"] = str(row["id"])
         out["image_url"] = f"/images/{row['id']}"
         out["thumbnail_url"] = f"/thumbnails/{row['id']}"
@@ -318,7 +319,7 @@ class Service:
             old = self.vs.store.get([path_id(str(path))], ["*"])
             kept = user_fields(old[0]) if old else {}
             row = make_row(str(path), stat.st_size, stat.st_mtime, sha, image.width, image.height, vector, exif=exif,
-                           user={**kept, **fields})
+                           user={**kept, **fields}, previous=old[0] if old else None)
             self.vs.store.upsert([row])
         self._count("uploads")
         return self.describe(row), not old

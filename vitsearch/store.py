@@ -31,7 +31,7 @@ EXIF_FIELDS = list(EXIF_TYPES)
 EXIF_SOURCE = "exif_fields"
 # Names a user's metadata cannot take. The EXIF names are not among them: a user's value wins.
 RESERVED = frozenset(ROW_FIELDS + ["vector", EXIF_SOURCE, "score", "rank"])
-# Bookkeeping that hits and API answers leave out.
+# Bookkeeping that hits and API answers leave out (and fields whose value is null: see make_row).
 HIDDEN_FIELDS = frozenset({EXIF_SOURCE, CAMERA_WORDS})
 MAX_K = 16384
 _BATCH = 1000
@@ -66,10 +66,15 @@ def make_row(
     *,
     exif: dict | None = None,
     user: dict | None = None,
+    previous: dict | None = None,
 ) -> dict:
     """A row as it is stored: the file's facts and vector, the EXIF fields its file gave (``exif``, see
     :func:`vitsearch.exif.read_exif`) and the user's metadata (``user``), whose value wins where both
-    name a field. ``exif_fields`` records which fields came from the file."""
+    name a field. ``exif_fields`` records which fields came from the file.
+
+    ``previous`` is the stored row this one replaces: its EXIF fields that the file no longer has are
+    written as null, since Milvus Lite merges an upsert's dynamic fields into the stored ones (a server
+    replaces the row; null is "no value" to both, and to filters)."""
     user = dict(user or {})
     from_file = {k: v for k, v in (exif or {}).items() if k not in user and k != CAMERA_WORDS and v is not None}
     row = {**user, **from_file}
@@ -82,20 +87,23 @@ def make_row(
         height=int(height), vector=[float(v) for v in vector],
     )
     row[EXIF_SOURCE] = sorted(from_file)
+    for name in (previous or {}).get(EXIF_SOURCE) or ():
+        row.setdefault(name, None)
     return row
 
 
 def user_fields(row: dict) -> dict:
     """The user's metadata of a stored row: every field but vitsearch's own and those from EXIF."""
     from_file = set(row.get(EXIF_SOURCE) or ())
-    return {k: v for k, v in row.items() if k not in RESERVED and k not in from_file and not k.startswith("$")}
+    return {k: v for k, v in row.items()
+            if k not in RESERVED and k not in from_file and v is not None and not k.startswith("$")}
 
 
 def exif_of(row: dict) -> dict | None:
     """The fields a stored row has from its file's EXIF; None for a row written before EXIF was read."""
     if EXIF_SOURCE not in row:
         return None
-    return {k: row[k] for k in row[EXIF_SOURCE] if k in row}
+    return {k: row[k] for k in row[EXIF_SOURCE] if row.get(k) is not None}
 
 
 def has_field(name: str) -> str:
