@@ -181,11 +181,12 @@ def _dms(x: float) -> tuple[float, float, float]:
     return (float(d), float(m), round((x - d - m / 60) * 3600, 4))
 
 
-def save_photo(path: Path, img: Image.Image, fmt: str, **exif) -> Path:
-    """``img`` saved as JPEG, HEIF (pillow-heif) or AVIF (Pillow) with the EXIF tags ``exif``."""
+def save_photo(path, img: Image.Image, fmt: str, **exif):
+    """``img`` saved to a path or file object as JPEG, HEIF (pillow-heif) or AVIF (Pillow) with the EXIF
+    tags ``exif``; returns ``path`` (as a Path when it is one)."""
     if fmt == "HEIF":
         import pillow_heif
 
         pillow_heif.register_heif_opener()
     img.save(path, fmt, exif=exif_bytes(**exif), quality=90)
-    return Path(path)
+    return Path(path) if isinstance(path, (str, Path)) else path
