@@ -2,6 +2,8 @@
 collection (dates across time zones, a GPS circle across the antimeridian, rows without the field)."""
 
 import math
+import os
+import uuid
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -132,8 +134,11 @@ PHOTOS = {  # name: (format, EXIF)
 }
 
 
-@pytest.fixture(scope="module")
-def library(tmp_path_factory):
+@pytest.fixture(scope="module", params=["lite", pytest.param("server", marks=pytest.mark.server)])
+def library(request, tmp_path_factory):
+    uri = os.environ.get("MILVUS_URI") if request.param == "server" else None
+    if request.param == "server" and not uri:
+        pytest.skip("no Milvus server: set MILVUS_URI (CI starts one from PyPI milvus==2.3.5)")
     pytest.importorskip("pillow_heif")
     pytest.importorskip("rawpy")
     root = tmp_path_factory.mktemp("library")
@@ -147,10 +152,14 @@ def library(tmp_path_factory):
         else:
             save_photo(folder / name, img, fmt, **tags)
     model = tiny_model(root / "model")
-    vs = VisualSearch(str(root / "store.db"), model=str(model), device="cpu", precision="fp32", num_workers=0)
+    collection = "photos_" + uuid.uuid4().hex[:12]
+    vs = VisualSearch(uri or str(root / "store.db"), collection, model=str(model), device="cpu", precision="fp32",
+                      num_workers=0)
     summary = vs.index(folder)
     assert summary.added == len(PHOTOS) and not summary.failed, summary.as_dict()
     yield vs, folder
+    if uri:
+        vs.store.drop()
     vs.close()
 
 
