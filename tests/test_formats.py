@@ -147,3 +147,30 @@ def test_an_avif_that_this_pillow_cannot_decode_says_how_to_get_one_that_can(mon
     assert "pillow>=11.3" in formats.unreadable_reason(b"\0\0\0\x1cftypavif\0\0\0\0", "x.avif")
     assert "pillow>=11.3" in formats.unreadable_reason(b"not even a header", "x.AVIF")
     assert formats.unreadable_reason(b"\x89PNG\r\n\x1a\n", "x.png") is None
+
+
+def test_a_phone_folder_of_50_heic_and_50_jpeg_photos_indexes_all_100(tmp_path):
+    pytest.importorskip("pillow_heif")
+    import json
+
+    from click.testing import CliRunner
+
+    from conftest import photo, tiny_model
+    from vitsearch.cli import main
+
+    folder = tmp_path / "DCIM"
+    folder.mkdir()
+    for i in range(50):
+        tags = dict(taken=f"2024:06:{1 + i % 28:02d} 12:00:00", offset="+01:00", make="Apple", model="iPhone 15",
+                    orientation=(1, 6)[i % 2])
+        save_photo(folder / f"IMG_{i:04d}.HEIC", photo(i, (160, 120)), "HEIF", **tags)
+        save_photo(folder / f"IMG_{1000 + i:04d}.JPG", photo(1000 + i, (160, 120)), "JPEG", **tags)
+    model = tiny_model(tmp_path / "model")
+    uri = str(tmp_path / "store.db")
+    args = ["--uri", uri, "--model", str(model), "--precision", "fp32"]
+    result = CliRunner().invoke(main, ["index", str(folder), *args, "--workers", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["scanned"], summary["added"], summary["failed"]) == (100, 100, [])
+    info = json.loads(CliRunner().invoke(main, ["info", "--uri", uri, "--json"]).stdout)
+    assert info["count"] == 100 and info["exif"]["taken_at"] == 100 and info["exif"]["orientation"] == 100
