@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -230,3 +233,27 @@ def test_photo_filters_that_make_no_sense_are_usage_errors(run, photos, option, 
     run("index", photos)
     result = CliRunner().invoke(main, ["query", str(photos / "coffee.jpg"), option, value])
     assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
+
+
+def test_the_photo_library_example_of_docs_photos_md_works_as_written(tmp_path):
+    pytest.importorskip("pillow_heif")
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "photos.md").read_text()
+    script = re.search(r"```python\n(# make_library\.py.*?)```", doc, re.S).group(1)
+    commands = re.search(r"```bash\n(python make_library\.py\n.*?)```", doc, re.S).group(1).splitlines()
+    (tmp_path / "make_library.py").write_text(script)
+    env = {**os.environ, "PYTHONPATH": str(root), "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    outputs = []
+    for line in commands:
+        args = line.split(" ", 1)[1]
+        argv = [sys.executable, *(["-m", "vitsearch"] if line.startswith("vitsearch ") else []), *shlex.split(args)]
+        r = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, (line, r.stderr)
+        outputs.append(r.stdout)
+    assert "exif        taken_at 2, camera_make 2, camera_model 2, lens 0, gps_lat 2, gps_lon 2, orientation 0" in outputs[2]
+    assert "count       3" in outputs[2]
+    summer, near, camera = outputs[3], json.loads(outputs[4]), outputs[5]
+    assert [line.split()[-1].rsplit("/", 1)[1] for line in summer.splitlines()[1:]] == ["IMG_0001.HEIC"]
+    assert [h["path"].rsplit("/", 1)[1] for h in near["results"]] == ["IMG_0001.HEIC"]
+    assert near["results"][0]["taken_at"] == 1720976400 and near["results"][0]["camera_model"] == "iPhone 13"
+    assert [line.split()[-1].rsplit("/", 1)[1] for line in camera.splitlines()[1:]] == ["IMG_0002.jpg"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 
 import numpy as np
 from PIL import Image
@@ -33,19 +34,22 @@ _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _ASPECT_TOLERANCE = 0.02
 
 _registered: bool | None = None
+_register_lock = threading.Lock()
 
 
 def register_plugins() -> bool:
     """Register pillow-heif's opener with Pillow (once); False when pillow-heif is not installed."""
     global _registered
     if _registered is None:
-        try:
-            from pillow_heif import register_heif_opener
-        except ImportError:
-            _registered = False
-        else:
-            register_heif_opener()
-            _registered = True
+        with _register_lock:  # the indexer reads EXIF in several threads
+            if _registered is None:
+                try:
+                    from pillow_heif import register_heif_opener
+                except ImportError:
+                    _registered = False
+                else:
+                    register_heif_opener()
+                    _registered = True
     return _registered
 
 
