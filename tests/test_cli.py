@@ -235,12 +235,13 @@ def test_photo_filters_that_make_no_sense_are_usage_errors(run, photos, option, 
     assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_the_photo_library_example_of_docs_photos_md_works_as_written(tmp_path):
     pytest.importorskip("pillow_heif")
     root = Path(__file__).resolve().parent.parent
     doc = (root / "docs" / "photos.md").read_text()
-    script = re.search(r"```python\n(# make_library\.py.*?)```", doc, re.S).group(1)
-    commands = re.search(r"```bash\n(python make_library\.py\n.*?)```", doc, re.S).group(1).splitlines()
+    script = re.search(r"```python\n(# make_library\.py.*?)```", doc, re.DOTALL).group(1)
+    commands = re.search(r"```bash\n(python make_library\.py\n.*?)```", doc, re.DOTALL).group(1).splitlines()
     (tmp_path / "make_library.py").write_text(script)
     env = {**os.environ, "PYTHONPATH": str(root), "XDG_DATA_HOME": str(tmp_path / "xdg")}
     outputs = []
