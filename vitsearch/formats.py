@@ -124,7 +124,7 @@ def load_raw(source: RawSource, draft: tuple[int, int] | None, max_pixels: int) 
         raise ImageError(f"camera RAW needs rawpy, which is not installed: {INSTALL_RAW}") from None
     try:
         raw = rawpy.imread(source if isinstance(source, str) else io.BytesIO(source))
-    except rawpy.LibRawError as exc:
+    except Exception as exc:  # noqa: BLE001 - LibRaw's errors, and whatever else a broken file causes
         raise ImageError(f"cannot decode RAW: {_libraw_reason(exc)}") from None
     with raw:
         width, height, flip = raw.sizes.width, raw.sizes.height, raw.sizes.flip
@@ -140,7 +140,7 @@ def load_raw(source: RawSource, draft: tuple[int, int] | None, max_pixels: int) 
             half = bool(draft) and min(width, height) // 2 >= need
             try:
                 pixels = raw.postprocess(use_camera_wb=True, output_bps=8, half_size=half)
-            except rawpy.LibRawError as exc:
+            except Exception as exc:  # noqa: BLE001
                 raise ImageError(f"cannot decode RAW: {_libraw_reason(exc)}") from None
             img = Image.fromarray(pixels)  # LibRaw has applied the orientation
     img.info["vitsearch.size"] = (height, width) if flip & 4 else (width, height)
@@ -152,7 +152,7 @@ def _preview(raw, rawpy, need: int, aspect: float) -> Image.Image | None:
     it shows the whole photo (same aspect ratio); else None."""
     try:
         thumb = raw.extract_thumb()
-    except (rawpy.LibRawError, MemoryError):
+    except Exception:  # noqa: BLE001 - none, or a broken one: demosaic the RAW data instead
         return None
     try:
         if thumb.format == rawpy.ThumbFormat.JPEG:
