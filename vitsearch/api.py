@@ -18,6 +18,7 @@ from .indexer import Indexer, IndexSummary, ProgressFactory, no_progress
 from .metadata import check_field, read_metadata
 from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
 from .dups import DupGroup, find_duplicates
+from .filters import NearInput, PhotoFilter, TimeInput
 from .search import Hit, query_vectors, search_images
 from .tagging import Tag, tag_vectors
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from .distributed import Dist
     from .embed import Encoder
 from .settings import resolve_collection, resolve_model, resolve_token, resolve_uri
-from .store import Store
+from .store import EXIF_FIELDS, Store, has_field
 
 
 def model_record(spec: ModelSpec) -> dict:
@@ -171,18 +172,29 @@ class VisualSearch:
         k: int = 10,
         filter: str | None = None,
         group_by: str | None = None,
+        taken_after: TimeInput | None = None,
+        taken_before: TimeInput | None = None,
+        near: NearInput | None = None,
+        camera: str | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Nearest indexed images: one query → a list of hits; a list of queries → a list of lists.
 
         ``group_by`` names a metadata field (e.g. ``product_id``): the result is then the best image
         of each of the ``k`` nearest distinct values; images without the field count on their own.
+        ``taken_after`` (inclusive) and ``taken_before`` (exclusive): dates or times ('2024-06-01',
+        '2024-06-01T18:30+02:00', ``datetime``, epoch seconds; UTC unless an offset is given).
+        ``near``: 'LAT,LON,KM' or (lat, lon, km). ``camera``: words of the camera's make or model
+        ('iphone 15'), in any case. Each keeps only the photos whose EXIF says so, and combines with
+        ``filter`` (see :mod:`vitsearch.filters` for the expressions they become).
         A query that is an indexed file, unchanged since, or the bytes of one, uses its stored vector
         (see :func:`vitsearch.search.stored_vectors`): the model is loaded only for the others.
         """
         single = not isinstance(images, (list, tuple))
+        photo = PhotoFilter.build(taken_after=taken_after, taken_before=taken_before, near=near, camera=camera)
         self._require()
         results = search_images(
-            lambda: self.encoder, self.store, [images] if single else list(images), k=k, filter=filter, group_by=group_by
+            lambda: self.encoder, self.store, [images] if single else list(images), k=k, filter=filter,
+            group_by=group_by, photo=photo,
         )
         return results[0] if single else results
 
@@ -282,15 +294,18 @@ class VisualSearch:
     def count(self) -> int:
         return self.store.count()
 
-    def info(self) -> dict:
+    def info(self, *, exif: bool = True) -> dict:
+        """The store, the collection and its model; with ``exif``, also how many rows have each EXIF
+        field (one count query per field)."""
         meta = self.store.meta() or {}
         model = meta.get("model")
         if meta.get("bundled"):
             model = str(BUNDLED_DIR)
-        return {
+        exists = bool(meta) or self.store.exists()
+        out = {
             "uri": self.store.uri,
             "collection": self.store.collection,
-            "exists": bool(meta) or self.store.exists(),
+            "exists": exists,
             "model": model,
             "fingerprint": meta.get("fingerprint"),
             "dimension": meta.get("dim"),
@@ -298,6 +313,9 @@ class VisualSearch:
             "schema": meta.get("schema"),
             "indexed_by": meta.get("vitsearch"),
         }
+        if exif:
+            out["exif"] = {name: self.store.count(has_field(name), strong=False) if exists else 0 for name in EXIF_FIELDS}
+        return out
 
     def close(self) -> None:
         self.store.close()

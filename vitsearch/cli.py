@@ -171,6 +171,11 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, w
 @click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True, help="Hits per query.")
 @click.option("--filter", "filter_", metavar="EXPR", help='Milvus boolean expression, e.g. \'width > 500\'.')
 @click.option("--group-by", metavar="FIELD", help="Best image per value of this metadata field (k distinct values).")
+@click.option("--taken-after", metavar="DATE",
+              help="Only photos taken at or after DATE (EXIF), e.g. 2024-06-01 or 2024-06-01T18:00+02:00 (UTC unless given).")
+@click.option("--taken-before", metavar="DATE", help="Only photos taken before DATE (EXIF).")
+@click.option("--near", metavar="LAT,LON,KM", help="Only photos whose EXIF GPS position is within KM of LAT,LON.")
+@click.option("--camera", metavar="TEXT", help="Only photos whose camera make or model has these words (any case).")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True),
               help="Also write a self-contained HTML page of the results (thumbnails embedded).")
 @click.option("--grid", "grid_out", type=click.Path(dir_okay=False, writable=True),
@@ -179,12 +184,17 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, w
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query (JSON Lines).")
 @_handle_errors
-def query(images, k, filter_, group_by, html_out, grid_out, uri, collection, token, model, batch_size, device,
-          precision, as_json):
-    """Show the indexed images most similar to each IMAGE."""
+def query(images, k, filter_, group_by, taken_after, taken_before, near, camera, html_out, grid_out, uri, collection,
+          token, model, batch_size, device, precision, as_json):
+    """Show the indexed images most similar to each IMAGE.
+
+    --taken-after, --taken-before, --near and --camera keep the photos whose EXIF says so; each is a
+    Milvus expression on the EXIF fields (see docs/photos.md) and combines with --filter.
+    """
     with _open(uri, collection, token, model, device, precision, batch_size) as vs:
         try:
-            results = vs.query(list(images), k=k, filter=filter_, group_by=group_by)
+            results = vs.query(list(images), k=k, filter=filter_, group_by=group_by, taken_after=taken_after,
+                               taken_before=taken_before, near=near, camera=camera)
         except ImageError as exc:
             raise VitsearchError(f"cannot read query image {exc}") from None
     _write_reports(html_out, grid_out, images, results)
@@ -213,6 +223,8 @@ def info(uri, collection, token, as_json):
         return
     for key in ("uri", "collection", "exists", "model", "fingerprint", "dimension", "count"):
         click.echo(f"{key:<12}{'' if data[key] is None else data[key]}")
+    if data["exists"]:
+        click.echo(f"{'exif':<12}" + ", ".join(f"{name} {n}" for name, n in data["exif"].items()))
 
 
 @main.command()
@@ -282,7 +294,8 @@ def dups(threshold, html_out, uri, collection, token, as_json):
     """Find groups of duplicate and near-duplicate images in the collection, with a copy to keep.
 
     Exact copies (same content) are grouped first, then images whose embeddings are at least
-    --threshold alike. The suggested keeper has the most pixels, then the largest file.
+    --threshold alike. The suggested keeper has the most pixels; among equals, the earliest EXIF
+    taken_at, then the most EXIF fields, then the largest file.
     """
     with _open(uri, collection, token) as vs:
         groups = vs.duplicates(threshold)

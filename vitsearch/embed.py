@@ -123,6 +123,8 @@ def _original_size(path: str, img) -> tuple[int, int]:
     """The stored width/height: the file's own size after EXIF rotation, not the draft's."""
     from PIL import Image
 
+    if "vitsearch.size" in img.info:  # recorded by load_image
+        return img.info["vitsearch.size"]
     try:
         with Image.open(path) as raw:
             width, height = raw.size

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Iterator, Protocol
 
+from .exif import read_exif
 from .images import Failure, FileEntry, check_roots, discover
-from .metadata import RESERVED
-from .store import ROW_FIELDS, Store, path_id
+from .store import EXIF_SOURCE, ROW_FIELDS, Store, exif_of, make_row, user_fields
 
 if TYPE_CHECKING:
     from .distributed import Dist
@@ -55,6 +55,7 @@ class IndexSummary:
     embedded: int = 0
     metadata_updated: int = 0  # unchanged files whose metadata changed (no re-embedding)
     metadata_unmatched: int = 0  # metadata entries naming no file under the indexed paths
+    exif_added: int = 0  # unchanged files indexed before vitsearch read EXIF, whose EXIF was read now
     failed: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -69,6 +70,7 @@ class IndexSummary:
             "embedded": self.embedded,
             "metadata_updated": self.metadata_updated,
             "metadata_unmatched": self.metadata_unmatched,
+            "exif_added": self.exif_added,
             "failed": [f.as_dict() for f in self.failed],
             "seconds": round(self.seconds, 3),
         }
@@ -82,23 +84,10 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def user_fields(row: dict) -> dict:
-    """The metadata of a stored row: every field but vitsearch's own."""
-    return {k: v for k, v in row.items() if k not in RESERVED and not k.startswith("$")}
-
-
-def _row(entry: FileEntry, sha: str, vector, width: int, height: int, fields: dict | None = None) -> dict:
-    return {
-        **(fields or {}),
-        "id": path_id(entry.path),
-        "path": entry.path,
-        "size": entry.size,
-        "mtime": entry.mtime,
-        "sha256": sha,
-        "width": int(width),
-        "height": int(height),
-        "vector": [float(v) for v in vector],
-    }
+def _row(entry: FileEntry, sha: str, vector, width: int, height: int, exif: dict, fields: dict,
+         previous: dict | None) -> dict:
+    return make_row(entry.path, entry.size, entry.mtime, sha, width, height, vector, exif=exif, user=fields,
+                    previous=previous)
 
 
 @dataclass
@@ -137,7 +126,9 @@ class Indexer:
         """Bring the store in line with the files under ``paths``.
 
         ``metadata`` maps absolute paths to fields stored with their rows: its values replace stored
-        ones, and fields it does not name are kept (also when a file's content changes).
+        ones, and fields it does not name are kept (also when a file's content changes). The EXIF
+        fields of a file (:mod:`vitsearch.exif`) are read whenever its content is (re)written; a
+        metadata field of the same name wins over them.
 
         With ``dist`` (see :mod:`vitsearch.distributed`) every rank of the group calls this: rank 0
         plans, each rank embeds its shard, and rank 0 gets the summary of the whole run.
@@ -173,7 +164,7 @@ class Indexer:
     def _plan(self, paths: Iterable[str], metadata: dict[str, dict], summary: IndexSummary) -> _Plan:
         """Walk, compare with the store, hash what changed, write rows whose content is known; what is
         left to embed becomes ``work``: one list per new content hash of (path, size, mtime, sha256,
-        fields, is_update) tuples, the first of which is the file to decode."""
+        fields, stored row or None, exif) tuples, the first of which is the file to decode."""
         roots = check_roots(paths)
         entries: list[FileEntry] = []
         for entry in discover(roots, summary.failed):
@@ -189,7 +180,7 @@ class Indexer:
 
         existing: dict[str, dict] = {}
         for root in roots:
-            for row in self.store.rows_under(root):
+            for row in self.store.rows_under(root, ROW_FIELDS + [EXIF_SOURCE]):
                 existing[row["path"]] = row
 
         todo, unchanged = [], []
@@ -200,13 +191,14 @@ class Indexer:
                 unchanged.append(entry)
             else:
                 todo.append(entry)
-        self._update_metadata([existing[e.path] for e in unchanged if e.path in metadata], metadata, summary)
+        stale = [existing[e.path] for e in unchanged if e.path in metadata or EXIF_SOURCE not in existing[e.path]]
+        self._refresh(stale, metadata, summary)
         old_fields = self._old_fields([existing[e.path] for e in todo if e.path in existing])
 
         def fields_of(entry: FileEntry) -> dict:
             return {**old_fields.get(entry.path, {}), **metadata.get(entry.path, {})}
 
-        hashes = self._hash(todo, summary)
+        hashes, exifs = self._hash(todo, summary)
         todo = [e for e in todo if e.path in hashes]
         known = self.store.by_sha256(hashes.values()) if todo else {}
         pending: list[dict] = []
@@ -216,14 +208,15 @@ class Indexer:
             old = existing.get(entry.path)
             if sha in known:
                 src = known[sha]
-                pending.append(_row(entry, sha, src["vector"], src["width"], src["height"], fields_of(entry)))
+                pending.append(_row(entry, sha, src["vector"], src["width"], src["height"], exifs[entry.path],
+                                    fields_of(entry), old))
                 if old and old["sha256"] == sha:
                     summary.unchanged += 1  # touched, same content: refresh size/mtime only
                 else:
                     summary.reused += 1
                     self._count(summary, old)
             else:
-                item = (entry.path, entry.size, entry.mtime, sha, fields_of(entry), old is not None)
+                item = (entry.path, entry.size, entry.mtime, sha, fields_of(entry), old, exifs[entry.path])
                 to_embed.setdefault(sha, []).append(item)
         self._flush(pending, force=True)
         return _Plan(list(to_embed.values()), existing, {e.path for e in entries})
@@ -250,10 +243,10 @@ class Indexer:
                         summary.failed.extend(Failure(item[0], res.error or "cannot decode") for item in group)
                     else:
                         summary.embedded += 1
-                        for path, size, mtime, sha, fields, is_update in group:
+                        for path, size, mtime, sha, fields, old, exif in group:
                             entry = FileEntry(path, size, mtime)
-                            pending.append(_row(entry, sha, res.vector, res.width, res.height, fields))
-                            if is_update:
+                            pending.append(_row(entry, sha, res.vector, res.width, res.height, exif, fields, old))
+                            if old is not None:
                                 summary.updated += 1
                             else:
                                 summary.added += 1
@@ -274,17 +267,23 @@ class Indexer:
         for start in range(0, len(rows), FLUSH_ROWS):
             yield self.store.get([row["id"] for row in rows[start : start + FLUSH_ROWS]], ["*"])
 
-    def _update_metadata(self, rows: list[dict], metadata: dict[str, dict], summary: IndexSummary) -> None:
-        """Rewrite the rows of unchanged files whose metadata differs (same vector, no embedding)."""
+    def _refresh(self, rows: list[dict], metadata: dict[str, dict], summary: IndexSummary) -> None:
+        """Rewrite the rows of unchanged files whose metadata differs, or whose EXIF was never read
+        (rows written before vitsearch read it): same vector, no embedding."""
         for chunk in self._full_rows(rows):
             changed = []
             for full in chunk:
-                wanted = {**user_fields(full), **metadata[full["path"]]}
-                if wanted != user_fields(full):
-                    changed.append({**{k: full[k] for k in ROW_FIELDS}, "vector": full["vector"], **wanted})
+                wanted = {**user_fields(full), **metadata.get(full["path"], {})}
+                exif = exif_of(full)
+                if exif is None:
+                    exif = read_exif(full["path"])
+                    summary.exif_added += 1
+                elif wanted == user_fields(full):
+                    continue
+                summary.metadata_updated += wanted != user_fields(full)
+                changed.append(make_row(*(full[k] for k in ROW_FIELDS[1:]), full["vector"], exif=exif, user=wanted))
             self.store.upsert(changed)
             self._wrote = self._wrote or bool(changed)
-            summary.metadata_updated += len(changed)
 
     def _old_fields(self, rows: list[dict]) -> dict[str, dict]:
         """path -> metadata of the stored rows of files about to be rewritten, so that it survives."""
@@ -311,18 +310,21 @@ class Indexer:
             pending.clear()
             self._last_flush = time.monotonic()
 
-    def _hash(self, entries: list[FileEntry], summary: IndexSummary) -> dict[str, str]:
+    def _hash(self, entries: list[FileEntry], summary: IndexSummary) -> tuple[dict[str, str], dict[str, dict]]:
+        """path -> sha256 and path -> EXIF fields of the files about to be written."""
+
         def one(entry: FileEntry):
             try:
-                return entry.path, sha256_file(entry.path), None
+                return entry.path, sha256_file(entry.path), read_exif(entry.path), None
             except OSError as exc:
-                return entry.path, None, f"cannot read: {exc.strerror or exc}"
+                return entry.path, None, None, f"cannot read: {exc.strerror or exc}"
 
-        out: dict[str, str] = {}
+        hashes: dict[str, str] = {}
+        exifs: dict[str, dict] = {}
         with ThreadPoolExecutor(max_workers=4) as pool:
-            for path, sha, error in pool.map(one, entries):
+            for path, sha, exif, error in pool.map(one, entries):
                 if sha is None:
                     summary.failed.append(Failure(path, error))
                 else:
-                    out[path] = sha
-        return out
+                    hashes[path], exifs[path] = sha, exif
+        return hashes, exifs

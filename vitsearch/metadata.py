@@ -15,8 +15,7 @@ import os
 import re
 
 from .errors import VitsearchError
-
-RESERVED = frozenset({"id", "path", "size", "mtime", "sha256", "width", "height", "vector", "score", "rank"})
+from .store import RESERVED
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 Scalar = str | int | float | bool
 

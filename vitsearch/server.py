@@ -35,11 +35,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .api import VisualSearch, model_record
 from .errors import FilterError, ImageError, StoreError, VitsearchError
+from .exif import read_exif
+from .filters import PhotoFilter
+from .formats import register_plugins
 from .images import load_image
 from .indexer import user_fields
 from .metadata import check_field, infer
 from .report import THUMB, thumbnail
-from .search import to_hits
+from .search import search_until, to_hits
 from .serving import auth, logs
 from .serving.auth import OPEN, READ, WRITE, Keys, access
 from .serving.batcher import MicroBatcher
@@ -47,15 +50,19 @@ from .serving.cors import add_cors
 from .serving.errors import ApiError
 from .serving.guards import BodyLimit
 from .serving.metrics import Metrics, RequestObserver
-from .store import path_id
+from .store import HIDDEN_FIELDS, make_row, path_id
 
 __all__ = ["ApiError", "MicroBatcher", "Service", "create_app", "serve"]
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_RESULTS = 1000
-_FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+_FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif",
+               "HEIF": ".heic", "AVIF": ".avif"}
 _MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-                ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
+                ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff",
+                ".heic": "image/heic", ".heif": "image/heif", ".avif": "image/avif"}
+_FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, HEIC"
+_PHOTO_PARAMS = ("taken_after", "taken_before", "near", "camera")
 
 
 def default_upload_dir() -> str:
@@ -235,9 +242,13 @@ class Service:
             raise ApiError(400, f"the image cannot be decoded: {exc}") from None
 
     def search(self, image: Image.Image | None = None, *, id: int | None = None, k: int = 10,
-               filter: str | None = None) -> list[dict]:
+               filter: str | None = None, photo: PhotoFilter | None = None) -> list[dict]:
+        """``photo``: when, where, with which camera (see :mod:`vitsearch.filters`), combined with ``filter``."""
         check_k(k)
         filter = (filter or "").strip() or None
+        photo = photo or None
+        if photo is not None:
+            filter = photo.combine(filter)
         if image is not None:
             job = _Job(image=image, k=k, filter=filter)
         else:
@@ -246,9 +257,26 @@ class Service:
                 raise ApiError(500, f"the row of id {id} has no vector")
             job = _Job(vector=row["vector"], k=k, filter=filter, exclude=row["id"])
         with self._operation():
-            rows = self.batcher.submit(job)
+            rows = self.batcher.submit(job) if photo is None or photo.exact else self._search_checked(job, photo)
         self._count("searches")
         return [self.describe(hit.as_dict()) for hit in to_hits(rows)]
+
+    def _search_checked(self, job: _Job, photo: PhotoFilter) -> list[dict]:
+        """A search whose rows ``photo`` must still check (``near``): the batcher only embeds, and more
+        candidates are fetched until ``k`` pass."""
+        if job.vector is None:
+            job.vector = self.batcher.submit(_Job(image=job.image))
+
+        def select(_, rows):
+            return [r for r in rows if r["id"] != job.exclude and photo.accepts(r)][: job.k]
+
+        try:
+            with self.lock:
+                return search_until(self.vs.store, [job.vector], job.k, select, job.filter)[0]
+        except FilterError as exc:
+            raise ApiError(400, str(exc)) from None
+        except StoreError as exc:
+            raise ApiError(503, str(exc)) from None
 
     def row(self, id: int | None, fields: list[str] | None = None) -> dict:
         """The stored row of ``id``: ``fields`` (default: vitsearch's own, no vector, no metadata); 404 if none."""
@@ -267,7 +295,8 @@ class Service:
 
         The id is sent as a string: it is a 64-bit integer, and JavaScript's numbers would round it.
         """
-        out = {k: v for k, v in row.items() if k != "vector" and not k.startswith("$")}
+        out = {k: v for k, v in row.items()
+               if k != "vector" and k not in HIDDEN_FIELDS and v is not None and not k.startswith("$")}
         out["id"] = str(row["id"])
         out["image_url"] = f"/images/{row['id']}"
         out["thumbnail_url"] = f"/thumbnails/{row['id']}"
@@ -289,16 +318,14 @@ class Service:
             try:
                 vector = self.batcher.submit(_Job(image=image))
                 row_id = path_id(str(path))
+                exif = read_exif(data)
                 with self.lock:  # a delete of the same content meanwhile took the file: put it back
                     written = _keep(path, data) or written
                     stat = path.stat()
                     old = self._store("get", self.vs.store.get, [row_id], ["*"])
                     kept = user_fields(old[0]) if old else {}
-                    row = {
-                        **kept, **fields, "id": row_id, "path": str(path), "size": stat.st_size,
-                        "mtime": stat.st_mtime, "sha256": sha, "width": image.width, "height": image.height,
-                        "vector": [float(v) for v in vector],
-                    }
+                    row = make_row(str(path), stat.st_size, stat.st_mtime, sha, image.width, image.height, vector,
+                                   exif=exif, user={**kept, **fields}, previous=old[0] if old else None)
                     self._store("upsert", self.vs.store.upsert, [row])
             except BaseException:
                 if written:  # refused whole: no file is left behind without its row
@@ -343,7 +370,7 @@ class Service:
             self.counters[what] += 1
 
     def stats(self) -> dict:
-        info = self._store("info", self.vs.info)
+        info = self._store("info", self.vs.info, exif=False)
         batches = self.batcher.batches
         return {
             "count": info["count"],
@@ -375,19 +402,34 @@ def sniff(data: bytes) -> str:
     """The image format of ``data``, from its content (never from a name or a header): 415 when none."""
     if not data:
         raise ApiError(400, "the upload is empty")
+    register_plugins()  # HEIC, when pillow-heif is installed
     try:
         with Image.open(io.BytesIO(data)) as probe:
             fmt = probe.format
     except UnidentifiedImageError:
-        raise ApiError(415, "the upload is not an image in a format vitsearch reads "
-                            "(JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+        raise ApiError(415, f"the upload is not an image in a format vitsearch reads ({_FORMAT_NAMES})") from None
     except Image.DecompressionBombError as exc:
         raise ApiError(400, f"the image has too many pixels: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types on corrupt headers
         raise ApiError(400, f"the image cannot be read: {exc}") from None
     if fmt not in _FORMAT_EXT:
-        raise ApiError(415, f"{fmt} images are not supported (JPEG, PNG, WebP, GIF, BMP, TIFF are)")
+        raise ApiError(415, f"{fmt} images are not supported ({_FORMAT_NAMES} are)")
     return fmt
+
+
+def _photo(params) -> PhotoFilter:
+    """The when/where/camera filter of a search request's fields (form or JSON); 400 when one is wrong."""
+    values = {}
+    for name in _PHOTO_PARAMS:
+        value = params.get(name)
+        ok = (str, list) if name == "near" else (str,) if name == "camera" else (str, int, float)
+        if value is not None and (not isinstance(value, ok) or isinstance(value, bool)):
+            raise ApiError(400, f"{name} must be a string, not {value!r}")
+        values[name] = value
+    try:
+        return PhotoFilter.build(**values)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def check_k(k: int) -> int:
@@ -480,6 +522,12 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
             raise ApiError(404, f"no image with id {text!r}")
         return int(text)
 
+    photo_params = {
+        "taken_after": {"type": "string", "description": "EXIF taken_at at or after this date/time, e.g. 2024-06-01"},
+        "taken_before": {"type": "string", "description": "EXIF taken_at before this date/time"},
+        "near": {"type": "string", "description": "LAT,LON,KM: EXIF GPS position within KM of LAT,LON"},
+        "camera": {"type": "string", "description": "words of the camera make or model, any case"},
+    }
     search_body = {
         "requestBody": {
             "content": {
@@ -487,13 +535,15 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
                     "type": "object", "required": ["image"],
                     "properties": {"image": {"type": "string", "format": "binary"},
                                    "k": {"type": "integer", "default": 10, "minimum": 1, "maximum": MAX_RESULTS},
-                                   "filter": {"type": "string", "description": "Milvus boolean expression"}},
+                                   "filter": {"type": "string", "description": "Milvus boolean expression"},
+                                   **photo_params},
                 }},
                 "application/json": {"schema": {
                     "type": "object", "required": ["id"],
                     "properties": {"id": {"type": "string",
                                           "description": "an indexed image (more like this); a string or an integer"},
-                                   "k": {"type": "integer", "default": 10}, "filter": {"type": "string"}},
+                                   "k": {"type": "integer", "default": 10}, "filter": {"type": "string"},
+                                   **photo_params},
                 }},
             }
         }
@@ -508,8 +558,9 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
             data = await _read_upload(form.get("image"))
             k = _int(form.get("k", 10), "k")
             filter_ = form.get("filter")
+            photo = _photo(form)
             image = await run_in_threadpool(service.decode, data)
-            results = await run_in_threadpool(service.search, image, k=k, filter=filter_)
+            results = await run_in_threadpool(service.search, image, k=k, filter=filter_, photo=photo)
         elif kind.startswith("application/json"):
             try:
                 body = await request.json()
@@ -521,8 +572,9 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
             filter_ = body.get("filter")
             if filter_ is not None and not isinstance(filter_, str):
                 raise ApiError(400, "filter must be a string")
+            photo = _photo(body)
             results = await run_in_threadpool(
-                service.search, None, id=_int(body["id"], "id"), k=k, filter=filter_
+                service.search, None, id=_int(body["id"], "id"), k=k, filter=filter_, photo=photo
             )
         else:
             raise ApiError(415, "send multipart/form-data with an 'image' file, or JSON with an 'id'")
