@@ -161,6 +161,12 @@ def load_image(source: ImageInput, *, draft: tuple[int, int] | None = None) -> I
 
     ``draft`` is the smallest (width, height) the caller needs: JPEGs are then decoded at a reduced
     scale (PIL ``draft``), which is much faster for large photos. EXIF orientation is applied.
+
+        >>> load_image("photos/chelsea.jpg").size
+        (451, 300)
+        >>> load_image(b"not an image")
+        Traceback (most recent call last):
+        vitsearch.errors.ImageError: not a recognised image format
     """
     with warnings.catch_warnings():
         # PIL warns about odd but readable files (TIFF tags past the end, bad EXIF ...): the file
