@@ -127,3 +127,17 @@ def test_the_readme_links_to_files_that_exist():
 def test_sphinx_roles_of_docstrings_are_shown_as_plain_code(hooks):
     html = "see :class:<code>Indexer</code> and :func:<code>vitsearch.search.stored_vectors</code>; 12:30"
     assert hooks.drop_roles(html) == "see <code>Indexer</code> and <code>vitsearch.search.stored_vectors</code>; 12:30"
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    block = re.search(r"```python\n(from vitsearch import VisualSearch\n.*?)```", README, re.DOTALL).group(1)
+    (tmp_path / "sample_images").symlink_to(ROOT / "sample_images")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    summary = eval(lines[0])  # the dict that index(...).as_dict() printed
+    assert summary["added"] == summary["scanned"] == 93 and summary["failed"] == []
+    assert lines[1].startswith("1 1.0 ") and lines[1].endswith("sample_images/photos/chelsea.jpg 451")
+    assert "chelsea_small_bright.png" in lines[2]
+    assert any(line.endswith("copies") for line in lines[6:])
