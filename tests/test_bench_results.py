@@ -6,10 +6,8 @@ import importlib.util
 import json
 import re
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 _spec = importlib.util.spec_from_file_location("bench_results", ROOT / "benchmarks" / "results.py")
