@@ -1,4 +1,4 @@
-"""What the bundled model promises (its model card in the README), pinned on the sample images."""
+"""What the bundled model promises (its model card in docs/models.md), pinned on the sample images."""
 
 from __future__ import annotations
 

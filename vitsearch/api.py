@@ -1,9 +1,17 @@
 """The Python API: what the CLI does, one call away.
 
->>> from vitsearch import VisualSearch
->>> vs = VisualSearch("./photos.db")            # Milvus Lite file, or "http://host:19530"
->>> vs.index(["./photos"]).as_dict()
->>> for hit in vs.query("shoe.jpg", k=5): print(hit.score, hit.path)
+    >>> from pathlib import Path
+    >>> from vitsearch import VisualSearch
+    >>> vs = VisualSearch("photos.db")                  # a Milvus Lite file, or "http://host:19530"
+    >>> vs.index(["photos"]).as_dict()                  # doctest: +ELLIPSIS
+    {'scanned': 4, 'added': 4, 'updated': 0, 'unchanged': 0, 'removed': 0, 'reused': 0, 'embedded': 4, ...}
+    >>> vs.index(["photos"]).unchanged                  # a re-run: nothing changed, nothing embedded
+    4
+    >>> for hit in vs.query("photos/chelsea.jpg", k=2):
+    ...     print(hit.rank, f"{hit.score:.2f}", Path(hit.path).name, hit.metadata["width"])
+    1 1.00 chelsea.jpg 451
+    2 1.00 chelsea_small_bright.png 225
+    >>> vs.close()
 """
 
 from __future__ import annotations
@@ -42,9 +50,23 @@ def model_record(spec: ModelSpec) -> dict:
 class VisualSearch:
     """A collection of indexed images and the encoder that made its vectors.
 
-    ``model`` defaults to the model that built the collection, else the bundled one. Nothing is
+    ``uri`` is a Milvus Lite file (a path ending in ``.db``) or a Milvus server (``http://host:19530``,
+    with ``token``); by default ``$VITSEARCH_URI``, else ``vitsearch.db`` in ``$XDG_DATA_HOME/vitsearch``.
+    ``collection`` defaults to ``images``. ``model`` (a hub id or a local ``save_pretrained``
+    directory) defaults to the model that built the collection, else the bundled one. Nothing is
     opened or loaded until it is needed: the store at the first call, the model's weights at the
-    first image that needs embedding.
+    first image that needs embedding. Use it as a context manager, or call :meth:`close`.
+
+    Metadata is stored with the rows, and queries filter on it:
+
+        >>> from pathlib import Path
+        >>> fields = {"photos/chelsea.jpg": {"kind": "cat", "price": 12.5},
+        ...           "photos/chelsea_small_bright.png": {"kind": "cat", "price": 4.0}}
+        >>> with VisualSearch("shop.db") as vs:
+        ...     added = vs.index(["photos"], metadata=fields).added
+        ...     hits = vs.query("photos/rocket.jpg", k=5, filter='kind == "cat" and price < 10')
+        >>> added, [(Path(hit.path).name, hit.metadata["price"]) for hit in hits]
+        (4, [('chelsea_small_bright.png', 4.0)])
     """
 
     def __init__(
@@ -212,6 +234,13 @@ class VisualSearch:
 
         Indexed images never vote for themselves. ``write=True`` stores confident labels on the rows of
         indexed images (given by path) that have no value for ``field`` yet.
+
+            >>> labels = {"photos/chelsea.jpg": {"label": "cat"}, "photos/rocket.jpg": {"label": "rocket"}}
+            >>> with VisualSearch("photos.db") as vs:
+            ...     _ = vs.index(["photos"], metadata=labels)
+            ...     tag, = vs.tag("photos/chelsea_small_bright.png", k=1, write=True)
+            >>> tag.label, tag.confidence, tag.written
+            ('cat', 1.0, True)
         """
         from .store import path_id
 
@@ -268,7 +297,17 @@ class VisualSearch:
         return {row["id"] for row in updated}
 
     def duplicates(self, threshold: float = 0.95) -> list[DupGroup]:
-        """Groups of exact (same sha256) and near duplicates (cosine ≥ ``threshold``), each with a keeper."""
+        """Groups of exact (same sha256) and near duplicates (cosine ≥ ``threshold``), each with a keeper.
+
+        The keeper is the member with the most pixels, then the largest file.
+
+            >>> from pathlib import Path
+            >>> with VisualSearch("photos.db") as vs:
+            ...     _ = vs.index(["photos"])
+            ...     groups = vs.duplicates(threshold=0.95)
+            >>> [(sorted(Path(p).name for p in g.paths), Path(g.keep).name, g.exact) for g in groups]
+            [(['chelsea.jpg', 'chelsea_small_bright.png'], 'chelsea.jpg', False)]
+        """
         if not self.store.exists():
             return []
         return find_duplicates(self.store, threshold)
@@ -282,7 +321,15 @@ class VisualSearch:
         self._check_model()
 
     def remove(self, paths: Sequence[str | os.PathLike] | str | os.PathLike) -> int:
-        """Delete the rows of these files, or of every file under these folders; returns the count."""
+        """Delete the rows of these files, or of every file under these folders; returns the count.
+
+        The files themselves stay; paths that no longer exist work too.
+
+            >>> with VisualSearch("photos.db") as vs:
+            ...     _ = vs.index(["photos"])
+            ...     vs.remove(["photos/rocket.jpg"]), vs.count()
+            (1, 3)
+        """
         if not self.store.exists():
             return 0
         items = [paths] if isinstance(paths, (str, os.PathLike)) else paths

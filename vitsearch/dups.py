@@ -18,6 +18,9 @@ NEIGHBOURS = 32  # candidates per image; a group larger than this is still found
 
 @dataclass
 class DupGroup:
+    """Images that are copies of each other: their ``paths``, the one to ``keep`` (most pixels, then
+    largest file), the least ``similarity`` within the group, and whether all are ``exact`` copies."""
+
     paths: list[str]
     keep: str
     similarity: float  # the least cosine similarity between two members

@@ -166,6 +166,12 @@ def load_image(source: ImageInput, *, draft: tuple[int, int] | None = None) -> I
     when those are large enough, which is much faster for large photos. EXIF orientation is applied.
     A file or data read here records its own upright size in ``info['vitsearch.size']`` (the drafted
     picture may be smaller).
+
+        >>> load_image("photos/chelsea.jpg").size
+        (451, 300)
+        >>> load_image(b"not an image")
+        Traceback (most recent call last):
+        vitsearch.errors.ImageError: not a recognised image format
     """
     with warnings.catch_warnings():
         # PIL warns about odd but readable files (TIFF tags past the end, bad EXIF ...): the file

@@ -46,6 +46,10 @@ def no_progress(total: int, desc: str):
 
 @dataclass
 class IndexSummary:
+    """What an index run did: files ``scanned``, rows ``added``, ``updated``, ``unchanged`` and
+    ``removed``; vectors ``reused`` (known content) and ``embedded``; the files that ``failed``, each
+    with its reason; the run's ``seconds``. :meth:`as_dict` is what ``index --json`` prints."""
+
     scanned: int = 0
     added: int = 0
     updated: int = 0

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class Hit:
+    """One search result: its ``rank`` (1 first), ``score`` (cosine similarity, higher is closer), the
+    image's ``path`` and row ``id``, and ``metadata`` (size, mtime, sha256, width, height and the user's
+    fields). ``hit["width"]`` reads any of them; :meth:`as_dict` is what ``query --json`` prints."""
+
     rank: int
     score: float  # cosine similarity, higher is closer
     path: str
