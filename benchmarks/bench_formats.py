@@ -17,14 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # photofiles: the DNG writer the tests use
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import results  # noqa: E402
 from photofiles import dng_bytes, exif_bytes  # noqa: E402
 
 from vitsearch import formats  # noqa: E402
@@ -41,27 +39,6 @@ from vitsearch.exif import read_exif  # noqa: E402
 from vitsearch.images import load_image  # noqa: E402
 
 TAGS = dict(taken="2024:07:14 18:00:00", offset="+02:00", make="Apple", model="iPhone 15 Pro", gps=(48.8584, 2.2945))
-
-
-def machine() -> dict:
-    cpu, flags = platform.processor() or "", set()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        cpu = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), cpu)
-        flags = set(next((line.split(":", 1)[1].split() for line in out.splitlines() if line.startswith("Flags")), []))
-    except OSError:
-        pass
-    try:
-        import torch
-
-        torch_version = torch.__version__
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        torch_version, gpu = None, None
-    from vitsearch import __version__
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "bf16": bool(flags & {"avx512_bf16", "amx_bf16"}), "gpu": gpu,
-            "python": platform.python_version(), "torch": torch_version, "vitsearch": __version__}
 
 
 def scene(megapixels: float) -> Image.Image:
@@ -149,13 +126,8 @@ def main() -> None:
         "file_bytes": sizes,
         "pillow_heif_decode_threads": _heif_threads(),
     }
-    record = {"benchmark": "bench_formats", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "figures": figures}
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench_formats-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record, indent=2))
+    path = results.write("bench_formats", figures, settings=vars(args))
+    print(json.dumps(figures, indent=2))
     print(f"wrote {path}", file=sys.stderr)
 
 

@@ -31,7 +31,6 @@ import http.client
 import io
 import json
 import os
-import platform
 import random
 import re
 import signal
@@ -42,7 +41,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +48,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import results  # noqa: E402
+
 PHOTOS = sorted((ROOT / "sample_images" / "photos").glob("*.jpg"))
 KEY = "soak-" + os.urandom(16).hex()
 SCRATCH = "vitsearch_soak"
@@ -370,24 +371,6 @@ def _soak(proc: subprocess.Popen, port: int, log: Path, store: str, uri: str, co
 
 
 # -- the report -----------------------------------------------------------------------------------
-def machine() -> dict:
-    cpu = ""
-    try:
-        cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], check=False, capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "")
-    except OSError:
-        pass
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    import torch
-
-    import vitsearch
-
-    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(),
-            "bf16": bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", flags)),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version(), "torch": torch.__version__, "vitsearch": vitsearch.__version__}
-
-
 def summary(f: dict) -> str:
     r, lat, rss = f["rows"], f["latency_ms"], f["rss_mb"]
     failed = [k for k, ok in f["targets"].items() if not ok]
@@ -431,14 +414,10 @@ def main() -> int:
             figures = soak(store, uri, collection, args, Path(tmp))
         print(summary(figures), flush=True)
         runs.append(figures)
-    now = datetime.now(timezone.utc)
-    result = {"benchmark": "soak_serve", "date": now.isoformat(timespec="seconds"), "machine": machine(),
-              "figures": {"runs": runs, "all_targets_met": all(all(r["targets"].values()) for r in runs)}}
-    os.makedirs(args.out, exist_ok=True)
-    path = Path(args.out) / f"soak_serve-{now:%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    figures = {"runs": runs, "all_targets_met": all(all(r["targets"].values()) for r in runs)}
+    path = results.write("soak_serve", figures, settings=vars(args), folder=args.out)
     print(f"wrote {path}", file=sys.stderr)
-    return 0 if result["figures"]["all_targets_met"] else 1
+    return 0 if figures["all_targets_met"] else 1
 
 
 if __name__ == "__main__":
