@@ -40,8 +40,12 @@ _HNSW = {"M": 16, "efConstruction": 200}
 # on Milvus Lite (benchmarks/bench_store.py; README "Performance")
 SEARCH_EF = 256
 
-# gRPC logs a line each time a DataLoader worker forks beside an open client; nothing is wrong then.
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+# gRPC's C core writes its own lines to stderr: one each time a DataLoader worker forks beside an
+# open client, and an "E ... GOAWAY ... too_many_pings" when a quiet run (a long hash) outlasts
+# Milvus Lite's ping allowance (pymilvus pings every 10 s; the channel is simply re-opened). Neither
+# is the user's concern, and every failure that matters reaches vitsearch as an exception it reports,
+# so the core's log stays off unless GRPC_VERBOSITY says otherwise.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 
 # Open Stores per Milvus Lite path in this process: the last one to close releases the store.
