@@ -131,7 +131,7 @@ class VitConfig:
         """Tokens before the patches that carry a position (CLS, and DeiT's distillation token)."""
         return 1 + self.distillation_token
 
-    def at_size(self, image_size: int | tuple[int, int]) -> "VitConfig":
+    def at_size(self, image_size: int | tuple[int, int]) -> VitConfig:
         return dataclasses.replace(self, image_size=_size(image_size))
 
     def to_json(self) -> dict:
@@ -443,7 +443,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 state.update(load_file(file))
             else:
                 state.update(torch.load(file, map_location="cpu", weights_only=True))
-        except Exception as exc:  # noqa: BLE001 - a damaged file: say which
+        except Exception as exc:  # a damaged file: say which
             raise ModelError(f"cannot read weights {file}: {exc}") from exc
     return state
 
