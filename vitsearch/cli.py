@@ -107,6 +107,9 @@ def _tqdm_progress():
 @click.version_option(__version__, prog_name="vitsearch")
 def main():
     """Find visually similar images: index folders into Milvus with a Vision Transformer, query by example."""
+    from . import store
+
+    store.DENSE_ONLY = True  # this process hands Milvus dense vectors only
 
 
 @main.command()
