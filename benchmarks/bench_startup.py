@@ -149,7 +149,7 @@ def main() -> None:
     run(vs + ["index", str(SAMPLES), "--uri", query_store, "--json", "--precision", precision])
     new = out / "new.jpg"
     Image.open(SAMPLES / "photos" / "chelsea.jpg").rotate(7).save(new)
-    indexed = sorted((SAMPLES / "photos").glob("*.jpg"))[0]
+    indexed = min((SAMPLES / "photos").glob("*.jpg"))
 
     samples: dict[str, list] = {k: [] for k in ("import_torch", "query_new", "query_indexed", "floor", "index", "first_batch")}
     for r in range(args.runs):  # interleaved, so that a busy spell hits every measure alike
