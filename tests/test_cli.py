@@ -102,6 +102,14 @@ def test_help_of_every_command():
         assert result.exit_code == 0 and "Usage:" in result.output
 
 
+def test_help_imports_no_heavy_module():
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vitsearch", "--help"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and "Usage:" in done.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & {"torch", "transformers", "pymilvus", "numpy", "PIL"}
+
+
 def test_real_subprocess_index_and_query(photos, tmp_path):
     env = {**os.environ, "VITSEARCH_URI": str(tmp_path / "sub.db")}
     cmd = [sys.executable, "-m", "vitsearch"]
