@@ -2,8 +2,9 @@
 
     python benchmarks/bench_startup.py [--runs 5] [--images 240] [--out benchmarks/out/startup]
 
-Every figure is the median of ``--runs`` fresh processes (wall seconds; CPU seconds beside them,
-which a busy machine disturbs less), measured in this run, on this machine:
+Every figure is the median of ``--runs`` fresh processes (wall seconds; CPU seconds of the process
+and its children beside them, which a busy machine disturbs less), measured in this run, on this
+machine; a ratio is taken within each run (its measures are interleaved), then the median:
 
 * ``import_torch``: ``python -c "import torch"``, the baseline every figure is compared with;
 * ``query_new``: ``vitsearch query NEW.jpg -k 10`` on a store of the sample images, NEW.jpg not in it
@@ -113,6 +114,23 @@ def medians(samples: list[tuple[float, float]]) -> dict:
             "runs": [round(w, 3) for w in walls]}
 
 
+# Each ratio is taken within a run (the measures of a run are minutes apart, those of different runs
+# may not be: a busy machine slows a whole run), then the median over the runs.
+RATIOS = {
+    "query_new_over_import_torch": ("query_new", "import_torch"),
+    "query_indexed_over_import_torch": ("query_indexed", "import_torch"),
+    "index_over_floor": ("index", "floor"),
+    "first_batch_over_import_torch": ("first_batch", "import_torch"),
+}
+
+
+def ratio(top: list[tuple[float, float]], bottom: list[tuple[float, float]], cpu: bool = True) -> dict:
+    out = {"wall": round(statistics.median(t[0] / b[0] for t, b in zip(top, bottom)), 2)}
+    if cpu:
+        out["cpu"] = round(statistics.median(t[1] / b[1] for t, b in zip(top, bottom)), 2)
+    return out
+
+
 def machine(precision: str) -> dict:
     import torch
 
@@ -166,16 +184,16 @@ def main() -> None:
         print(f"run {r + 1}/{args.runs}: " + ", ".join(f"{k} {v[-1][0]:.2f}s" for k, v in samples.items()), file=sys.stderr)
     figures = {k: medians(v) for k, v in samples.items()}
     del figures["first_batch"]["cpu_s"]
-    torch_s, floor_s = figures["import_torch"]["wall_s"], figures["floor"]["wall_s"]
-    figures["query_new_over_import_torch"] = round(figures["query_new"]["wall_s"] / torch_s, 2)
-    figures["query_indexed_over_import_torch"] = round(figures["query_indexed"]["wall_s"] / torch_s, 2)
-    figures["index_over_floor"] = round(figures["index"]["wall_s"] / floor_s, 2)
+    for name, (top, bottom) in RATIOS.items():
+        figures[name] = ratio(samples[top], samples[bottom], cpu=top != "first_batch")
     figures["images"] = args.images
     if not args.no_naive:
         naive = run([PY, str(ROOT / "benchmarks" / "bench_index.py"), "--naive-run", str(images), str(out / "naive.db")])
         figures["naive_one_run"] = {"wall_s": round(naive[0], 3), "cpu_s": round(naive[1], 3)}
-        figures["naive_over_index"] = round(naive[0] / figures["index"]["wall_s"], 2)
+        last = samples["index"][-1]  # the run just before
+        figures["naive_over_index"] = {"wall": round(naive[0] / last[0], 2), "cpu": round(naive[1] / last[1], 2)}
     figures["targets"] = {"query_new_over_import_torch": 1.6, "index_over_floor": 1.3, "first_batch_s": 3.0}
+    figures["load_average_after"] = os.getloadavg()
     result = {"benchmark": "startup", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine(precision), "figures": figures}
     print(json.dumps(result, indent=2))
