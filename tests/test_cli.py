@@ -102,6 +102,31 @@ def test_help_of_every_command():
         assert result.exit_code == 0 and "Usage:" in result.output
 
 
+@pytest.mark.parametrize("argv, code, quick", [
+    (["info", "--json"], 0, True),  # read-only and done: nothing to tear down
+    (["--version"], 0, False),
+    (["info", "--uri", "not-a-store.txt"], 1, False),  # errors exit as usual
+])
+def test_read_only_commands_end_the_process_at_once(monkeypatch, lite_uri, capsys, argv, code, quick):
+    from vitsearch import cli
+
+    exits = []
+
+    def fake_exit(status):
+        exits.append(status)
+        raise SystemExit(status)
+
+    monkeypatch.setenv("VITSEARCH_URI", lite_uri)
+    monkeypatch.setattr(cli, "_READ_ONLY_DONE", False)
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(sys, "argv", ["vitsearch", *argv])
+    with pytest.raises(SystemExit) as raised:
+        cli.run()
+    assert raised.value.code in ((code,) if code else (0, None)) and exits == ([0] if quick else [])
+    if quick:
+        assert json.loads(capsys.readouterr().out)["count"] == 0  # printed, and flushed before the exit
+
+
 def test_help_imports_no_heavy_module():
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vitsearch", "--help"],
                           capture_output=True, text=True, timeout=120, check=False)
@@ -133,6 +158,8 @@ def test_real_subprocess_index_and_query(photos, tmp_path):
     assert "torch" in imported and not imported & {"transformers", "scipy"}
     hit = json.loads(done.stdout)["results"][0]
     assert hit["path"] == str(photos / "sub" / "horse.JPG") and 0.8 < hit["score"] < 0.9999
+    done = subprocess.run(cmd + ["info", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and json.loads(done.stdout)["count"] == 7, done.stderr
 
 
 def cli(*args):
