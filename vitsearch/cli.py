@@ -17,7 +17,6 @@ from .options import AUGMENTS, LOSSES, SAVE_DTYPES, SCRATCH_SIZES, TrainOptions
 from .settings import DEVICES, PRECISIONS
 from .store import MAX_K
 
-
 # Set by the commands that only read (query, info) once everything is printed: `run` then ends the
 # process at once. Tearing torch, gRPC and Milvus Lite down at interpreter exit takes 0.5-0.9 s on a
 # 2-core CPU (a fifth of a query), and such a command has closed its store and has nothing to save.
