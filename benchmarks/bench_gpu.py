@@ -8,7 +8,8 @@ from its config with random weights and saved as a save_pretrained folder that `
 hub download; speed does not depend on the weights). Measures, in this order:
 
 1. model alone: images/s of the backbone on a batch already on the GPU, fp32 and bf16 autocast,
-   SDPA vs eager attention, several batch sizes, and torch.compile; and `Encoder.embed_pixels`
+   several batch sizes, and torch.compile (both models run on vitsearch's own ViT, whose attention is
+   SDPA; a transformers model, of a family the core does not implement, is also timed with eager attention); and `Encoder.embed_pixels`
    (uint8 from host memory: copy, normalise, model, copy back) at the same sizes;
 2. decode alone: vitsearch's decode + resize in N DataLoader workers (the indexer's loader), small
    PNGs and 12-MP JPEGs apart; and, where torchvision is importable, nvJPEG on the GPU for comparison;
@@ -145,14 +146,16 @@ def model_alone(name: str, model: str | None, device: str, batch_sizes: list[int
 
     from vitsearch import Encoder
     from vitsearch.embed import cpu_supports_bf16
+    from vitsearch.vit import VisionTransformer
 
     best = 0.0
     # bf16 on a CPU without it is emulated and many times slower than fp32: not worth timing
     for precision in ("fp32", "bf16") if device == "cuda" or cpu_supports_bf16() else ("fp32",):
         enc = Encoder(model, device=device, precision=precision, num_workers=0)
         h, w = enc.spec.preprocessing.input_size
-        for attn in ("sdpa", "eager"):
-            used = set_attention(enc.backbone.model, attn)
+        core = isinstance(enc.backbone.model, VisionTransformer)  # vitsearch's own ViT: SDPA only
+        for attn in ("sdpa",) if core else ("sdpa", "eager"):
+            used = "sdpa (vitsearch core)" if core else set_attention(enc.backbone.model, attn)
             for bs in batch_sizes if attn == "sdpa" else batch_sizes[-1:]:  # eager: the comparison, at one size
                 x = torch.randn(bs, 3, h, w, device=device)
                 pixels = torch.randint(0, 256, (bs, 3, h, w), dtype=torch.uint8)
@@ -164,7 +167,8 @@ def model_alone(name: str, model: str | None, device: str, batch_sizes: list[int
                        images_per_s=round(rate, 1), embed_pixels_images_per_s=piped and round(piped, 1))
                 if attn == "sdpa":
                     best = max(best, rate)
-        set_attention(enc.backbone.model, "sdpa")
+        if not core:
+            set_attention(enc.backbone.model, "sdpa")
         if precision == "bf16" and device == "cuda":
             bs = batch_sizes[-1]
             x = torch.randn(bs, 3, h, w, device=device)

@@ -68,6 +68,11 @@ def tiny_model(path: Path, kind: str = "vit", image: int = 32) -> Path:
         model = tf.Dinov2Model(tf.Dinov2Config(patch_size=8, **common))
         proc = {"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": image + 8}, "resample": 3,
                 "do_center_crop": True, "crop_size": {"height": image, "width": image}}
+    elif kind in ("dinov2_registers", "dinov2_swiglu"):  # DINOv2 with register tokens; DINOv2-g's SwiGLU MLP
+        model = (tf.Dinov2WithRegistersModel(tf.Dinov2WithRegistersConfig(patch_size=8, num_register_tokens=2, **common))
+                 if kind == "dinov2_registers" else tf.Dinov2Model(tf.Dinov2Config(patch_size=8, use_swiglu_ffn=True, **common)))
+        proc = {"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": image + 8}, "resample": 3,
+                "do_center_crop": True, "crop_size": {"height": image, "width": image}}
     elif kind == "clip":
         model = tf.CLIPVisionModel(tf.CLIPVisionConfig(patch_size=8, **common))
         proc = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": image}, "resample": 3,

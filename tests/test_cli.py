@@ -105,6 +105,39 @@ def test_help_of_every_command():
         assert result.exit_code == 0 and "Usage:" in result.output
 
 
+@pytest.mark.parametrize("argv, code, quick", [
+    (["info", "--json"], 0, True),  # read-only and done: nothing to tear down
+    (["--version"], 0, False),
+    (["info", "--uri", "not-a-store.txt"], 1, False),  # errors exit as usual
+])
+def test_read_only_commands_end_the_process_at_once(monkeypatch, lite_uri, capsys, argv, code, quick):
+    from vitsearch import cli
+
+    exits = []
+
+    def fake_exit(status):
+        exits.append(status)
+        raise SystemExit(status)
+
+    monkeypatch.setenv("VITSEARCH_URI", lite_uri)
+    monkeypatch.setattr(cli, "_READ_ONLY_DONE", False)
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(sys, "argv", ["vitsearch", *argv])
+    with pytest.raises(SystemExit) as raised:
+        cli.run()
+    assert raised.value.code in ((code,) if code else (0, None)) and exits == ([0] if quick else [])
+    if quick:
+        assert json.loads(capsys.readouterr().out)["count"] == 0  # printed, and flushed before the exit
+
+
+def test_help_imports_no_heavy_module():
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vitsearch", "--help"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and "Usage:" in done.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & {"torch", "transformers", "pymilvus", "numpy", "PIL"}
+
+
 def test_real_subprocess_index_and_query(photos, tmp_path):
     env = {**os.environ, "VITSEARCH_URI": str(tmp_path / "sub.db")}
     cmd = [sys.executable, "-m", "vitsearch"]
@@ -118,14 +151,18 @@ def test_real_subprocess_index_and_query(photos, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["results"][0]["path"] == str(photos / "sub" / "horse.JPG")
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert "pymilvus" in imported and not imported & {"torch", "transformers"}
-    # a new image goes through the model
+    assert "pymilvus" in imported and not imported & {"torch", "transformers", "scipy"}
+    # a new image goes through the model: vitsearch's own ViT, without transformers
     Image.open(photos / "sub" / "horse.JPG").rotate(4).save(tmp_path / "new.jpg")
-    done = subprocess.run(cmd + ["query", str(tmp_path / "new.jpg"), "--json", "-k", "1"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-X", "importtime"] + cmd[1:] + ["query", str(tmp_path / "new.jpg"),
+                          "--json", "-k", "1"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" in imported and not imported & {"transformers", "scipy"}
     hit = json.loads(done.stdout)["results"][0]
     assert hit["path"] == str(photos / "sub" / "horse.JPG") and 0.8 < hit["score"] < 0.9999
+    done = subprocess.run(cmd + ["info", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and json.loads(done.stdout)["count"] == 7, done.stderr
 
 
 def cli(*args):

@@ -229,12 +229,12 @@ def test_layer_decay_and_schedule(tiny_models):
     named = dict(backbone.named_parameters())
     block = {i: next(p for n, p in named.items() if f"layer{'s' if '.layers.' in n else ''}.{i}." in n and p.ndim == 2)
              for i in (0, 1)}
-    assert by_param[id(named["model.embeddings.patch_embeddings.projection.weight"])]["lr"] == pytest.approx(0.125)
+    assert by_param[id(named["model.embeddings.patch_embed.weight"])]["lr"] == pytest.approx(0.125)
     assert by_param[id(block[0])]["lr"] == pytest.approx(0.25)
     assert by_param[id(block[1])]["lr"] == pytest.approx(0.5)
-    assert by_param[id(named["model.layernorm.weight"])]["lr"] == pytest.approx(1.0)
+    assert by_param[id(named["model.norm.weight"])]["lr"] == pytest.approx(1.0)
     assert by_param[id(named["model.embeddings.position_embeddings"])]["weight_decay"] == 0.0
-    assert by_param[id(named["model.layernorm.weight"])]["weight_decay"] == 0.0
+    assert by_param[id(named["model.norm.weight"])]["weight_decay"] == 0.0
     assert by_param[id(block[0])]["weight_decay"] == 0.1
     assert by_param[id(head.weight)]["lr"] == pytest.approx(100.0)
 

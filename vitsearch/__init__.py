@@ -13,8 +13,7 @@
 
 __version__ = "0.1.0"
 
-from .api import VisualSearch  # noqa: E402
-from .errors import (  # noqa: E402
+from .errors import (
     FilterError,
     ImageError,
     ModelError,
@@ -23,10 +22,20 @@ from .errors import (  # noqa: E402
     StoreLockedError,
     VitsearchError,
 )
-from .images import load_image  # noqa: E402
-from .indexer import IndexSummary  # noqa: E402
-from .checkpoint import ModelSpec, load_spec  # noqa: E402
-from .search import Hit  # noqa: E402
+
+# Public names, imported on first use so that `import vitsearch` (and so `vitsearch --help`) loads
+# neither torch nor numpy nor PIL: name -> module that defines it.
+_LAZY = {
+    "VisualSearch": "api",
+    "load_image": "images",
+    "IndexSummary": "indexer",
+    "ModelSpec": "checkpoint",
+    "load_spec": "checkpoint",
+    "Hit": "search",
+    "Encoder": "embed",  # these three need torch
+    "train": "training",
+    "evaluate": "evaluation",
+}
 
 __all__ = [
     "Encoder",
@@ -50,17 +59,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # These need torch; import them on first use so that `import vitsearch` stays light.
-    if name == "Encoder":
-        from .embed import Encoder
+    if name in _LAZY:
+        import importlib
 
-        return Encoder
-    if name == "train":
-        from .training import train
-
-        return train
-    if name == "evaluate":
-        from .evaluation import evaluate
-
-        return evaluate
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'vitsearch' has no attribute {name!r}")

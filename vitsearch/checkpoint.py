@@ -19,9 +19,10 @@ BUNDLED_DIR = Path(__file__).resolve().parent / "models" / BUNDLED_NAME
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 RECORD_FILE = "vitsearch.json"  # what `vitsearch train` adds to a save_pretrained directory
 
-# Model families as data: which transformers class loads the image tower and which output holds
-# the final CLS token after the final norm. Families not listed load through AutoModel and use
-# ``last_hidden_state[:, 0]`` (ViT, DeiT, DINOv2, BEiT, ... all apply their final norm there).
+# Model families as data, for those that load with transformers (ViT, DeiT and DINOv2 run on the
+# built-in core instead, see vitsearch.vit.FAMILIES): which transformers class loads the image tower
+# and which output holds the final CLS token after the final norm. Families not listed load through
+# AutoModel and use ``last_hidden_state[:, 0]`` (BEiT, ViT-MAE ... apply their final norm there).
 FAMILIES: dict[str, dict] = {
     "clip": {"class": "CLIPVisionModel", "output": "pooler_output"},
     "clip_vision_model": {"class": "CLIPVisionModel", "output": "pooler_output"},

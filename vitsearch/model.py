@@ -1,7 +1,10 @@
-"""The shared ViT core: a transformers image tower that turns pixels into L2-normalised CLS embeddings.
+"""The shared ViT core as every command uses it: load a checkpoint, resize it, save it.
 
-Every command (index, query, train, serve) goes through :func:`vitsearch.checkpoint.load_spec` and
-:class:`VitBackbone`, so the same image always gives the same vector.
+ViT, DeiT and DINOv2 checkpoints run on vitsearch's own plain-torch transformer (:mod:`vitsearch.vit`),
+loaded without importing transformers; other families (CLIP's vision tower, BEiT ...) load with
+transformers, chosen from ``config.json``. Every command (index, query, serve, eval, train) goes
+through :func:`vitsearch.checkpoint.load_spec` and :class:`VitBackbone`, so the same image always
+gives the same vector.
 """
 
 from __future__ import annotations
@@ -12,30 +15,49 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import vit
 from .checkpoint import FAMILIES, ModelSpec, load_spec  # noqa: F401 - re-exported
 from .errors import ModelError
 
+# How each kind of tower gives the final CLS token after its final norm (as data).
+OUTPUTS = {
+    "core": lambda model, x: model(x),  # vitsearch's own ViT returns it
+    "cls": lambda model, x: model(pixel_values=x).last_hidden_state[:, 0],
+    "pooler_output": lambda model, x: model(pixel_values=x).pooler_output,
+}
+
 
 class VitBackbone(nn.Module):
-    """A transformers image tower that returns the L2-normalised final CLS token, in float32."""
+    """An image tower that returns the L2-normalised final CLS token, in float32."""
 
     def __init__(self, model: nn.Module, output: str = "cls"):
         super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}; valid: {', '.join(OUTPUTS)}")
         self.model = model
         self.output = output
 
     def cls_token(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        out = self.model(pixel_values=pixel_values)
-        if self.output == "pooler_output":
-            return out.pooler_output
-        return out.last_hidden_state[:, 0]
+        return OUTPUTS[self.output](self.model, pixel_values)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.cls_token(pixel_values).float(), dim=-1)
 
 
 def load_backbone(spec: ModelSpec) -> VitBackbone:
-    """Build the image tower of ``spec`` in float32, in eval mode."""
+    """Build the image tower of ``spec`` in float32, in eval mode, for its preprocessing's input size.
+
+    ViT, DeiT and DINOv2 load into the built-in core (position table resampled once to the input
+    grid); any other family loads with transformers.
+    """
+    config = vit.read_config(spec.path)
+    if config is not None:
+        model = vit.from_pretrained(spec.path, image_size=spec.preprocessing.input_size, config=config)
+        return VitBackbone(model, "core").eval()
+    return _load_transformers(spec)
+
+
+def _load_transformers(spec: ModelSpec) -> VitBackbone:
     import transformers
     from transformers.utils import logging as hf_logging
 
@@ -91,10 +113,14 @@ def resize_backbone(backbone: VitBackbone, image_size: int) -> VitBackbone:
     if image_size % patch:
         lower, upper = image_size // patch * patch, (image_size // patch + 1) * patch
         raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch} (try {lower or upper} or {upper})")
+    model = backbone.model
+    if isinstance(model, vit.VisionTransformer):
+        if model.config.grid == (image_size // patch,) * 2:
+            return backbone
+        return VitBackbone(vit.resized(model, image_size), backbone.output)
     old = native_image_size(backbone)
     if old // patch == image_size // patch:
         return backbone
-    model = backbone.model
     config = copy.deepcopy(model.config)
     config.image_size = image_size
     state = resize_position_embeddings(model.state_dict(), old // patch, image_size // patch)
@@ -107,28 +133,30 @@ def resize_backbone(backbone: VitBackbone, image_size: int) -> VitBackbone:
 
 
 def scratch_backbone(preset: str, image_size: int, patch: int = 16) -> VitBackbone:
-    """A randomly initialised ViT (transformers ``ViTModel``) of a named size."""
-    from transformers import ViTConfig, ViTModel
-
+    """A randomly initialised ViT of a named size (the built-in core; saved as a transformers ``ViTModel``)."""
     if preset not in SCRATCH_PRESETS:
         raise ValueError(f"unknown size {preset!r}; valid: {', '.join(SCRATCH_PRESETS)}")
     if image_size % patch:
         raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch}")
-    config = ViTConfig(
-        image_size=image_size, patch_size=patch, layer_norm_eps=1e-6, qkv_bias=True, **SCRATCH_PRESETS[preset]
-    )
-    return VitBackbone(ViTModel(config, add_pooling_layer=False), "cls")
+    model = vit.init_weights(vit.VisionTransformer(vit.scratch_config(SCRATCH_PRESETS[preset], image_size, patch)))
+    return VitBackbone(model, "core")
 
 
 def save_backbone(backbone: VitBackbone, out: str, dtype: torch.dtype = torch.float32) -> None:
-    """Write the image tower as a ``save_pretrained`` directory (config.json + model.safetensors)."""
+    """Write the image tower as a ``save_pretrained`` directory (config.json + model.safetensors)
+    that transformers' ``AutoModel.from_pretrained`` and every vitsearch command load."""
     model = backbone.model
-    if not hasattr(model, "save_pretrained"):
+    core = isinstance(model, vit.VisionTransformer)
+    if not core and not hasattr(model, "save_pretrained"):
         raise ModelError(f"{type(model).__name__} cannot be saved with save_pretrained")
-    state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in model.state_dict().items()}
+    state = vit.checkpoint_state(model) if core else model.state_dict()
+    state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in state.items()}
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ModelError(f"cannot save in {dtype}: {bad[0]} overflows it (save in float32 instead)")
+    if core:
+        vit.save_pretrained(model, out, state, dtype)
+        return
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

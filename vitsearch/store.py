@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
@@ -46,6 +47,25 @@ SEARCH_EF = 256
 # is the user's concern, and every failure that matters reaches vitsearch as an exception it reports,
 # so the core's log stays off unless GRPC_VERBOSITY says otherwise.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+
+# True in processes that vitsearch owns (the CLI sets it): no code there hands pymilvus a scipy sparse
+# matrix, so pymilvus need not import scipy.sparse to ask (see _skip_sparse_probe).
+DENSE_ONLY = False
+
+
+def _skip_sparse_probe() -> None:
+    """pymilvus imports scipy.sparse on a process's first insert or search (0.2 s on a 2-core CPU,
+    0.7 s when it is busy) only to ask whether the data is a sparse matrix: record "no sparse
+    matrices here" as pymilvus itself does when scipy is absent."""
+    if "scipy.sparse" in sys.modules:
+        return
+    try:
+        from pymilvus.client.utils import SciPyHelper
+    except ImportError:  # another pymilvus: it probes as it likes
+        return
+    if hasattr(SciPyHelper, "_checked"):
+        SciPyHelper._checked = True
 
 
 # Open Stores per Milvus Lite path in this process: the last one to close releases the store.
@@ -289,6 +309,8 @@ class Store:
         from pymilvus import MilvusClient
 
         # pymilvus logs every failed call with a traceback; vitsearch raises and reports them itself.
+        if DENSE_ONLY:
+            _skip_sparse_probe()
         logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
         logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
         logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # Milvus Lite's in-process server

@@ -20,12 +20,17 @@ POSITION_KEY = re.compile(r"(^|\.)(position_embeddings|position_embedding\.weigh
 
 
 def resample_position_embeddings(
-    pos: torch.Tensor, new_grid: tuple[int, int], num_prefix: int | None = None, old_grid: tuple[int, int] | None = None
+    pos: torch.Tensor,
+    new_grid: tuple[int, int],
+    num_prefix: int | None = None,
+    old_grid: tuple[int, int] | None = None,
+    antialias: bool = False,
 ) -> torch.Tensor:
     """Resample a (1, P+N, D) or (P+N, D) position table to ``new_grid`` (rows, cols) patches.
 
     ``num_prefix`` tokens (CLS, distillation, registers) are kept unchanged. When neither it nor
     ``old_grid`` is given, the old grid is taken as the largest square that fits and the rest as prefix.
+    ``antialias`` low-pass filters when shrinking (DINOv2 with registers resamples that way).
     """
     squeeze = pos.dim() == 2
     table = pos.unsqueeze(0) if squeeze else pos
@@ -49,7 +54,8 @@ def resample_position_embeddings(
         return pos.clone()
     prefix, grid = table[:, :num_prefix], table[:, num_prefix:]
     grid = grid.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False).to(table.dtype)
+    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", align_corners=False, antialias=antialias)
+    grid = grid.to(table.dtype)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim)
     out = torch.cat([prefix, grid], dim=1)
     return out.squeeze(0) if squeeze else out
