@@ -16,7 +16,9 @@ import re
 
 from .errors import VitsearchError
 
-RESERVED = frozenset({"id", "path", "size", "mtime", "sha256", "width", "height", "vector", "score", "rank"})
+# The change token of a remote image (ETag) and the feed file that lists it: vitsearch writes them
+SOURCE_FIELDS = frozenset({"etag", "feed"})
+RESERVED = frozenset({"id", "path", "size", "mtime", "sha256", "width", "height", "vector", "score", "rank"}) | SOURCE_FIELDS
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 Scalar = str | int | float | bool
 
@@ -49,6 +51,17 @@ def check_field(name: str, where: str) -> str:
     if name in RESERVED:
         raise VitsearchError(f"{where}: {name!r} is one of vitsearch's own fields ({', '.join(sorted(RESERVED))})")
     return name
+
+
+def check_value(key: str, value, where: str) -> Scalar:
+    """``value`` if Milvus can store it as a metadata field (string, number or boolean), else an error."""
+    if not isinstance(value, (str, int, float, bool)):
+        raise VitsearchError(f"{where}: {key!r} must be a string, number or boolean")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise VitsearchError(f"{where}: {key!r} is outside the 64-bit integer range")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise VitsearchError(f"{where}: {key!r} is {value}, which Milvus cannot store")
+    return value
 
 
 def _absolute(base: str, path: str) -> str:
@@ -91,13 +104,7 @@ def _read_jsonl(path: str, base: str) -> dict[str, dict]:
                 if key == "path" or value is None:
                     continue
                 check_field(key, f"{path}, line {number}")
-                if not isinstance(value, (str, int, float, bool)):
-                    raise VitsearchError(f"{path}, line {number}: {key!r} must be a string, number or boolean")
-                if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-                    raise VitsearchError(f"{path}, line {number}: {key!r} is outside the 64-bit integer range")
-                if isinstance(value, float) and not math.isfinite(value):
-                    raise VitsearchError(f"{path}, line {number}: {key!r} is {value}, which Milvus cannot store")
-                fields[key] = value
+                fields[key] = check_value(key, value, f"{path}, line {number}")
             out[_absolute(base, record["path"])] = fields
     return out
 

@@ -473,9 +473,9 @@ class Store:
                 return
             last = max(ids)
 
-    def rows_under(self, root: str, fields: list[str] | None = None) -> Iterator[dict]:
-        """Rows whose path is ``root`` itself or lies inside the folder ``root``."""
-        folder = root.rstrip(os.sep) + os.sep
+    def rows_under(self, root: str, fields: list[str] | None = None, sep: str = os.sep) -> Iterator[dict]:
+        """Rows whose path is ``root`` itself or lies inside the folder ``root`` (``sep``: "/" for URIs)."""
+        folder = root.rstrip(sep) + sep
         stem = folder.split("%")[0].split("_")[0]  # LIKE wildcards end the literal prefix
         expr = f"path == {quote(root)} or path like {quote(stem + '%')}"
         for row in self.iter_rows(expr, fields):
