@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator
 
@@ -48,6 +48,10 @@ class FetchError(VitsearchError):
         super().__init__(reason)
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class TooLargeError(FetchError):
+    """The image is larger than the size limit."""
 
 
 def scheme_of(key: str) -> str | None:
@@ -93,7 +97,7 @@ class Fetched:
     """The bytes of one image and the validators that tell a later run whether it changed."""
 
     key: str
-    data: bytes
+    data: bytes = field(repr=False)
     sha256: str
     etag: str | None = None
     mtime: float | None = None  # Last-Modified, as a Unix time
@@ -165,7 +169,7 @@ def address_kind(address: str) -> str | None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    for kind in ("loopback", "link_local", "private", "multicast", "unspecified", "reserved"):
+    for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
         if getattr(ip, f"is_{kind}"):
             return kind.replace("_", "-")
     return None if ip.is_global else "non-global"
@@ -418,13 +422,13 @@ class Fetcher:
         limit = self.options.max_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
-            raise FetchError(f"larger than the limit of {_mb(limit)} ({int(declared):,} bytes)")
+            raise TooLargeError(f"larger than the limit of {_mb(limit)} ({int(declared):,} bytes)")
         body = bytearray()
         try:
             for chunk in response.iter_bytes():
                 body += chunk
                 if len(body) > limit:
-                    raise FetchError(f"larger than the limit of {_mb(limit)}")
+                    raise TooLargeError(f"larger than the limit of {_mb(limit)}")
                 if time.monotonic() > deadline:
                     raise FetchError(f"timed out after {self.options.timeout:g} s", retryable=True)
         except httpx.TimeoutException:
@@ -460,7 +464,7 @@ class Fetcher:
             if (etag or mtime) and ((etag and new_etag == etag) or (not etag and mtime and new_mtime == mtime)):
                 return None
             if size is not None and size > limit:
-                raise FetchError(f"larger than the limit of {_mb(limit)} ({size:,} bytes)")
+                raise TooLargeError(f"larger than the limit of {_mb(limit)} ({size:,} bytes)")
             data = fs.cat_file(path, start=0, end=limit + 1) if size is None else fs.cat_file(path)
         except FetchError:
             raise
@@ -473,7 +477,7 @@ class Fetcher:
         except (OSError, ValueError) as exc:
             raise FetchError(f"cannot read: {exc}", retryable=isinstance(exc, ConnectionError)) from None
         if len(data) > limit:
-            raise FetchError(f"larger than the limit of {_mb(limit)}")
+            raise TooLargeError(f"larger than the limit of {_mb(limit)}")
         self._count("downloads")
         return Fetched(uri, data, hashlib.sha256(data).hexdigest(), etag=new_etag, mtime=new_mtime)
 
@@ -485,40 +489,36 @@ class Fetcher:
     ) -> Iterator[tuple[Any, Any]]:
         """Fetch ``(item, key, etag, mtime)`` jobs on ``concurrency`` threads; yield ``(item, outcome)``
         as each finishes (not in order). ``outcome`` is what ``prepare(fetched)`` returned (run on the
-        fetch thread, e.g. to decode: then the model's thread only embeds), the :class:`Fetched`
+        fetch thread, e.g. to decode: then the consumer's thread only embeds), the :class:`Fetched`
         itself without ``prepare``, None when the validators say unchanged, or the exception.
 
-        Requests run ahead of the consumer up to ``4 x concurrency`` jobs, and no new one starts while
-        the finished but not yet consumed bodies hold ``buffer_bytes`` or more.
+        The threads run ahead of the consumer, but a request waits to start while the images fetched
+        and not yet taken by the consumer hold ``buffer_bytes`` or more; so what is held is at most
+        about ``buffer_bytes`` plus the downloads under way (each under ``max_bytes``).
         """
         opts = self.options
-        ahead = 4 * opts.concurrency
         todo = iter(jobs)
         pending: dict = {}
+        budget = threading.Condition()
+        state = {"held": 0, "closing": False}
 
         def run(key, etag, mtime):
-            """(outcome, bytes it holds)"""
-            try:
-                fetched = self.open(key, etag=etag, mtime=mtime)
-            except VitsearchError as exc:
-                return exc, 0
-            except Exception as exc:  # noqa: BLE001 - one image never ends the run
-                return FetchError(f"cannot fetch: {exc or type(exc).__name__}"), 0
-            if fetched is None or prepare is None:
-                return fetched, 0 if fetched is None else fetched.size
-            try:
-                return prepare(fetched), fetched.size
-            except VitsearchError as exc:
-                return exc, 0
-            except Exception as exc:  # noqa: BLE001
-                return FetchError(f"cannot decode: {exc or type(exc).__name__}"), 0
+            """(outcome, bytes it holds until consumed)"""
+            with budget:
+                while state["held"] >= opts.buffer_bytes and not state["closing"]:
+                    budget.wait()
+            if state["closing"]:
+                return None, 0
+            outcome, size = self._one(key, etag, mtime, prepare)
+            with budget:
+                state["held"] += size
+            return outcome, size
 
         pool = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="vitsearch-fetch")
         try:
             exhausted = False
             while True:
-                held = sum(f.result()[1] for f in pending if f.done())
-                while not exhausted and len(pending) < ahead and held < opts.buffer_bytes:
+                while not exhausted and len(pending) < 4 * opts.concurrency:  # a queue, so no thread idles
                     job = next(todo, None)
                     if job is None:
                         exhausted = True
@@ -529,9 +529,33 @@ class Fetcher:
                     return
                 done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for future in done:
-                    yield pending.pop(future), future.result()[0]
+                    outcome, size = future.result()
+                    with budget:
+                        state["held"] -= size
+                        budget.notify_all()
+                    yield pending.pop(future), outcome
         finally:  # also when the consumer stops early: queued jobs are dropped, running ones end alone
+            with budget:
+                state["closing"] = True
+                budget.notify_all()
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _one(self, key: str, etag, mtime, prepare) -> tuple[Any, int]:
+        """One job of :meth:`stream`: (outcome, bytes fetched); never raises."""
+        try:
+            fetched = self.open(key, etag=etag, mtime=mtime)
+        except VitsearchError as exc:
+            return exc, 0
+        except Exception as exc:  # noqa: BLE001 - one image never ends the run
+            return FetchError(f"cannot fetch: {exc or type(exc).__name__}"), 0
+        if fetched is None or prepare is None:
+            return fetched, 0 if fetched is None else fetched.size
+        try:
+            return prepare(fetched), fetched.size
+        except VitsearchError as exc:
+            return exc, fetched.size
+        except Exception as exc:  # noqa: BLE001
+            return FetchError(f"cannot decode: {exc or type(exc).__name__}"), fetched.size
 
 
 def open_filesystem(protocol: str):

@@ -1,9 +1,10 @@
 """User metadata for indexed images: read from a CSV or JSON Lines file, keyed by absolute path.
 
-CSV: a header with a ``path`` column; the other columns become fields, their values typed by
-inference (int, float, true/false, else text; an empty cell means "no value"). JSON Lines: one
-object per line with a ``path`` key; scalar values keep their JSON type. Relative paths are taken
-from the metadata file's folder. Field names must suit Milvus and not clash with vitsearch's own.
+CSV: a header with a ``path`` column (a path, or the URL / URI of a remote image); the other columns
+become fields, their values typed by inference (int, float, true/false, else text; an empty cell
+means "no value"). JSON Lines: one object per line with a ``path`` key; scalar values keep their
+JSON type. Relative paths are taken from the metadata file's folder. Field names must suit Milvus
+and not clash with vitsearch's own.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def check_value(key: str, value, where: str) -> Scalar:
 
 
 def _absolute(base: str, path: str) -> str:
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) and not path.lower().startswith("file://"):
+        return path  # a URL or an object-store URI: the row's key as given
     return os.path.abspath(os.path.join(base, os.path.expanduser(path)))
 
 

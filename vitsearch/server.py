@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .api import VisualSearch, model_record
 from .errors import FilterError, ImageError, StoreError, VitsearchError
+from .fetch import MAX_IMAGE_BYTES, FetchError, Fetcher, FetchOptions, TooLargeError, is_http
 from .images import load_image
 from .indexer import user_fields
 from .metadata import check_field, infer
@@ -42,7 +43,7 @@ from .report import THUMB, thumbnail
 from .search import to_hits
 from .store import path_id
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_BYTES = MAX_IMAGE_BYTES  # also the limit of query images given by URL, and of indexed ones
 MAX_RESULTS = 1000
 _FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
 _MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
@@ -155,8 +156,12 @@ class Service:
         max_batch: int = 32,
         max_wait: float = 0.002,
         read_timeout: float = 30.0,
+        allow_private_urls: bool = False,
     ):
         self.vs = search
+        # Query images by URL: public addresses only unless allowed, the upload limit, one quick retry
+        self.fetcher = Fetcher(FetchOptions(max_bytes=max_upload_bytes, allow_private=allow_private_urls,
+                                            timeout=read_timeout, retries=1, max_wait=5.0))
         self.read_timeout = read_timeout
         self.upload_dir = Path(os.path.abspath(upload_dir or default_upload_dir()))
         self.thumbnail_dir = Path(os.path.abspath(thumbnail_dir or default_thumbnail_dir()))
@@ -181,6 +186,7 @@ class Service:
 
     def close(self) -> None:
         self.batcher.close()
+        self.fetcher.close()
         self.vs.close()
 
     # -- batch work (on the batcher's thread) ---------------------------------------------------
@@ -228,6 +234,18 @@ class Service:
         except ImageError as exc:
             raise ApiError(400, f"the image cannot be decoded: {exc}") from None
 
+    def fetch(self, url: str) -> bytes:
+        """The bytes of a query image given by URL (http/https; see ``allow_private_urls``)."""
+        if not is_http(url):  # never the server's own files or buckets
+            raise ApiError(400, "url must be an http:// or https:// URL")
+        try:
+            fetched = self.fetcher.open(url)
+        except TooLargeError as exc:
+            raise ApiError(413, f"the image at the URL is {exc}") from None
+        except FetchError as exc:
+            raise ApiError(400, f"cannot fetch {url}: {exc}") from None
+        return fetched.data
+
     def search(self, image: Image.Image | None = None, *, id: int | None = None, k: int = 10,
                filter: str | None = None) -> list[dict]:
         check_k(k)
@@ -265,6 +283,8 @@ class Service:
         out["id"] = str(row["id"])
         out["image_url"] = f"/images/{row['id']}"
         out["thumbnail_url"] = f"/thumbnails/{row['id']}"
+        if is_http(str(row.get("path", ""))):  # an image indexed from a URL: the browser loads it from there
+            out["image_url"] = out["thumbnail_url"] = row["path"]
         return out
 
     def add(self, data: bytes, fields: dict[str, Any]) -> tuple[dict, bool]:
@@ -534,9 +554,11 @@ def create_app(service: Service):
                                    "filter": {"type": "string", "description": "Milvus boolean expression"}},
                 }},
                 "application/json": {"schema": {
-                    "type": "object", "required": ["id"],
+                    "type": "object",
                     "properties": {"id": {"type": "string",
                                           "description": "an indexed image (more like this); a string or an integer"},
+                                   "url": {"type": "string", "description": "an image to fetch (http or https; "
+                                           "public addresses only unless serve --allow-private-urls)"},
                                    "k": {"type": "integer", "default": 10}, "filter": {"type": "string"}},
                 }},
             }
@@ -559,17 +581,26 @@ def create_app(service: Service):
                 body = await request.json()
             except ValueError:
                 raise ApiError(400, "the body is not valid JSON") from None
-            if not isinstance(body, dict) or "id" not in body:
-                raise ApiError(400, 'send {"id": <indexed image id>, "k": 10, "filter": "..."} or a multipart upload')
+            if not isinstance(body, dict) or ("id" in body) == ("url" in body):
+                raise ApiError(400, 'send {"id": <indexed image id>} or {"url": <image URL>} (with "k": 10, '
+                                    '"filter": "..."), or a multipart upload')
             k = _int(body.get("k", 10), "k")
             filter_ = body.get("filter")
             if filter_ is not None and not isinstance(filter_, str):
                 raise ApiError(400, "filter must be a string")
-            results = await run_in_threadpool(
-                service.search, None, id=_int(body["id"], "id"), k=k, filter=filter_
-            )
+            if "url" in body:
+                if not isinstance(body["url"], str) or not body["url"].strip():
+                    raise ApiError(400, "url must be a non-empty string")
+                check_k(k)
+                data = await run_in_threadpool(service.fetch, body["url"].strip())
+                image = await run_in_threadpool(service.decode, data)
+                results = await run_in_threadpool(service.search, image, k=k, filter=filter_)
+            else:
+                results = await run_in_threadpool(
+                    service.search, None, id=_int(body["id"], "id"), k=k, filter=filter_
+                )
         else:
-            raise ApiError(415, "send multipart/form-data with an 'image' file, or JSON with an 'id'")
+            raise ApiError(415, "send multipart/form-data with an 'image' file, or JSON with an 'id' or a 'url'")
         return {"results": results, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     upload_body = {"requestBody": {"content": {"multipart/form-data": {"schema": {
