@@ -97,6 +97,7 @@ class Prefix:
 
         fs, path = self.fetcher.filesystem(self.uri)
         scheme = scheme_of(self.uri)
+        fs.invalidate_cache()  # fsspec keeps listings per filesystem: this run lists afresh
         try:
             listing = fs.find(path, detail=True, withdirs=False)
         except FileNotFoundError:
@@ -152,8 +153,7 @@ class Feed:
                 continue
             for image in row.images:
                 key = image if is_remote(image) else _local(base, image)
-                found.pop(key, None)
-                found[key] = row.fields
+                found[key] = row.fields  # a later row's fields win; the place stays the first
         self._keys = list(found)
         for key, fields in found.items():
             if is_remote(key):
