@@ -12,6 +12,7 @@ from .errors import (  # noqa: E402
     StoreLockedError,
     VitsearchError,
 )
+from .fetch import FetchOptions  # noqa: E402
 from .images import load_image  # noqa: E402
 from .indexer import IndexSummary  # noqa: E402
 from .checkpoint import ModelSpec, load_spec  # noqa: E402
@@ -19,6 +20,7 @@ from .search import Hit  # noqa: E402
 
 __all__ = [
     "Encoder",
+    "FetchOptions",
     "FilterError",
     "Hit",
     "ImageError",

@@ -318,7 +318,8 @@ class VisualSearch:
         ids = []
         for path in items:
             key = _key(path)
-            ids += [row["id"] for row in self.store.rows_under(key, ["id", "path"], sep="/" if is_remote(key) else os.sep)]
+            sep = "/" if is_remote(key) else os.sep
+            ids += [row["id"] for row in self.store.rows_under(key, ["id", "path"], sep=sep)]
         return self.store.delete(sorted(set(ids)))
 
     def count(self) -> int:

@@ -563,7 +563,8 @@ def open_filesystem(protocol: str):
     try:
         import fsspec
     except ImportError:
-        raise VitsearchError(f"{protocol}:// URIs need fsspec: pip install 'vitsearch[s3]' (or [gcs], [azure])") from None
+        raise VitsearchError(f"{protocol}:// URIs need fsspec: pip install 'vitsearch[s3]' (or [gcs], [azure])") \
+            from None
     extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
     try:
         return fsspec.filesystem(protocol)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import time
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, Protocol
@@ -222,8 +222,7 @@ class Indexer:
         known; what is left to embed becomes ``work``: one list per new content hash of (entry, sha256,
         fields, is_update) tuples, the first of which is the file to decode. Remote images not known
         to be unchanged are left to :meth:`_fetch`."""
-        entries: list[Entry] = []
-        listed: set[str] = set()
+        found: dict[str, Entry] = {}
         for source in sources:
             for entry in source.entries(summary.failed):
                 try:
@@ -231,9 +230,11 @@ class Indexer:
                 except UnicodeEncodeError:
                     summary.failed.append(Failure(entry.path, "file name is not valid UTF-8 (rename the file)"))
                     continue
-                if entry.path not in listed:  # the first source to list an image has it
-                    listed.add(entry.path)
-                    entries.append(entry)
+                first = found.setdefault(entry.path, entry)  # listed twice (a folder and a feed): once
+                if first is not entry and entry.fields is not None:
+                    found[entry.path] = replace(first, feed=entry.feed, fields=entry.fields)  # with the feed's row
+        entries = list(found.values())
+        listed = set(found)
         summary.scanned = len(entries)
         if metadata:
             summary.metadata_unmatched = len(metadata.keys() - listed)

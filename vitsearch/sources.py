@@ -54,7 +54,8 @@ class Entry:
             return FileEntry(self.path, self.size, self.mtime).matches(row)
         if self.etag and row.get("etag"):
             return self.etag == row["etag"] and (self.size is None or self.size == row.get("size"))
-        return self.size is not None and bool(self.mtime) and row.get("size") == self.size and row.get("mtime") == self.mtime
+        known = self.size is not None and bool(self.mtime)
+        return known and row.get("size") == self.size and row.get("mtime") == self.mtime
 
     def source_fields(self) -> dict:
         """The fields vitsearch stores about where the row came from (see ``metadata.SOURCE_FIELDS``)."""
