@@ -11,6 +11,8 @@ from __future__ import annotations
 import collections
 import email.utils
 import hashlib
+import json
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -135,6 +137,23 @@ class ImageHost:
         self.routes[path] = answer
         return self.url(path)
 
+    def stats(self) -> str:
+        """``GET /_stats``: the counts as JSON, for a host run in another process (see ``main``)."""
+
+        def answer(h):
+            with self._lock:
+                body = json.dumps({"requests": sum(self.requests.values()), "bodies": sum(self.bodies.values()),
+                                   "max_active": self.max_active}).encode()
+            h.reply(200, body, {"Content-Type": "application/json"})
+
+        def reset(h):
+            self.reset_counts()
+            h.reply(204, b"", {})
+
+        self.routes["/_stats"] = answer
+        self.routes["/_reset"] = reset
+        return self.url("/_stats")
+
     def _count_body(self, path: str) -> None:
         with self._lock:
             self.bodies[path] += 1
@@ -166,6 +185,9 @@ def _handler(host: ImageHost):
 
         def do_GET(self):
             path = self.path.split("?", 1)[0]
+            if path.startswith("/_"):  # the host's own statistics: not counted, no latency
+                host.routes[path](self)
+                return
             with host._lock:
                 host.requests[path] += 1
                 host.headers[path].append(dict(self.headers))
@@ -184,3 +206,21 @@ def _handler(host: ImageHost):
                     host.active -= 1
 
     return Handler
+
+
+def main(argv: list[str]) -> None:
+    """``python tests/imagehost.py FOLDER LATENCY``: serve FOLDER's files as /NAME until killed, in a
+    process of its own (a benchmark's CDN should not share the indexer's interpreter); prints the port."""
+    from pathlib import Path
+
+    host = ImageHost(latency=float(argv[1]))
+    for path in sorted(Path(argv[0]).iterdir()):
+        host.image("/" + path.name, path.read_bytes())
+    host.stats()
+    with host:
+        print(host.server.server_address[1], flush=True)
+        host.thread.join()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

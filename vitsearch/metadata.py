@@ -66,7 +66,9 @@ def check_value(key: str, value, where: str) -> Scalar:
 
 
 def _absolute(base: str, path: str) -> str:
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) and not path.lower().startswith("file://"):
+    if path.lower().startswith("file://"):
+        path = path[len("file://") :]
+    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
         return path  # a URL or an object-store URI: the row's key as given
     return os.path.abspath(os.path.join(base, os.path.expanduser(path)))
 
