@@ -37,7 +37,8 @@ def shop():
         rows = []
         for i, path in enumerate(FASHION):
             url = host.image(f"/img/{path.name}", path.read_bytes())
-            rows.append({"sku": f"{i:05d}", "image": url, "title": path.stem, "price": 10.0 + 5 * i, "on_sale": i % 2 == 0})
+            rows.append({"sku": f"{i:05d}", "image": url, "title": path.stem, "price": 10.0 + 5 * i,
+                         "on_sale": i % 2 == 0})
         rows[0]["image"] = [rows[0]["image"], host.image("/img/back.png", FASHION[-1].read_bytes())]  # two views
         rows[1]["image"] = host.busy_then("/img/busy.png", FASHION[1].read_bytes(), times=1, retry_after="1")
         rows[2]["image"] = host.image("/img/changing.png", FASHION[2].read_bytes())
@@ -145,9 +146,17 @@ def test_an_s3_prefix_end_to_end(tmp_path, s3, s3_server):
 
 
 def test_a_query_url_that_fails_is_a_one_line_error(tmp_path, shop):
-    done = subprocess.run([sys.executable, "-m", "vitsearch", "query", shop.url("/img/missing.jpg"),
-                           "--uri", tmp_path / "none.db"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1
+    from vitsearch.api import model_record
+    from vitsearch.checkpoint import load_spec
+    from vitsearch.store import Store
+
+    store = Store(str(tmp_path / "empty.db"), "images")  # an empty collection of the bundled model
+    store.create(model_record(load_spec(None)))
+    store.close()
+    url = shop.url("/img/missing.jpg")
+    done = subprocess.run([sys.executable, "-m", "vitsearch", "query", url, "--uri", tmp_path / "empty.db"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr == f"Error: cannot read query image {url}: HTTP 404 Not Found\n"
 
 
 def test_usage_errors_name_the_fix(tmp_path):

@@ -221,7 +221,8 @@ def test_the_guard_checks_every_redirect_and_connects_to_the_address_it_checked(
 
     addresses = {"cdn.example": ["93.184.216.34"], "internal.example": ["10.0.0.5"]}
     client = httpx.Client(transport=httpx.MockTransport(handler))
-    f = Fetcher(FetchOptions(allow_private=False, retries=0), client=client, resolver=lambda host, port: addresses[host])
+    f = Fetcher(FetchOptions(allow_private=False, retries=0), client=client,
+                resolver=lambda host, port: addresses[host])
     with pytest.raises(FetchError, match=r"refused: internal.example is a private address \(10.0.0.5\)"):
         f.open("http://cdn.example/start.jpg")
     assert seen == [("http://93.184.216.34/start.jpg", "cdn.example", None)]  # pinned to the checked address

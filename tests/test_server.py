@@ -126,6 +126,15 @@ def test_search_by_url_refuses_private_addresses_by_default(client, image_host):
     assert "--allow-private-urls" in r.json()["detail"] and image_host.requests["/chelsea.jpg"] == 0
 
 
+def _allowing_private_urls(service):
+    """A second service on the same collection that fetches from 127.0.0.1 (closed without the store)."""
+    allowed = Service(service.vs, upload_dir=str(service.upload_dir), thumbnail_dir=str(service.thumbnail_dir),
+                      max_upload_bytes=1_000_000, allow_private_urls=True)
+    yield allowed
+    allowed.batcher.close()
+    allowed.fetcher.close()
+
+
 @pytest.mark.parametrize(
     "body, status, words",
     [
@@ -139,15 +148,6 @@ def test_search_by_url_refuses_private_addresses_by_default(client, image_host):
         ({"url": "{host}/chelsea.jpg", "k": 0}, 400, "k must be between"),
     ],
 )
-def _allowing_private_urls(service):
-    """A second service on the same collection that fetches from 127.0.0.1 (closed without the store)."""
-    allowed = Service(service.vs, upload_dir=str(service.upload_dir), thumbnail_dir=str(service.thumbnail_dir),
-                      max_upload_bytes=1_000_000, allow_private_urls=True)
-    yield allowed
-    allowed.batcher.close()
-    allowed.fetcher.close()
-
-
 def test_search_by_url_errors(service, image_host, body, status, words):
     body = {k: v.format(host=image_host.url("")) if isinstance(v, str) else v for k, v in body.items()}
     for allowed in _allowing_private_urls(service):

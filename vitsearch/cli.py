@@ -116,7 +116,8 @@ def fetch_options(fn):
         click.option("--timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True,
                      help="Seconds for one download (connect, headers and body)."),
         click.option("--retries", type=click.IntRange(0, 20), default=3, show_default=True,
-                     help="More tries after a timeout, a dropped connection, 429 or 5xx (Retry-After honoured)."),
+                     help="More tries after a timeout, a dropped connection, 408, 425, 429, 500, 502, 503, 504 "
+                     "(Retry-After honoured)."),
         click.option("--max-image-mb", type=click.FloatRange(0, min_open=True), default=20.0, show_default=True,
                      help="Larger images are skipped (the same default as serve's --max-upload-mb)."),
         click.option("--cache-dir", type=click.Path(file_okay=False),
@@ -218,7 +219,7 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, i
         f"removed {d['removed']}, failed {len(d['failed'])} in {d['seconds']:.1f}s "
         f"({d['embedded']} embedded, {d['reused']} reused" + (f", {d['fetched']} downloaded)" if d["fetched"] else ")")
     )
-    if metadata:
+    if metadata or d["metadata_updated"]:  # a --metadata file, or a feed's changed columns
         click.echo(f"metadata: {d['metadata_updated']} unchanged images updated", err=True)
         if d["metadata_unmatched"]:
             click.echo(f"metadata: {d['metadata_unmatched']} entries name no file under {', '.join(paths)}", err=True)
