@@ -17,6 +17,7 @@ import shutil
 import time
 
 import numpy as np
+import results
 
 from vitsearch.dups import find_duplicates
 from vitsearch.store import Store
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--uri", default="/tmp/bench-dups.db")
+    results.add_argument(parser)
     args = parser.parse_args()
     if os.path.exists(args.uri):
         shutil.rmtree(args.uri) if os.path.isdir(args.uri) else os.remove(args.uri)
@@ -62,12 +64,15 @@ def main() -> None:
     seconds = time.perf_counter() - started
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     found_ok = len(groups) == planted and all(len(g.paths) == 2 for g in groups)
-    print(json.dumps({
+    figures = {
         "rows": total, "planted_groups": planted, "groups_found": len(groups), "exactly_the_planted": found_ok,
         "insert_seconds": round(inserted, 1), "dups_seconds": round(seconds, 1),
         "peak_rss_mb_before": round(rss_before), "peak_rss_mb_after": round(rss_after),
-    }))
+    }
+    print(json.dumps(figures))
     store.close()
+    results.write("bench_dups", figures, variant="Milvus server" if "://" in args.uri else "Milvus Lite",
+                  settings={"rows": args.rows, "dim": args.dim}, folder=results.folder_arg(args.results_dir))
 
 
 if __name__ == "__main__":

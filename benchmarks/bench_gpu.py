@@ -19,7 +19,8 @@ hub download; speed does not depend on the weights). Measures, in this order:
    seconds (start-up excluded), and that rate as a share of the best model-alone rate.
 
 `--device cpu` runs the same steps on the CPU (to try the script; the figures are not GPU figures).
-Prints one JSON line per measurement and writes them all to OUT/results.json.
+Prints one JSON line per measurement and writes them all to OUT/results.json, and to a results file
+(benchmarks/results.py) grouped by step.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import results
+
 RESULTS: list[dict] = []
 
 
@@ -275,6 +278,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--steps", default="model,decode,pipeline,e2e")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "gpu"))
+    results.add_argument(parser)
     args = parser.parse_args()
     import torch
 
@@ -305,6 +309,14 @@ def main() -> None:
             end_to_end(name, model, out / "images", args.device, args.workers, args.batch_sizes, best.get(name, 0.0),
                        out, len(files))
     (out / "results.json").write_text(json.dumps(RESULTS, indent=1))
+    by_step: dict[str, list[dict]] = {}
+    for row in RESULTS:
+        if row["step"] not in ("machine", "images"):
+            by_step.setdefault(row["step"], []).append({k: v for k, v in row.items() if k != "step"})
+    results.write("bench_gpu", by_step, variant=None if args.device == "cuda" else f"--device {args.device}",
+                  settings={"small": args.small, "large": args.large, "workers": args.workers,
+                            "batch_sizes": args.batch_sizes, "device": args.device, "steps": args.steps},
+                  folder=results.folder_arg(args.results_dir))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ pipeline is what most demos do: per image, transformers' image processor, one mo
 Images: small PNGs (sample_images: emoji, Fashion-MNIST, photos) and 12-megapixel JPEGs made from
 the sample photos. Then where the time goes: model-only images/s (fp32, bf16), and each other stage
 alone on one core (hashing, vitsearch's draft decode + resize, the naive image processor, store
-upserts). Prints the results and writes results.json.
+upserts). Prints the results, writes OUT/results.json and a results file (benchmarks/results.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import results
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,6 +165,7 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=40)
     parser.add_argument("--workers", type=int, help="decode workers for vitsearch (default: its own choice)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
+    results.add_argument(parser)
     args = parser.parse_args()
     out = Path(args.out)
     subprocess.run(["rm", "-rf", str(out / "images")], check=True)
@@ -189,6 +191,8 @@ def main() -> None:
     }
     (out / "results.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    results.write("bench_index", result, settings={"small": args.small, "large": args.large, "workers": args.workers},
+                  folder=results.folder_arg(args.results_dir))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from PIL import Image
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+import results
+
 
 def write_images(folder: str, n: int) -> None:
     rng = np.random.default_rng(0)
@@ -92,6 +94,7 @@ def main() -> None:
     parser.add_argument("--model", help="a model folder, 'tiny' (made here), or none for the bundled one")
     parser.add_argument("--keep", help="write the images here and keep them (default: a temporary folder)")
     parser.add_argument("--uri", help="a Milvus server URI (default: a fresh Milvus Lite file, in-process)")
+    results.add_argument(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
@@ -120,6 +123,9 @@ def main() -> None:
     for r in rows:
         print(f"| {r['images']:,} | {r['seconds']} | {r['peak_rss_mb']} | "
               f"{' / '.join(str(v) for v in r['rss_mb_at_25_50_75_100pct_of_run'])} |")
+    results.write("bench_memory", {"runs": rows}, variant="Milvus server" if args.uri else "Milvus Lite (in-process)",
+                  settings={"sizes": args.sizes, "model": args.model or "bundled"},
+                  folder=results.folder_arg(args.results_dir))
 
 
 if __name__ == "__main__":

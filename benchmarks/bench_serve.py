@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import results
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = sorted((ROOT / "sample_images" / "photos").glob("*.jpg"))
@@ -155,6 +156,7 @@ def main() -> None:
     parser.add_argument("--uri", help="a Milvus server (http://host:19530); default: a fresh Milvus Lite file per size")
     parser.add_argument("--fill", nargs=3, metavar=("URI", "COLLECTION", "ROWS"), help=argparse.SUPPRESS)
     parser.add_argument("--drop", nargs=2, metavar=("URI", "COLLECTION"), help=argparse.SUPPRESS)
+    results.add_argument(parser)
     args = parser.parse_args()
     if args.fill:
         fill(args.fill[0], args.fill[1], int(args.fill[2]), args.model)
@@ -163,7 +165,7 @@ def main() -> None:
         drop(*args.drop)
         return
     photos = [p.read_bytes() for p in PHOTOS]
-    results = []
+    rows_out = []
     for rows in args.rows:
         with tempfile.TemporaryDirectory() as tmp:
             uri, collection = (args.uri, SCRATCH) if args.uri else (os.path.join(tmp, "bench.db"), "images")
@@ -192,10 +194,13 @@ def main() -> None:
             unbatched = row[f"clients{args.clients}_batch1"]["requests_per_s"]
             row["batching_speedup"] = round(batched / unbatched, 2)
             print(json.dumps(row), flush=True)
-            results.append(row)
+            rows_out.append(row)
             if args.uri:
                 subprocess.run([sys.executable, __file__, "--drop", uri, collection], check=True)
-    print(json.dumps(results, indent=2))
+    print(json.dumps(rows_out, indent=2))
+    results.write("bench_serve", {"runs": rows_out}, variant="Milvus server" if args.uri else "Milvus Lite",
+                  settings={"rows": args.rows, "requests": args.requests, "clients": args.clients,
+                            "model": args.model or "bundled"}, folder=results.folder_arg(args.results_dir))
 
 
 if __name__ == "__main__":

@@ -17,16 +17,14 @@ Throughput is all images over the summed seconds of each side (target: URLs >= 0
 3. the whole feed again, unchanged: every image is asked "changed?" and none is downloaded or
    embedded (target: <= 0.1 of the time the URLs took to index).
 
-Prints the figures and writes benchmarks/results/bench_sources-<date>.json.
+Prints the figures and writes benchmarks/results/bench_sources-<date>.json (through benchmarks/results.py;
+``--results-dir ''`` for a trial run that writes none).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -40,6 +38,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import results  # noqa: E402
 
 
 def make_images(folder: Path, n: int) -> list[Path]:
@@ -52,35 +52,6 @@ def make_images(folder: Path, n: int) -> list[Path]:
         path = folder / f"img_{i:04d}.png"
         Image.fromarray(arr).save(path)
         out.append(path)
-    return out
-
-
-def machine() -> dict:
-    import torch
-
-    import vitsearch
-
-    cpu, flags = platform.processor() or "unknown", set()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "bf16": bool(flags & {"avx512_bf16", "amx_bf16"}), "gpu": gpu,
-            "python": platform.python_version(), "torch": torch.__version__, "vitsearch": vitsearch.__version__}
-
-
-def write_results(figures: dict) -> Path:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    out = ROOT / "benchmarks" / "results" / f"bench_sources-{now:%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "bench_sources", "date": now.isoformat(timespec="seconds"),
-                               "machine": machine(), "figures": figures}, indent=2) + "\n")
     return out
 
 
@@ -111,6 +82,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds added to every request")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--per-host", type=int, default=16)
+    results.add_argument(parser)
     args = parser.parse_args()
 
     from vitsearch import VisualSearch
@@ -175,8 +147,9 @@ def main() -> None:
         "rerun_requests": rerun["requests"], "rerun_downloads": rerun["bodies"],
         "per_round": rounds,
     }
-    out = write_results(figures)
-    m = machine()
+    settings = {k: v for k, v in vars(args).items() if k != "results_dir"}
+    out = results.write("bench_sources", figures, settings=settings, folder=results.folder_arg(args.results_dir))
+    m = results.machine()
     print(f"machine: {m['cpu']}, {m['cores']} cores, bf16 {m['bf16']}, torch {m['torch']}")
     print(f"local disk: {n} images in {local_s:.1f} s ({n / local_s:.2f} img/s)")
     print(f"URLs (+{args.latency * 1000:.0f} ms a request): {urls_s:.1f} s ({n / urls_s:.2f} img/s): "
@@ -184,7 +157,8 @@ def main() -> None:
           f"at most {peak} requests at once")
     print(f"unchanged re-run of the {n}-URL feed: {again.seconds:.2f} s, {again.seconds / urls_s:.3f} of the time "
           f"the URLs took to index (target <= 0.1); {rerun['requests']} requests, {rerun['bodies']} downloads")
-    print(f"wrote {out.relative_to(ROOT)}")
+    if out is not None:
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

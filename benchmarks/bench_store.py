@@ -27,6 +27,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import results
+
 DIM = 384
 GRID = {  # index type -> (build params, [search params]); HNSW's build params are vitsearch's default
     "FLAT": ({}, [{}]),
@@ -129,6 +131,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows here")
+    results.add_argument(parser)
     args = parser.parse_args()
     from pymilvus import MilvusClient
 
@@ -153,6 +156,9 @@ def main() -> None:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=2)
+    results.write("bench_store", {"rows": rows}, variant="Milvus server" if "://" in uri else "Milvus Lite",
+                  settings={"sizes": args.sizes, "index_types": args.index_types, "queries": args.queries,
+                            "seed": args.seed}, folder=results.folder_arg(args.results_dir))
     tmp.cleanup()
 
 

@@ -8,9 +8,17 @@ Writes (one folder per class, the layout `vitsearch train DATA` reads):
   datasets/emoji/train/<subcategory>/*.png     Noto emoji, 64 px, half of each subcategory
   datasets/emoji/test/<subcategory>/*.png      the other half (npm ``emoji-datasource-google``:
                                                images Apache-2.0, package MIT)
+  datasets/openclipart/train/<subject>/*.png   Openclipart (Debian ``openclipart-png``, public domain),
+                                               the subjects of every top-level folder but those below
+  datasets/openclipart/heldout-<set>/<subject>/*.png   whole top-level subjects that never enter
+                                               training, one category set each (HELD_OUT)
 Fashion-MNIST items are inverted to dark-on-white, like product photos on a white background (the
 same convention as ``sample_images/fashion``). Emoji are split by their order within a
 subcategory (even → train, odd → test), so both halves cover every subcategory with two or more items.
+Openclipart's label is the subject folder (``animals/birds`` → ``animals__birds``); a folder with
+fewer than MIN_SUBJECT images joins its parent's subject, ``unsorted`` is left out, and a training
+subject keeps at most TRAIN_CAP images (``shapes/stars`` alone has 1,378). Clip art is flattened on
+white and shrunk to at most 256 px on its longer side.
 Re-running skips sets that are already complete.
 """
 
@@ -20,6 +28,7 @@ import argparse
 import io
 import json
 import os
+import random
 import tarfile
 
 from material import DEFAULT_CACHE, FASHION_CLASSES, fashion_split, fetch
@@ -73,6 +82,68 @@ def write_emoji(emoji_tgz: str, out: str) -> int:
     return written
 
 
+# Leave-one-domain-out: these top-level Openclipart subjects never enter training; each named set is
+# a held-out category set of its own (P@k among its subjects). 28 subjects, 1,270 images.
+HELD_OUT = {"nature": ("animals", "food", "plants"), "objects": ("transportation", "tools", "buildings")}
+MIN_SUBJECT = 12
+TRAIN_CAP = 200
+CLIPART_SIDE = 256
+_EXCLUDED = ("unsorted",)
+
+
+def clipart_subjects(root: str) -> dict[str, list[str]]:
+    """Subject label → PNG paths; small folders join their parent's subject."""
+    own: dict[str, list[str]] = {}
+    for folder, _, files in os.walk(root):
+        rel = os.path.relpath(folder, root)
+        if rel == "." or rel.split(os.sep)[0] in _EXCLUDED:
+            continue
+        own[rel] = sorted(os.path.join(folder, f) for f in files if f.lower().endswith(".png"))
+    subjects: dict[str, list[str]] = {}
+    for rel in sorted(own, key=lambda r: -r.count(os.sep)):  # deepest first, so merges cascade upwards
+        files = own[rel] + subjects.pop(rel, [])
+        parent = os.path.dirname(rel)
+        if len(files) < MIN_SUBJECT and parent:
+            own[parent] = own.get(parent, []) + files
+        elif len(files) >= MIN_SUBJECT:
+            subjects[rel] = files
+    return {rel.replace(os.sep, "__"): sorted(files) for rel, files in subjects.items()}
+
+
+def _flatten(path: str, side: int) -> Image.Image:
+    img = Image.open(path)
+    img.thumbnail((side, side), Image.LANCZOS)
+    img = img.convert("RGBA")
+    flat = Image.new("RGB", img.size, (255, 255, 255))
+    flat.paste(img, mask=img.getchannel("A"))
+    return flat
+
+
+def write_clipart(clipart_dir: str, out: str) -> int:
+    root = os.path.join(out, "openclipart")
+    if os.path.exists(os.path.join(root, ".complete")):
+        return 0
+    held = {top: name for name, tops in HELD_OUT.items() for top in tops}
+    written = 0
+    for subject, files in sorted(clipart_subjects(clipart_dir).items()):
+        top = subject.split("__")[0]
+        split = f"heldout-{held[top]}" if top in held else "train"
+        if split == "train" and len(files) > TRAIN_CAP:
+            files = random.Random(subject).sample(files, TRAIN_CAP)
+        folder = os.path.join(root, split, subject)
+        os.makedirs(folder, exist_ok=True)
+        for path in files:
+            try:
+                img = _flatten(path, CLIPART_SIDE)
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                print(f"skipping {path}: {exc}")
+                continue
+            img.save(os.path.join(folder, os.path.basename(path)))
+            written += 1
+    open(os.path.join(root, ".complete"), "w").close()
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default=DEFAULT_CACHE)
@@ -80,6 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     src = fetch(args.cache)
     n = write_fashion(src["fashion"], args.out) + write_emoji(src["emoji"], args.out)
+    n += write_clipart(src["openclipart"], args.out)
     print(f"wrote {n} images under {args.out}")
 
 

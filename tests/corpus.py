@@ -11,9 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from conftest import photo
+from photofiles import dng_bytes, exif_bytes
+
+try:
+    import pillow_heif
+except ImportError:  # the heif extra; in the test extra, so CI has it
+    pillow_heif = None
+try:
+    import rawpy
+except ImportError:  # the raw extra; likewise
+    rawpy = None
 
 
 @dataclass
@@ -79,6 +89,27 @@ def write_corpus(root: Path) -> Corpus:
         photo(4).save(bad / "locked" / "inside.png")
         os.chmod(bad / "locked", 0)
         c.bad["bad/locked"] = "cannot read folder: Permission denied"
+    photo_bytes = {}
+    for fmt in ("AVIF", "HEIF") if pillow_heif else ("AVIF",):
+        if fmt == "HEIF":
+            pillow_heif.register_heif_opener()
+        buf = io.BytesIO()
+        photo(17, (300, 200)).save(buf, fmt, quality=80)
+        photo_bytes[fmt] = buf.getvalue()
+    (bad / "truncated.avif").write_bytes(photo_bytes["AVIF"][: len(photo_bytes["AVIF"]) // 2])
+    c.bad["bad/truncated.avif"] = "cannot (open|decode): "
+    (bad / "text.avif").write_text("an AVIF in name only\n")
+    c.bad["bad/text.avif"] = "not a recognised image format"
+    if pillow_heif:
+        (bad / "truncated.heic").write_bytes(photo_bytes["HEIF"][: len(photo_bytes["HEIF"]) // 2])
+        c.bad["bad/truncated.heic"] = "cannot (open|decode): "
+        (bad / "header_only.HEIC").write_bytes(photo_bytes["HEIF"][:40])
+        c.bad["bad/header_only.HEIC"] = "cannot (open|decode): |not a recognised"
+    if rawpy:
+        (bad / "truncated.dng").write_bytes(dng_bytes(np.zeros((64, 96, 3), np.uint8))[:200])
+        c.bad["bad/truncated.dng"] = "cannot decode RAW: "
+        (bad / "text.nef").write_text("a Nikon RAW in name only\n")
+        c.bad["bad/text.nef"] = "cannot decode RAW: (not a RAW format|input/output error)"
     latin1 = os.fsencode(bad) + b"/caf\xe9.png"  # a Latin-1 name: not valid UTF-8
     photo(5).save(latin1.decode("utf-8", "surrogateescape"), "PNG")
     c.bad[os.path.relpath(latin1.decode("utf-8", "surrogateescape"), root)] = "not valid UTF-8"
@@ -118,6 +149,19 @@ def write_corpus(root: Path) -> Corpus:
     stored = Image.open(root / "odd/exif_rotated.jpg").convert("RGB")  # as saved: lying on its side
     c.expected["odd/exif_rotated.jpg"] = Image.fromarray(np.rot90(np.asarray(stored), k=-1))  # upright, no EXIF
     c.good["odd/exif_rotated.jpg"] = (80, 40)
+    # phone and camera formats, lying on their side like the JPEG above
+    good("odd/phone.avif", tall, quality=90, exif=exif_bytes(orientation=6, make="Google", model="Pixel 8"))
+    c.expected["odd/phone.avif"] = ImageOps.exif_transpose(Image.open(root / "odd/phone.avif")).convert("RGB")
+    c.good["odd/phone.avif"] = (80, 40)
+    if pillow_heif:
+        good("odd/iphone.HEIC", tall, format="HEIF", quality=90, exif=exif_bytes(orientation=6, make="Apple"))
+        c.expected["odd/iphone.HEIC"] = Image.open(root / "odd/iphone.HEIC").convert("RGB")  # libheif turns it
+        c.good["odd/iphone.HEIC"] = (80, 40)
+    if rawpy:
+        (root / "odd/camera.dng").write_bytes(dng_bytes(np.asarray(photo(18, (64, 48))), orientation=6))
+        with rawpy.imread(str(root / "odd/camera.dng")) as raw:  # LibRaw's picture, turned upright
+            c.expected["odd/camera.dng"] = Image.fromarray(raw.postprocess(use_camera_wb=True, output_bps=8))
+        c.good["odd/camera.dng"] = (48, 64)
     good("odd/one_pixel.png", Image.new("RGB", (1, 1), (200, 30, 30)))
     good("odd/UPPER.JPG", photo(11, (60, 40)), quality=95)  # small: no draft decoding, exact pixels
     c.expected["odd/UPPER.JPG"] = Image.open(root / "odd/UPPER.JPG").convert("RGB")

@@ -1,4 +1,4 @@
-"""What the bundled model promises (its model card in the README), pinned on the sample images."""
+"""What the bundled model promises (its model card in docs/models.md), pinned on the sample images."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SAMPLES
+from conftest import ROOT, SAMPLES
 
 from vitsearch.checkpoint import BUNDLED_DIR, RECORD_FILE, load_spec
 from vitsearch.images import load_image
+
+
+CLIPART = ROOT / "tests" / "data" / "clipart"  # subjects held out of training (tests/data/README.md)
 
 
 def _originals() -> list:
@@ -42,6 +45,8 @@ def test_it_is_the_model_vitsearch_trained():
     assert spec.is_bundled and spec.dim == 384
     assert spec.preprocessing.input_size == (112, 112)
     assert record["options"]["instance_weight"] > 0 and record["loss"] == "normsoftmax"
+    assert not any(c.startswith("clipart/" + subject) for c in record["classes"]
+                   for subject in ("animals", "food", "plants", "transportation", "tools", "buildings"))
     size = sum(os.path.getsize(BUNDLED_DIR / f) for f in os.listdir(BUNDLED_DIR))
     assert size <= 50 * 2**20
     for name in ("README.md", "LICENSE", "config.json", "model.safetensors", "preprocessor_config.json"):
@@ -80,3 +85,25 @@ def test_garments_of_a_kind_are_nearer_than_other_kinds(originals):
     same = sims[(kinds[:, None] == kinds[None, :]) & np.isfinite(sims)].mean()
     other = sims[kinds[:, None] != kinds[None, :]].mean()
     assert p_at_1 >= 0.6 and same > other + 0.2, (p_at_1, same, other)  # chance: 2 of 29
+
+
+def test_subjects_it_never_saw_cluster(bundled_encoder):
+    """Clip art of six subjects held out of training: a picture's nearest neighbour is mostly of its subject."""
+    paths = sorted(CLIPART.iterdir())
+    subjects = np.array([p.name.split("__")[0] + "/" + p.name.split("__")[1] for p in paths])
+    vectors = bundled_encoder.encode([str(p) for p in paths])
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    p_at_1 = (subjects[sims.argmax(1)] == subjects).mean()
+    same = sims[(subjects[:, None] == subjects[None, :]) & np.isfinite(sims)].mean()
+    other = sims[subjects[:, None] != subjects[None, :]].mean()
+    assert p_at_1 >= 0.4 and same > other + 0.08, (p_at_1, same, other)  # chance: 4 of 29
+
+
+def test_an_edited_clip_art_copy_finds_its_original(bundled_encoder, originals):
+    """Copy detection: an edited copy of an unseen-subject picture, searched among every original."""
+    paths, vectors = originals
+    clip = sorted(CLIPART.iterdir())
+    candidates = np.concatenate([vectors, bundled_encoder.encode([str(p) for p in clip])])
+    found = (bundled_encoder.encode([_edit(p) for p in clip]) @ candidates.T).argmax(1)
+    assert (found == np.arange(len(paths), len(paths) + len(clip))).mean() >= 0.95

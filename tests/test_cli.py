@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -188,3 +191,70 @@ def test_remove_rows_by_file_or_folder(run, photos):
     assert json.loads(result.stdout) == {"removed": 5}
     assert json.loads(run("info", "--json").stdout)["count"] == 2
     assert run("remove", photos / "nothing").stdout.strip() == "removed 0 rows"
+
+
+def test_a_photo_library_filtered_by_date_place_and_camera(run, tmp_path):
+    pytest.importorskip("pillow_heif")
+    from conftest import photo
+    from photofiles import save_photo
+
+    folder = tmp_path / "library"
+    folder.mkdir()
+    save_photo(folder / "summer.HEIC", photo(1), "HEIF", taken="2024:07:14 18:00:00", offset="+02:00",
+               make="Apple", model="iPhone 13", gps=(48.8584, 2.2945))
+    save_photo(folder / "winter.jpg", photo(2), "JPEG", taken="2024:01:05 09:00:00", make="Canon", model="EOS 80D",
+               gps=(46.5197, 6.6323))
+    photo(3).save(folder / "scan.png")
+    assert json.loads(run("index", folder, "--json").stdout)["added"] == 3
+
+    def found(*options):
+        result = run("query", folder / "scan.png", "-k", "5", "--json", *options)
+        assert result.exit_code == 0, result.output
+        return sorted(os.path.basename(h["path"]) for h in json.loads(result.stdout)["results"])
+
+    assert found() == ["scan.png", "summer.HEIC", "winter.jpg"]
+    assert found("--taken-after", "2024-06-01", "--taken-before", "2024-09-01") == ["summer.HEIC"]
+    assert found("--near", "48.86,2.29,5") == ["summer.HEIC"]
+    assert found("--camera", "eos") == ["winter.jpg"]
+    assert found("--camera", "canon", "--filter", "width > 10000") == []
+    hit = json.loads(run("query", folder / "summer.HEIC", "-k", "1", "--json").stdout)["results"][0]
+    assert (hit["camera_model"], hit["taken_at"]) == ("iPhone 13", 1720972800) and "exif_fields" not in hit
+
+    info = run("info")
+    assert "exif        taken_at 2, camera_make 2, camera_model 2, lens 0, gps_lat 2, gps_lon 2, orientation 0" in info.stdout
+    assert json.loads(run("info", "--json").stdout)["exif"]["gps_lat"] == 2
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--near", "48.8,2.3", "not LAT,LON,KM"), ("--near", "95,2,3", "latitude 95"),
+    ("--taken-after", "last summer", "not a date or time"), ("--camera", "!!", "no letters or digits"),
+])
+def test_photo_filters_that_make_no_sense_are_usage_errors(run, photos, option, value, words):
+    run("index", photos)
+    result = CliRunner().invoke(main, ["query", str(photos / "coffee.jpg"), option, value])
+    assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_the_photo_library_example_of_docs_photos_md_works_as_written(tmp_path):
+    pytest.importorskip("pillow_heif")
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "photos.md").read_text()
+    script = re.search(r"```python\n(# make_library\.py.*?)```", doc, re.DOTALL).group(1)
+    commands = re.search(r"```bash\n(python make_library\.py\n.*?)```", doc, re.DOTALL).group(1).splitlines()
+    (tmp_path / "make_library.py").write_text(script)
+    env = {**os.environ, "PYTHONPATH": str(root), "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    outputs = []
+    for line in commands:
+        args = line.split(" ", 1)[1]
+        argv = [sys.executable, *(["-m", "vitsearch"] if line.startswith("vitsearch ") else []), *shlex.split(args)]
+        r = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, (line, r.stderr)
+        outputs.append(r.stdout)
+    assert "exif        taken_at 2, camera_make 2, camera_model 2, lens 0, gps_lat 2, gps_lon 2, orientation 0" in outputs[2]
+    assert "count       3" in outputs[2]
+    summer, near, camera = outputs[3], json.loads(outputs[4]), outputs[5]
+    assert [line.split()[-1].rsplit("/", 1)[1] for line in summer.splitlines()[1:]] == ["IMG_0001.HEIC"]
+    assert [h["path"].rsplit("/", 1)[1] for h in near["results"]] == ["IMG_0001.HEIC"]
+    assert near["results"][0]["taken_at"] == 1720976400 and near["results"][0]["camera_model"] == "iPhone 13"
+    assert [line.split()[-1].rsplit("/", 1)[1] for line in camera.splitlines()[1:]] == ["IMG_0002.jpg"]

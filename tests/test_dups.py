@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from click.testing import CliRunner
 from PIL import Image
 
@@ -20,6 +22,27 @@ def test_keeper_prefers_pixels_then_bytes():
     rows = [{"path": "/a", "width": 10, "height": 10, "size": 900}, {"path": "/b", "width": 20, "height": 10, "size": 5},
             {"path": "/c", "width": 20, "height": 10, "size": 50}]
     assert keeper(rows)["path"] == "/c"
+
+
+def _copy(path, size=100, pixels=(20, 10), **exif):
+    return {"path": path, "width": pixels[0], "height": pixels[1], "size": size, **exif}
+
+
+@pytest.mark.parametrize("rows, keep", [
+    # among equal pixels: the earliest taken_at (the original, not a later export), whatever the file size
+    ([_copy("/export.jpg", 900, taken_at=2000), _copy("/original.jpg", 100, taken_at=1000)], "/original.jpg"),
+    # a copy without taken_at counts as taken last
+    ([_copy("/stripped.jpg", 900), _copy("/original.jpg", 100, taken_at=1000)], "/original.jpg"),
+    # then the most EXIF fields
+    ([_copy("/a.jpg", 900, taken_at=1000), _copy("/b.jpg", 100, taken_at=1000, camera_make="X", gps_lat=1.0)], "/b.jpg"),
+    ([_copy("/a.jpg", 900, camera_make="X", taken_at=None), _copy("/b.jpg", 100, lens="L", camera_make="X")], "/b.jpg"),
+    # then, with the same EXIF, the largest file
+    ([_copy("/a.jpg", 100, taken_at=1000), _copy("/b.jpg", 900, taken_at=1000)], "/b.jpg"),
+    # more pixels still come first
+    ([_copy("/small.jpg", 900, (10, 10), taken_at=1), _copy("/big.jpg", 100, (20, 10))], "/big.jpg"),
+])
+def test_keeper_among_equals_prefers_the_earliest_taken_at_and_the_most_exif(rows, keep):
+    assert keeper(rows)["path"] == keep
 
 
 def test_planted_copies_are_grouped_and_nothing_else(tmp_path, bundled_encoder, monkeypatch):

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import photo, write_bad_files
+from photofiles import save_photo
 from vitsearch.embed import FileResult
 from vitsearch.images import load_image
 from vitsearch.indexer import Indexer
-from vitsearch.store import Store
+from vitsearch.store import Store, has_field, path_id
 
 
 class FakeEncoder:
@@ -298,3 +299,88 @@ def test_undecodable_downloads_are_failures_with_the_servers_content_type(remote
     assert summary.added == 1
     assert [(f.path, f.reason) for f in summary.failed] == [
         (rows[0][1], "not a recognised image format (the server sent text/html)")]
+
+
+# -- EXIF ------------------------------------------------------------------------------------------
+def _row(store, path):
+    return store.get([path_id(str(path))], ["*"])[0]
+
+
+def test_exif_is_stored_and_refreshed_when_the_file_changes(setup):
+    indexer, store, folder, made = setup
+    path = save_photo(folder / "trip.jpg", photo(30), "JPEG", taken="2023:07:01 12:00:00", offset="+02:00",
+                      make="Canon", model="Canon EOS 5D Mark II", gps=(48.8584, 2.2945))
+    indexer.sync([folder])
+    row = _row(store, path)
+    assert (row["camera_make"], row["taken_at"], row["gps_lon"]) == ("Canon", 1688205600, pytest.approx(2.2945))
+    assert row["camera_words"] == ["canon", "eos", "5d", "mark", "ii"]
+    assert _row(store, folder / "0.png")["exif_fields"] == []  # read, and nothing there
+
+    save_photo(path, photo(31), "JPEG", make="Apple", model="iPhone 12")  # a new photo under the old name
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    assert indexer.sync([folder]).updated == 1
+    row = _row(store, path)
+    assert (row["camera_make"], row["camera_model"]) == ("Apple", "iPhone 12")
+    # what the new file does not say is gone (null where Milvus Lite merges an upsert into the stored row)
+    assert row.get("taken_at") is None and row.get("gps_lat") is None and row["camera_words"] == ["apple", "iphone", "12"]
+    assert store.count(has_field("taken_at")) == 0 and store.count(has_field("camera_model")) == 1
+
+
+def test_a_copy_or_move_reusing_a_vector_has_its_exif_too(setup):
+    indexer, store, folder, made = setup
+    save_photo(folder / "a.jpg", photo(32), "JPEG", make="FUJIFILM", model="X100V")
+    indexer.sync([folder])
+    shutil.copy(folder / "a.jpg", folder / "sub" / "a-copy.jpg")
+    summary = indexer.sync([folder])
+    assert (summary.reused, summary.embedded) == (1, 0)
+    assert _row(store, folder / "sub" / "a-copy.jpg")["camera_model"] == "X100V"
+
+
+def test_a_users_metadata_of_the_same_name_wins_over_exif_and_stays(setup):
+    indexer, store, folder, made = setup
+    path = save_photo(folder / "old.jpg", photo(33), "JPEG", make="Canon", model="EOS 300D", lens="EF 50mm")
+    mine = {str(path): {"camera_make": "Grandpa's camera", "album": "1999"}}
+    indexer.sync([folder], metadata=mine)
+    row = _row(store, path)
+    assert (row["camera_make"], row["camera_model"], row["lens"], row["album"]) == (
+        "Grandpa's camera", "EOS 300D", "EF 50mm", "1999")
+    assert "camera_make" not in row["exif_fields"] and "lens" in row["exif_fields"]
+    assert row["camera_words"] == ["grandpa", "s", "camera", "eos", "300d"]
+
+    save_photo(path, photo(34), "JPEG", make="Nikon", model="D70")  # changed content, no metadata given now
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    indexer.sync([folder])
+    row = _row(store, path)
+    assert (row["camera_make"], row["camera_model"], row["album"]) == ("Grandpa's camera", "D70", "1999")
+    assert row.get("lens") is None
+
+
+def test_rows_written_before_exif_was_read_get_it_without_embedding(setup):
+    indexer, store, folder, made = setup
+    save_photo(folder / "a.jpg", photo(35), "JPEG", make="Apple", taken="2022:01:02 03:04:05")
+    indexer.sync([folder], metadata={str(folder / "0.png"): {"label": "x"}})
+    old = [{k: v for k, v in r.items() if k not in ("exif_fields", "camera_make", "camera_words", "taken_at")}
+           for r in store.get([r["id"] for r in store.rows_under(str(folder))], ["*"])]
+    store.delete([r["id"] for r in old])  # (an upsert would merge into the stored rows on Milvus Lite)
+    store.upsert(old)  # as an earlier vitsearch wrote them
+    summary = indexer.sync([folder])
+    assert (summary.exif_added, summary.embedded, summary.unchanged, len(made)) == (6, 0, 6, 1)
+    row = _row(store, folder / "a.jpg")
+    assert (row["camera_make"], row["taken_at"], row["exif_fields"]) == (
+        "Apple", 1641092645, ["camera_make", "camera_words", "taken_at"])
+    assert _row(store, folder / "0.png")["label"] == "x"
+    assert indexer.sync([folder]).exif_added == 0
+
+
+def test_a_fetched_image_has_the_exif_of_its_bytes(remote, tmp_path):
+    import io
+
+    indexer, store, host, made = remote
+    buf = io.BytesIO()
+    save_photo(buf, photo(36), "JPEG", make="Canon", model="EOS R5", taken="2024:05:06 07:08:09")
+    rows = [("s0", host.image("/trip.jpg", buf.getvalue()), 1), ("s1", host.image("/plain.png", _png(37)), 1)]
+    indexer.sync([_feed(tmp_path / "feed.csv", rows)])
+    trip, plain = _row(store, rows[0][1]), _row(store, rows[1][1])
+    assert (trip["camera_make"], trip["taken_at"], trip["sku"]) == ("Canon", 1714979289, "s0")
+    assert trip["camera_words"] == ["canon", "eos", "r5"] and trip["feed"] and trip["etag"]
+    assert plain["exif_fields"] == [] and plain.get("camera_make") is None

@@ -438,3 +438,50 @@ def test_slow_and_oversized_clients_are_cut_off_and_never_starve_others(lite_uri
         huge.close()
         with urllib.request.urlopen(base + "/healthz", timeout=10) as r:
             assert r.status == 200
+
+
+def test_photos_uploaded_as_heic_keep_their_exif_and_searches_filter_by_it(client, photos):
+    pytest.importorskip("pillow_heif")
+    from photofiles import save_photo
+
+    def heic(seed, **tags):
+        buf = io.BytesIO()
+        save_photo(buf, photo(seed, (120, 90)), "HEIF", **tags)
+        return buf.getvalue()
+
+    fiji = heic(40, taken="2024:08:30 10:00:00", offset="+12:00", make="Apple", model="iPhone 14", gps=(-17.0, 179.95),
+                orientation=6)
+    samoa = heic(41, taken="2023:01:01 10:00:00", make="Google", model="Pixel 7", gps=(-13.8, -171.8))
+    rows = []
+    for name, data in (("fiji.heic", fiji), ("samoa.heic", samoa)):
+        r = client.post("/images", files={"image": (name, data, "image/heic")}, data={"trip": "pacific"})
+        assert r.status_code == 201, r.text
+        rows.append(r.json())
+    assert rows[0]["path"].endswith(".heic") and rows[0]["camera_model"] == "iPhone 14"
+    assert (rows[0]["orientation"], rows[0]["width"], rows[0]["height"]) == (6, 90, 120)
+    assert "exif_fields" not in rows[0] and "camera_words" not in rows[0]
+
+    def ids(response):
+        assert response.status_code == 200, response.text
+        return [h["id"] for h in response.json()["results"]]
+
+    query = (photos / "coffee.jpg").read_bytes()
+    assert ids(_upload(client, query, k=5, near="-17,-179.9,50")) == [rows[0]["id"]]  # across the antimeridian
+    assert ids(_upload(client, query, k=5, taken_before="2024-01-01", camera="pixel")) == [rows[1]["id"]]
+    assert ids(_upload(client, query, k=5, filter='trip == "pacific"', camera="iphone")) == [rows[0]["id"]]
+    by_id = client.post("/search", json={"id": rows[1]["id"], "k": 5, "near": [-17, 179.95, 10],
+                                         "taken_after": "2024-08-29T22:00+00:00"})
+    assert ids(by_id) == [rows[0]["id"]]
+    assert ids(client.post("/search", json={"id": rows[0]["id"], "k": 5, "near": "-17,179.95,10"})) == []
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"near": "-17,179.9"}, "LAT,LON,KM"), ({"taken_after": "soon"}, "not a date"), ({"camera": "--"}, "no letters"),
+    ({"taken_after": "2024-02-01", "taken_before": "2024-01-01"}, "later"),
+])
+def test_photo_filters_that_make_no_sense_are_400(client, photos, fields, words):
+    r = _upload(client, (photos / "coffee.jpg").read_bytes(), **fields)
+    assert r.status_code == 400 and words in r.json()["detail"]
+    r = client.post("/search", json={"id": 1, **fields})
+    assert r.status_code == 400 and words in r.json()["detail"]
+    assert client.post("/search", json={"id": 1, "camera": 5}).status_code == 400

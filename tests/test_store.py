@@ -137,3 +137,67 @@ def test_a_lite_store_held_by_another_process_is_refused_quickly(tmp_path):
 def test_bad_uris(uri, words):
     with pytest.raises(StoreError, match=words):
         Store(uri, timeout=2).exists()
+
+
+# -- the row, defined once ------------------------------------------------------------------------
+def test_every_field_vitsearch_writes_itself_is_reserved_from_user_metadata():
+    from vitsearch.metadata import check_field
+    from vitsearch.store import EXIF_FIELDS, EXIF_SOURCE, RESERVED, ROW_FIELDS, collection_schema, make_row
+
+    schema = collection_schema(4)
+    assert {f.name for f in schema.fields} <= RESERVED
+    row = make_row("/p.jpg", 1, 2.0, "0" * 64, 3, 4, [0.0] * 4, exif={"camera_make": "X"}, user={"label": "y"})
+    own = set(row) - {"label"} - set(EXIF_FIELDS) - {"camera_words"}
+    assert own <= RESERVED and set(ROW_FIELDS) | {"vector", EXIF_SOURCE} == own
+    for name in RESERVED:
+        with pytest.raises(Exception, match="vitsearch's own"):
+            check_field(name, "metadata")
+    for name in EXIF_FIELDS:  # a user may set these: their value wins
+        assert check_field(name, "metadata") == name
+
+
+def test_make_row_writes_the_source_fields_and_clears_those_the_source_no_longer_gives():
+    from vitsearch.store import RESERVED, SOURCE_FIELDS, make_row, user_fields
+
+    assert set(SOURCE_FIELDS) <= RESERVED
+    url = "https://cdn.example/a.jpg"
+    row = make_row(url, 1, 2.0, "0" * 64, 3, 4, [0.0] * 4, source={"etag": '"e1"', "feed": "/f.csv"},
+                   user={"sku": "s1"})
+    assert (row["etag"], row["feed"], user_fields(row)) == ('"e1"', "/f.csv", {"sku": "s1"})
+    again = make_row(url, 1, 2.0, "0" * 64, 3, 4, [0.0] * 4, source={"etag": '"e2"'}, previous=row)
+    assert again["etag"] == '"e2"' and "feed" in again and again["feed"] is None  # null: Milvus Lite merges
+    assert "etag" not in make_row("/p.jpg", 1, 2.0, "0" * 64, 3, 4, [0.0] * 4)
+
+
+def test_make_row_user_values_win_and_what_the_file_no_longer_says_is_cleared():
+    from vitsearch.store import exif_of, make_row, user_fields
+
+    exif = {"camera_make": "Canon", "camera_model": "EOS R", "taken_at": 5, "gps_lat": None}
+    row = make_row("/p.jpg", 1, 2.0, "0" * 64, 3, 4, [0.5, 0.5], exif=exif, user={"camera_make": "Mine", "n": 1})
+    assert (row["camera_make"], row["camera_model"], row["taken_at"], row["n"]) == ("Mine", "EOS R", 5, 1)
+    assert row["exif_fields"] == ["camera_model", "camera_words", "taken_at"] and "gps_lat" not in row
+    assert row["camera_words"] == ["mine", "eos", "r"]
+    assert user_fields(row) == {"camera_make": "Mine", "n": 1}
+    assert exif_of(row) == {"camera_model": "EOS R", "camera_words": ["mine", "eos", "r"], "taken_at": 5}
+    again = make_row("/p.jpg", 1, 3.0, "1" * 64, 3, 4, [0.5, 0.5], exif={"lens": "L"}, user=user_fields(row),
+                     previous=row)
+    assert (again["camera_model"], again["taken_at"], again["camera_words"], again["lens"]) == (None, None, ["mine"], "L")
+    assert again["camera_make"] == "Mine" and exif_of(again) == {"lens": "L", "camera_words": ["mine"]}
+    assert exif_of({"id": 1}) is None
+
+
+def test_exif_fields_are_dynamic_fields_that_filter_count_and_come_back(store):
+    from vitsearch.store import EXIF_FIELDS, has_field, make_row
+
+    store.create({"model": "m", "fingerprint": "f", "dim": 8})
+    rng = np.random.default_rng(0)
+    rows = [make_row(f"/x/{i}.jpg", i, 1.0, f"{i:064x}", 8, 8, rng.standard_normal(8),
+                     exif={"taken_at": 1_700_000_000 + i, "camera_make": "Apple"} if i % 2 else {})
+            for i in range(6)]
+    store.upsert(rows)
+    assert [store.count(has_field(name)) for name in EXIF_FIELDS] == [3, 3, 0, 0, 0, 0, 0]
+    got = {r["path"]: r for r in store.iter_rows("", ["path", *EXIF_FIELDS, "exif_fields"])}
+    assert got["/x/1.jpg"]["taken_at"] == 1_700_000_001 and "taken_at" not in got["/x/0.jpg"]
+    assert got["/x/0.jpg"]["exif_fields"] == []
+    hits = store.search([rows[3]["vector"]], 6, filter='json_contains_all(camera_words, ["apple"]) and taken_at < 1700000004')
+    assert sorted(h["path"] for h in hits[0]) == ["/x/1.jpg", "/x/3.jpg"]

@@ -1,4 +1,15 @@
-"""vitsearch: find visually similar images with a Vision Transformer and Milvus."""
+"""vitsearch: find visually similar images with a Vision Transformer and Milvus.
+
+    >>> from pathlib import Path
+    >>> from vitsearch import VisualSearch
+    >>> with VisualSearch("photos.db") as vs:            # a Milvus Lite file; or "http://host:19530"
+    ...     summary = vs.index(["photos"])               # walk the folder, embed what is new
+    ...     hits = vs.query("photos/chelsea.jpg", k=2)   # a path, PIL image, bytes or numpy array
+    >>> summary.added, summary.failed
+    (4, [])
+    >>> [(hit.rank, Path(hit.path).name) for hit in hits]
+    [(1, 'chelsea.jpg'), (2, 'chelsea_small_bright.png')]
+"""
 
 __version__ = "0.1.0"
 

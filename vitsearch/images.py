@@ -16,9 +16,11 @@ from typing import Iterable, Iterator, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import formats
 from .errors import ImageError, VitsearchError
 
-EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+# Pillow's own formats, and the photo formats of formats.py (HEIC/HEIF, AVIF, camera RAW)
+EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}) | formats.PHOTO_EXTENSIONS
 MAX_PIXELS = 120_000_000  # ~ 11000 x 11000; larger files are refused as decompression bombs
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
@@ -160,7 +162,16 @@ def load_image(source: ImageInput, *, draft: tuple[int, int] | None = None) -> I
     """Decode ``source`` (path, bytes, PIL image or numpy array) into an RGB PIL image.
 
     ``draft`` is the smallest (width, height) the caller needs: JPEGs are then decoded at a reduced
-    scale (PIL ``draft``), which is much faster for large photos. EXIF orientation is applied.
+    scale (PIL ``draft``), HEIC from its embedded thumbnail and camera RAW from its embedded preview
+    when those are large enough, which is much faster for large photos. EXIF orientation is applied.
+    A file or data read here records its own upright size in ``info['vitsearch.size']`` (the drafted
+    picture may be smaller).
+
+        >>> load_image("photos/chelsea.jpg").size
+        (451, 300)
+        >>> load_image(b"not an image")
+        Traceback (most recent call last):
+        vitsearch.errors.ImageError: not a recognised image format
     """
     with warnings.catch_warnings():
         # PIL warns about odd but readable files (TIFF tags past the end, bad EXIF ...): the file
@@ -180,16 +191,22 @@ def _load_image(source: ImageInput, draft: tuple[int, int] | None) -> Image.Imag
     else:
         name = "image data"
         try:
+            formats.register_plugins()
             if isinstance(source, (bytes, bytearray, memoryview)):
                 if len(source) == 0:
                     raise ImageError("empty data")
-                img = Image.open(io.BytesIO(bytes(source)))
+                data = bytes(source)
+                if formats.is_raw_data(data):
+                    return formats.load_raw(data, draft, MAX_PIXELS)
+                img = Image.open(io.BytesIO(data))
             else:
                 name = os.fspath(source)
                 if os.path.isdir(name):
                     raise ImageError("is a directory")
                 if os.path.getsize(name) == 0:
                     raise ImageError("empty file")
+                if formats.is_raw_name(name):
+                    return formats.load_raw(name, draft, MAX_PIXELS)
                 img = Image.open(name)
         except ImageError:
             raise
@@ -198,7 +215,7 @@ def _load_image(source: ImageInput, draft: tuple[int, int] | None) -> Image.Imag
         except PermissionError:
             raise ImageError("permission denied") from None
         except UnidentifiedImageError:
-            raise ImageError("not a recognised image format") from None
+            raise ImageError(formats.unreadable_reason(_head(source), name) or "not a recognised image format") from None
         except Image.DecompressionBombError as exc:
             raise ImageError(f"too many pixels (decompression bomb?): {exc}") from None
         except (OSError, ValueError, SyntaxError) as exc:
@@ -209,15 +226,20 @@ def _load_image(source: ImageInput, draft: tuple[int, int] | None) -> Image.Imag
             raise ImageError(f"too many pixels: {width}x{height} (limit {MAX_PIXELS:,})")
         if width < 1 or height < 1:
             raise ImageError(f"empty image: {width}x{height}")
-        if draft and opened_here and img.format == "JPEG":  # never mutate a caller's image
+        # JPEG: a reduced-scale decode; HEIF: the smallest embedded thumbnail that covers the size
+        if draft and opened_here and img.format in ("JPEG", "HEIF"):  # never mutate a caller's image
             short = min(width, height)
             need = max(draft)
             if short > need:
                 scale = need / short
                 img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+        turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8) if opened_here else False
         img.load()
         img = ImageOps.exif_transpose(img) or img
-        return _to_rgb(img)
+        img = _to_rgb(img)
+        if opened_here:
+            img.info["vitsearch.size"] = (height, width) if turned else (width, height)
+        return img
     except Exception as exc:  # PIL raises many types on corrupt data; all mean "cannot decode"
         if opened_here:
             img.close()  # now, not whenever the garbage collector gets to it
@@ -225,6 +247,17 @@ def _load_image(source: ImageInput, draft: tuple[int, int] | None) -> Image.Imag
             raise
         reason = str(exc) or type(exc).__name__
         raise ImageError(f"cannot decode: {reason}") from None
+
+
+def _head(source: ImageInput) -> bytes:
+    """The first bytes of a file or of data (empty when unreadable), to say what format it is."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source[:32])
+    try:
+        with open(os.fspath(source), "rb") as fh:
+            return fh.read(32)
+    except (OSError, TypeError):
+        return b""
 
 
 def describe(source: ImageInput) -> str:

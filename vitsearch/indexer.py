@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Itera
 import numpy as np
 
 from .errors import ImageError, VitsearchError
+from .exif import read_exif
 from .images import Failure
-from .metadata import RESERVED, SOURCE_FIELDS
 from .sources import Entry, Folders, Source
-from .store import ROW_FIELDS, Store, path_id
+from .store import EXIF_SOURCE, ROW_FIELDS, SOURCE_FIELDS, Store, exif_of, make_row, user_fields
 
 if TYPE_CHECKING:
     from .distributed import Dist
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 FLUSH_ROWS = 256
 FLUSH_SECONDS = 5.0  # a killed run keeps all but the last few seconds of its work
-STORED_FIELDS = ROW_FIELDS + sorted(SOURCE_FIELDS)  # what the comparison with a listing reads
+STORED_FIELDS = ROW_FIELDS + SOURCE_FIELDS + [EXIF_SOURCE]  # what the comparison with a listing reads
 
 
 class Progress(Protocol):
@@ -57,6 +57,10 @@ def no_progress(total: int, desc: str):
 
 @dataclass
 class IndexSummary:
+    """What an index run did: files ``scanned``, rows ``added``, ``updated``, ``unchanged`` and
+    ``removed``; vectors ``reused`` (known content) and ``embedded``; the files that ``failed``, each
+    with its reason; the run's ``seconds``. :meth:`as_dict` is what ``index --json`` prints."""
+
     scanned: int = 0
     added: int = 0
     updated: int = 0
@@ -66,6 +70,7 @@ class IndexSummary:
     embedded: int = 0
     metadata_updated: int = 0  # unchanged files whose metadata changed (no re-embedding)
     metadata_unmatched: int = 0  # metadata entries naming no file under the indexed paths
+    exif_added: int = 0  # unchanged files indexed before vitsearch read EXIF, whose EXIF was read now
     fetched: int = 0  # remote images downloaded (not those a conditional request found unchanged)
     failed: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
@@ -81,6 +86,7 @@ class IndexSummary:
             "embedded": self.embedded,
             "metadata_updated": self.metadata_updated,
             "metadata_unmatched": self.metadata_unmatched,
+            "exif_added": self.exif_added,
             "fetched": self.fetched,
             "failed": [f.as_dict() for f in self.failed],
             "seconds": round(self.seconds, 3),
@@ -95,29 +101,15 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def user_fields(row: dict) -> dict:
-    """The metadata of a stored row: every field but vitsearch's own."""
-    return {k: v for k, v in row.items() if k not in RESERVED and not k.startswith("$")}
-
-
 def source_of(row: dict) -> dict:
     """The source fields of a stored row (see :meth:`Entry.source_fields`)."""
-    return {name: row[name] for name in sorted(SOURCE_FIELDS) if row.get(name)}
+    return {name: row[name] for name in SOURCE_FIELDS if row.get(name)}
 
 
-def _row(entry: Entry, sha: str, vector, width: int, height: int, fields: dict | None = None) -> dict:
-    return {
-        **{k: v for k, v in (fields or {}).items() if v is not None},  # None: the feed's cell is empty
-        **entry.source_fields(),
-        "id": path_id(entry.path),
-        "path": entry.path,
-        "size": entry.size,
-        "mtime": entry.mtime,
-        "sha256": sha,
-        "width": int(width),
-        "height": int(height),
-        "vector": [float(v) for v in vector],
-    }
+def _row(entry: Entry, sha: str, vector, width: int, height: int, exif: dict, fields: dict,
+         previous: dict | None) -> dict:
+    return make_row(entry.path, entry.size, entry.mtime, sha, width, height, vector, exif=exif, user=fields,
+                    source=entry.source_fields(), previous=previous)
 
 
 @dataclass
@@ -138,6 +130,7 @@ class _Download:
     pixels: np.ndarray
     width: int
     height: int
+    exif: dict  # the EXIF fields of the fetched bytes (see vitsearch.exif)
 
 
 def as_sources(paths: Iterable) -> list[Source]:
@@ -179,7 +172,9 @@ class Indexer:
         """Bring the store in line with the images that ``paths`` list: sources, or local files and folders.
 
         ``metadata`` maps absolute paths (or URLs) to fields stored with their rows: its values replace
-        stored ones, and fields it does not name are kept (also when a file's content changes).
+        stored ones, and fields it does not name are kept (also when a file's content changes). The EXIF
+        fields of an image (:mod:`vitsearch.exif`) are read whenever its content is (re)written, from
+        the file or the fetched bytes; a metadata field of the same name wins over them.
 
         With ``dist`` (see :mod:`vitsearch.distributed`) every rank of the group calls this: rank 0
         plans, each rank embeds its shard, and rank 0 gets the summary of the whole run.
@@ -220,7 +215,7 @@ class Indexer:
     def _plan(self, sources: list[Source], metadata: dict[str, dict], summary: IndexSummary) -> _Plan:
         """List, compare with the store, hash the local files that changed, write rows whose content is
         known; what is left to embed becomes ``work``: one list per new content hash of (entry, sha256,
-        fields, is_update) tuples, the first of which is the file to decode. Remote images not known
+        fields, stored row or None, EXIF fields) tuples, the first of which is the file to decode. Remote images not known
         to be unchanged are left to :meth:`_fetch`."""
         found: dict[str, Entry] = {}
         for source in sources:
@@ -258,43 +253,44 @@ class Indexer:
                 remote.append(entry)
             else:
                 todo.append(entry)
-        self._update_metadata(unchanged, existing, metadata, summary)
-        hashes = self._hash(todo, summary)
+        self._refresh(unchanged, existing, metadata, summary)
+        hashes, exifs = self._hash(todo, summary)
         todo = [e for e in todo if e.path in hashes]
-        pending, to_embed = self._place([(e, hashes[e.path]) for e in todo], existing, metadata, summary)
+        items = [(e, hashes[e.path], exifs[e.path]) for e in todo]
+        pending, to_embed = self._place(items, existing, metadata, summary)
         self._flush(pending, force=True)
         return _Plan(list(to_embed.values()), existing, listed, remote, metadata)
 
     def _place(
         self,
-        items: list[tuple[Entry, str]],
+        items: list[tuple[Entry, str, dict]],
         existing: dict[str, dict],
         metadata: dict[str, dict],
         summary: IndexSummary,
         recent: dict[str, dict] | None = None,
     ) -> tuple[list[dict], dict[str, list[tuple]]]:
-        """Rows for the ``(entry, sha256)`` items whose content the store (or ``recent``, rows not yet
+        """Rows for the ``(entry, sha256, exif)`` items whose content the store (or ``recent``, rows not yet
         written) already holds, and the rest grouped by content to embed. An image whose content
         changed keeps its stored metadata, with ``metadata``'s fields over it."""
         recent = recent or {}
-        old_fields = self._old_fields([existing[e.path] for e, _ in items if e.path in existing])
-        wanted = {sha for _, sha in items} - recent.keys()
+        old_fields = self._old_fields([existing[e.path] for e, _, _ in items if e.path in existing])
+        wanted = {sha for _, sha, _ in items} - recent.keys()
         known = {**(self.store.by_sha256(wanted) if wanted else {}), **recent}
         pending: list[dict] = []
         to_embed: dict[str, list[tuple]] = {}
-        for entry, sha in items:
+        for entry, sha, exif in items:
             old = existing.get(entry.path)
             fields = {**old_fields.get(entry.path, {}), **metadata.get(entry.path, {})}
             if sha in known:
                 src = known[sha]
-                pending.append(_row(entry, sha, src["vector"], src["width"], src["height"], fields))
+                pending.append(_row(entry, sha, src["vector"], src["width"], src["height"], exif, fields, old))
                 if old and old["sha256"] == sha:
                     summary.unchanged += 1  # touched, same content: refresh size/mtime only
                 else:
                     summary.reused += 1
                     self._count(summary, old)
             else:
-                to_embed.setdefault(sha, []).append((entry, sha, fields, old is not None))
+                to_embed.setdefault(sha, []).append((entry, sha, fields, old, exif))
         return pending, to_embed
 
     def _embed(self, work: list[list[tuple]], summary: IndexSummary, dist: "Dist | None") -> None:
@@ -319,9 +315,9 @@ class Indexer:
                         summary.failed.extend(Failure(item[0].path, res.error or "cannot decode") for item in group)
                     else:
                         summary.embedded += 1
-                        for entry, sha, fields, is_update in group:
-                            pending.append(_row(entry, sha, res.vector, res.width, res.height, fields))
-                            if is_update:
+                        for entry, sha, fields, old, exif in group:
+                            pending.append(_row(entry, sha, res.vector, res.width, res.height, exif, fields, old))
+                            if old is not None:
                                 summary.updated += 1
                             else:
                                 summary.added += 1
@@ -364,7 +360,7 @@ class Indexer:
                 said = f" (the server sent {kind})" if kind and not kind.startswith("image/") else ""
                 raise ImageError(f"{exc}{said}") from None
             token = Entry(fetched.key, fetched.size, fetched.mtime or 0.0, fetched.etag)
-            return _Download(token, fetched.sha256, pixels, width, height)
+            return _Download(token, fetched.sha256, pixels, width, height, read_exif(fetched.data))
 
         jobs = []
         for entry in plan.remote:
@@ -395,7 +391,7 @@ class Indexer:
                 bar.update(1)
             self._index_downloads(window, plan, summary, encoder, pending, recent)
         self._flush(pending, force=True)
-        self._update_metadata(unchanged, plan.existing, plan.metadata, summary)
+        self._refresh(unchanged, plan.existing, plan.metadata, summary)
 
     def _index_downloads(self, window, plan: _Plan, summary: IndexSummary, encoder: Callable[[], Any],
                          pending: list[dict], recent: dict[str, dict]) -> None:
@@ -403,7 +399,8 @@ class Indexer:
         if not window:
             return
         downloads = {entry.path: download for entry, download in window}
-        rows, to_embed = self._place([(e, d.sha256) for e, d in window], plan.existing, plan.metadata, summary, recent)
+        items = [(e, d.sha256, d.exif) for e, d in window]
+        rows, to_embed = self._place(items, plan.existing, plan.metadata, summary, recent)
         pending.extend(rows)
         groups = list(to_embed.values())
         if groups:
@@ -411,11 +408,11 @@ class Indexer:
             vectors = encoder().embed_pixels(np.stack([d.pixels for d in firsts]))
             for group, first, vector in zip(groups, firsts, vectors):
                 summary.embedded += 1
-                for entry, sha, fields, is_update in group:
-                    row = _row(entry, sha, vector, first.width, first.height, fields)
+                for entry, sha, fields, old, exif in group:
+                    row = _row(entry, sha, vector, first.width, first.height, exif, fields, old)
                     pending.append(row)
                     recent[sha] = row
-                    if is_update:
+                    if old is not None:
                         summary.updated += 1
                     else:
                         summary.added += 1
@@ -431,13 +428,19 @@ class Indexer:
         for start in range(0, len(rows), FLUSH_ROWS):
             yield self.store.get([row["id"] for row in rows[start : start + FLUSH_ROWS]], ["*"])
 
-    def _update_metadata(
+    def _refresh(
         self, entries: list[Entry], existing: dict[str, dict], metadata: dict[str, dict], summary: IndexSummary
     ) -> None:
         """Rewrite the rows of unchanged images whose metadata or source fields (the feed that lists them)
-        differ: same vector, no embedding. Only the fields in question are read to compare; whole rows
-        only for those that change."""
-        entries = [e for e in entries if e.path in metadata or e.source_fields() != source_of(existing[e.path])]
+        differ, or local files whose EXIF was never read (rows written before vitsearch read it): same
+        vector, no embedding. Only the fields in question are read to compare; whole rows only for
+        those that change. (A remote image's EXIF is read when its bytes are fetched, not here.)"""
+
+        def exif_unread(entry: Entry) -> bool:
+            return not entry.remote and EXIF_SOURCE not in existing[entry.path]
+
+        entries = [e for e in entries if e.path in metadata or exif_unread(e)
+                   or e.source_fields() != source_of(existing[e.path])]
         names = sorted({name for e in entries for name in metadata.get(e.path, {})})
         by_path = {e.path: e for e in entries}
         for start in range(0, len(entries), FLUSH_ROWS):
@@ -446,20 +449,23 @@ class Indexer:
             for row in self.store.get([existing[e.path]["id"] for e in chunk], STORED_FIELDS + names):
                 entry = by_path[row["path"]]
                 fields = metadata.get(row["path"], {})
-                if entry.source_fields() != source_of(row) or any(
+                if exif_unread(entry) or entry.source_fields() != source_of(row) or any(
                     row.get(name) != value or (value is None and name in row) for name, value in fields.items()
                 ):
                     stale.append(row)
             changed = []
             for full in next(self._full_rows(stale), []):
-                fields = {**user_fields(full), **metadata.get(full["path"], {})}
-                changed.append({
-                    **{k: full[k] for k in ROW_FIELDS}, "vector": full["vector"],
-                    **by_path[full["path"]].source_fields(), **{k: v for k, v in fields.items() if v is not None},
-                })
+                entry = by_path[full["path"]]
+                wanted = {**user_fields(full), **metadata.get(full["path"], {})}
+                exif = exif_of(full)
+                if exif is None:
+                    exif = {} if entry.remote else read_exif(full["path"])
+                    summary.exif_added += not entry.remote
+                summary.metadata_updated += wanted != user_fields(full) or entry.source_fields() != source_of(full)
+                changed.append(make_row(*(full[k] for k in ROW_FIELDS[1:]), full["vector"], exif=exif, user=wanted,
+                                        source=entry.source_fields(), previous=full))
             self.store.upsert(changed)
             self._wrote = self._wrote or bool(changed)
-            summary.metadata_updated += len(changed)
 
     def _old_fields(self, rows: list[dict]) -> dict[str, dict]:
         """path -> metadata of the stored rows of files about to be rewritten, so that it survives."""
@@ -489,18 +495,21 @@ class Indexer:
             return True
         return False
 
-    def _hash(self, entries: list[Entry], summary: IndexSummary) -> dict[str, str]:
+    def _hash(self, entries: list[Entry], summary: IndexSummary) -> tuple[dict[str, str], dict[str, dict]]:
+        """path -> sha256 and path -> EXIF fields of the local files about to be written."""
+
         def one(entry: Entry):
             try:
-                return entry.path, sha256_file(entry.path), None
+                return entry.path, sha256_file(entry.path), read_exif(entry.path), None
             except OSError as exc:
-                return entry.path, None, f"cannot read: {exc.strerror or exc}"
+                return entry.path, None, None, f"cannot read: {exc.strerror or exc}"
 
-        out: dict[str, str] = {}
+        hashes: dict[str, str] = {}
+        exifs: dict[str, dict] = {}
         with ThreadPoolExecutor(max_workers=4) as pool:
-            for path, sha, error in pool.map(one, entries):
+            for path, sha, exif, error in pool.map(one, entries):
                 if sha is None:
                     summary.failed.append(Failure(path, error))
                 else:
-                    out[path] = sha
-        return out
+                    hashes[path], exifs[path] = sha, exif
+        return hashes, exifs

@@ -7,6 +7,11 @@
   positives. Needs several images per class in a batch.
 * ``infonce`` — for unlabelled images: two random views of an image are positives, every other
   view in the batch a negative (SimCLR's NT-Xent).
+* ``SimilarityDistillation`` — the student's neighbourhoods follow a teacher's: for each view, the
+  softmax over its similarities to the other views of the batch is pulled towards the teacher's
+  (KL divergence), as in relational / similarity-preserving distillation (Park et al. 2019, "RKD";
+  Tung & Mori 2019). It needs no head, so the CLS token itself learns what the teacher knows,
+  whatever the teacher's width.
 """
 
 from __future__ import annotations
@@ -74,3 +79,26 @@ def build_loss(name: str, dim: int, classes: int, temperature: float | None = No
     if name == "normsoftmax":
         return NormSoftmax(dim, classes, t)
     return SupCon(t) if name == "supcon" else InfoNCE(t)
+
+
+class SimilarityDistillation(nn.Module):
+    """KL(teacher ‖ student) between the row-softmaxes of the two batch similarity matrices.
+
+    Teacher features are centred on the batch mean before the cosine (post-ReLU CNN features are all
+    positive, so their raw cosines crowd near 1); the diagonal (a view and itself) is left out.
+    """
+
+    def __init__(self, temperature: float = 0.1, teacher_temperature: float = 0.05):
+        super().__init__()
+        self.temperature, self.teacher_temperature = temperature, teacher_temperature
+
+    def forward(self, z: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        n = z.shape[0]
+        if n < 3:  # one "other" view or none: no neighbourhood to match
+            return z.sum() * 0.0
+        eye = torch.eye(n, dtype=torch.bool, device=z.device)
+        z = F.normalize(z, dim=-1)
+        t = F.normalize(teacher - teacher.mean(0, keepdim=True), dim=-1)
+        student = (z @ z.T / self.temperature).masked_fill(eye, -float("inf")).log_softmax(1)
+        target = (t @ t.T / self.teacher_temperature).masked_fill(eye, -float("inf")).softmax(1)
+        return (target * (target.clamp_min(1e-12).log() - student.masked_fill(eye, 0.0))).sum(1).mean()

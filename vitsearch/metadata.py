@@ -16,10 +16,7 @@ import os
 import re
 
 from .errors import VitsearchError
-
-# The change token of a remote image (ETag) and the feed file that lists it: vitsearch writes them
-SOURCE_FIELDS = frozenset({"etag", "feed"})
-RESERVED = SOURCE_FIELDS | {"id", "path", "size", "mtime", "sha256", "width", "height", "vector", "score", "rank"}
+from .store import RESERVED
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 Scalar = str | int | float | bool
 

@@ -31,6 +31,10 @@ class TrainOptions:
     loss: str = "auto"
     temperature: float | None = None
     instance_weight: float = 0.0
+    teacher: str | None = None
+    distill_weight: float = 1.0
+    teacher_size: int | None = None
+    freeze_layers: int = 0
     labels: str = "auto"
     augment: str | None = None
     save_dtype: str = "fp32"
@@ -60,6 +64,12 @@ class TrainOptions:
             raise ValueError(f"save dtype must be one of {', '.join(SAVE_DTYPES)}, not {self.save_dtype!r}")
         if self.instance_weight < 0:
             raise ValueError(f"instance weight must be 0 or more, not {self.instance_weight}")
+        if self.distill_weight < 0:
+            raise ValueError(f"distill weight must be 0 or more, not {self.distill_weight}")
+        if self.freeze_layers < 0:
+            raise ValueError(f"freeze_layers must be 0 or more, not {self.freeze_layers}")
+        if self.teacher_size is not None and self.teacher_size < 8:
+            raise ValueError(f"teacher size must be at least 8, not {self.teacher_size}")
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"image size must be at least 8, not {self.image_size}")
         if self.augment is not None and self.augment not in AUGMENTS:

@@ -83,7 +83,15 @@ def dups_html(groups: Sequence, title: str = "vitsearch duplicates") -> str:
 
 
 def contact_sheet(rows: Sequence[Sequence[tuple[object, str]]], size: int = 160) -> Image.Image:
-    """A PNG-ready grid: one row per list of (image, caption), each tile ``size``² with its caption."""
+    """A PNG-ready grid: one row per list of (image, caption), each tile ``size``² with its caption.
+
+    What ``vitsearch query --grid`` writes: a row per query, the query first, then its hits.
+
+        >>> sheet = contact_sheet([[("photos/chelsea.jpg", "query"), ("photos/chelsea_small_bright.png", "1: 0.998")]])
+        >>> sheet.size
+        (338, 186)
+        >>> sheet.save("hits.png")
+    """
     if not rows:
         raise ValueError("nothing to draw")
     cols = max(len(r) for r in rows)

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from .filters import PhotoFilter
 from .images import FileEntry, ImageInput
 from .indexer import sha256_file
 from .metadata import check_field
-from .store import MAX_K, Store, path_id
+from .store import HIDDEN_FIELDS, MAX_K, Store, path_id
 
 if TYPE_CHECKING:
     from .embed import Encoder
@@ -21,11 +22,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class Hit:
+    """One search result: its ``rank`` (1 first), ``score`` (cosine similarity, higher is closer), the
+    image's ``path`` and row ``id``, and ``metadata`` (size, mtime, sha256, width, height and the user's
+    fields). ``hit["width"]`` reads any of them; :meth:`as_dict` is what ``query --json`` prints."""
+
     rank: int
     score: float  # cosine similarity, higher is closer
     path: str
     id: int
-    metadata: dict[str, Any] = field(default_factory=dict)  # size, mtime, sha256, width, height, user fields
+    metadata: dict[str, Any] = field(default_factory=dict)  # size, mtime, sha256, width, height, EXIF, user fields
 
     def as_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "score": round(self.score, 6), "path": self.path, "id": self.id, **self.metadata}
@@ -37,7 +42,7 @@ class Hit:
 def to_hits(rows: list[dict]) -> list[Hit]:
     hits = []
     for rank, row in enumerate(rows, start=1):
-        row = dict(row)
+        row = {k: v for k, v in row.items() if k not in HIDDEN_FIELDS and v is not None}
         score, path, id_ = row.pop("score"), row.pop("path", ""), row.pop("id")
         hits.append(Hit(rank, score, path, id_, row))
     return hits
@@ -79,13 +84,28 @@ def search_until(
     return results
 
 
-def grouped_search(store: Store, vectors: list[list[float]], k: int, field: str, filter: str | None = None) -> list[list[dict]]:
+def grouped_search(store: Store, vectors: list[list[float]], k: int, field: str, filter: str | None = None,
+                   photo: PhotoFilter | None = None) -> list[list[dict]]:
     """Top-``k`` distinct values of ``field`` per query, each with its best row.
 
     Done on the client, so it works for metadata fields on Milvus Lite and every server version.
     """
     check_field(field, "--group-by")
-    return search_until(store, vectors, k, lambda _, rows: best_per_group(rows, field, k), filter)
+    keep = photo.accepts if photo else None
+    return search_until(store, vectors, k, lambda _, rows: best_per_group([r for r in rows if not keep or keep(r)], field, k),
+                        filter)
+
+
+def filtered_search(store: Store, vectors: list[list[float]], k: int, photo: PhotoFilter | None = None,
+                    filter: str | None = None, group_by: str | None = None) -> list[list[dict]]:
+    """The search of ``vectors`` under ``filter`` and ``photo`` (see :mod:`vitsearch.filters`), which the
+    caller has combined into ``filter``: the rows ``photo`` must still check are dropped, and more are
+    fetched until ``k`` remain (or the collection has no more)."""
+    if group_by:
+        return grouped_search(store, vectors, k, group_by, filter, photo)
+    if photo is None or photo.exact:
+        return store.search(vectors, k, filter=filter)
+    return search_until(store, vectors, k, lambda _, rows: [r for r in rows if photo.accepts(r)][:k], filter)
 
 
 def stored_vectors(store: Store, images: Sequence[ImageInput]) -> dict[int, list[float]]:
@@ -145,15 +165,17 @@ def search_images(
     k: int = 10,
     filter: str | None = None,
     group_by: str | None = None,
+    photo: PhotoFilter | None = None,
 ) -> list[list[Hit]]:
-    """The ``k`` nearest indexed images of each query image (or the best image of ``k`` groups).
+    """The ``k`` nearest indexed images of each query image (or the best image of ``k`` groups), among
+    those that match ``filter`` and ``photo`` (when, where, which camera; :mod:`vitsearch.filters`).
 
     ``encoder()`` gives the model; it is not called when every query is an indexed file."""
     if not images:
         return []
+    photo = photo or None
+    if photo is not None:
+        filter = photo.combine(filter)
     vectors = query_vectors(store, list(images), encoder)
-    if group_by:
-        results = grouped_search(store, vectors, k, group_by, filter)
-    else:
-        results = store.search(vectors, k, filter=filter)
+    results = filtered_search(store, vectors, k, photo, filter, group_by)
     return [to_hits(rows) for rows in results]

@@ -11,20 +11,20 @@ named by their content hash.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hashlib
 import io
+import logging
 import os
-import queue
 import threading
 import time
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
@@ -35,27 +35,34 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .api import VisualSearch, model_record
 from .errors import FilterError, ImageError, StoreError, VitsearchError
+from .exif import read_exif
 from .fetch import MAX_IMAGE_BYTES, FetchError, Fetcher, FetchOptions, TooLargeError, is_http
+from .filters import PhotoFilter
+from .formats import register_plugins
 from .images import load_image
-from .indexer import user_fields
 from .metadata import check_field, infer
 from .report import THUMB, thumbnail
-from .search import to_hits
-from .store import path_id
+from .search import search_until, to_hits
+from .serving import auth, logs
+from .serving.auth import OPEN, READ, WRITE, Keys, access
+from .serving.batcher import MicroBatcher
+from .serving.cors import add_cors
+from .serving.errors import ApiError
+from .serving.guards import BodyLimit
+from .serving.metrics import Metrics, RequestObserver
+from .store import HIDDEN_FIELDS, make_row, path_id, user_fields
+
+__all__ = ["ApiError", "MicroBatcher", "Service", "create_app", "serve"]
 
 MAX_UPLOAD_BYTES = MAX_IMAGE_BYTES  # also the limit of query images given by URL, and of indexed ones
 MAX_RESULTS = 1000
-_FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+_FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif",
+               "HEIF": ".heic", "AVIF": ".avif"}
 _MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-                ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
-
-
-class ApiError(VitsearchError):
-    """An error with the HTTP status it answers with."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+                ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff",
+                ".heic": "image/heic", ".heif": "image/heif", ".avif": "image/avif"}
+_FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, HEIC"
+_PHOTO_PARAMS = ("taken_after", "taken_before", "near", "camera")
 
 
 def default_upload_dir() -> str:
@@ -67,68 +74,6 @@ def default_upload_dir() -> str:
 def default_thumbnail_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "vitsearch", "thumbnails")
-
-
-# -- micro-batching -------------------------------------------------------------------------------
-_STOP = object()
-
-
-class MicroBatcher:
-    """Calls ``fn(items)`` on a worker thread with the items that ``submit`` received from any thread.
-
-    A batch holds the first waiting item and whatever else arrives within ``max_wait`` seconds, up to
-    ``max_batch``. ``fn`` returns one result per item; a result that is an exception is raised to that
-    item's caller only. With ``max_batch=1`` every item runs on its own (the baseline of the benchmark).
-    """
-
-    def __init__(self, fn: Callable[[list], list], max_batch: int = 32, max_wait: float = 0.002):
-        self.fn, self.max_batch, self.max_wait = fn, max(1, max_batch), max(0.0, max_wait)
-        self.queue: queue.Queue = queue.Queue()
-        self.batches = self.items = 0
-        self.thread = threading.Thread(target=self._loop, name="vitsearch-batcher", daemon=True)
-        self.thread.start()
-
-    def submit(self, item) -> Any:
-        future: Future = Future()
-        self.queue.put((item, future))
-        return future.result()
-
-    def close(self) -> None:
-        self.queue.put(_STOP)
-        self.thread.join(timeout=10)
-
-    def _gather(self) -> tuple[list, bool]:
-        first = self.queue.get()
-        if first is _STOP:
-            return [], True
-        batch, deadline = [first], time.monotonic() + self.max_wait
-        while len(batch) < self.max_batch:
-            try:
-                left = deadline - time.monotonic()
-                item = self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return batch, True
-            batch.append(item)
-        return batch, False
-
-    def _loop(self) -> None:
-        stop = False
-        while not stop:
-            batch, stop = self._gather()
-            if not batch:
-                continue
-            self.batches, self.items = self.batches + 1, self.items + len(batch)
-            try:
-                results = self.fn([item for item, _ in batch])
-            except BaseException as exc:  # noqa: BLE001 - handed to every caller of this batch
-                results = [exc] * len(batch)
-            for (_, future), result in zip(batch, results):
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
 
 
 @dataclass
@@ -157,8 +102,10 @@ class Service:
         max_wait: float = 0.002,
         read_timeout: float = 30.0,
         allow_private_urls: bool = False,
+        metrics: Metrics | None = None,
     ):
         self.vs = search
+        self.metrics = metrics or Metrics()
         # Query images by URL: public addresses only unless allowed, the upload limit, one quick retry
         self.fetcher = Fetcher(FetchOptions(max_bytes=max_upload_bytes, allow_private=allow_private_urls,
                                             timeout=read_timeout, retries=1, max_wait=5.0))
@@ -170,8 +117,14 @@ class Service:
         self.started = time.time()
         self.counters = {"searches": 0, "uploads": 0, "deletes": 0}
         self._count_lock = threading.Lock()
+        self._active = 0  # operations under way (see ``_operation``)
+        self._idle = threading.Condition()
+        self.closing = self._closed = False
         self._open()
         self.batcher = MicroBatcher(self._run_jobs, max_batch=max_batch, max_wait=max_wait)
+        self.metrics.info.info({"version": __version__, "model": self.vs.spec.name,
+                                "collection": self.vs.store.collection})
+        self.metrics.count_rows_with(self.row_count)
 
     def _open(self) -> None:
         """Open the store and load the model now, so that the first request is as fast as the next."""
@@ -184,16 +137,72 @@ class Service:
         self.thumbnail_dir.mkdir(parents=True, exist_ok=True)
         self.vs.encoder.encode([Image.new("RGB", (32, 32), (128, 128, 128))])  # warm-up
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Refuse new operations (503), wait up to ``timeout`` seconds for those under way (a request
+        cancelled by a shutdown may still be running on its thread), then flush the store and close it."""
+        with self._idle:
+            if self._closed:
+                return
+            self.closing = self._closed = True
+            self._idle.wait_for(lambda: self._active == 0, timeout=timeout)
         self.batcher.close()
         self.fetcher.close()
+        try:
+            self._store("flush", self.vs.store.flush)
+        except StoreError as exc:
+            logging.getLogger(logs.SERVER_LOGGER).warning("the store could not be flushed: %s", exc)
         self.vs.close()
+
+    @contextlib.contextmanager
+    def _operation(self) -> Iterator[None]:
+        """Count an operation that uses the store, so that ``close`` waits for it; 503 once closing."""
+        with self._idle:
+            if self.closing:
+                raise ApiError(503, "the server is shutting down")
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def _store(self, operation: str, fn: Callable, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on the store, one call at a time; a failure is counted by operation
+        (a malformed filter is the client's error and is not)."""
+        with self.lock:
+            try:
+                return fn(*args, **kwargs)
+            except FilterError:
+                raise
+            except StoreError:
+                self.metrics.store_errors.labels(operation).inc()
+                raise
+
+    def row_count(self) -> float:
+        """Rows in the collection, NaN when the store does not answer (for the metrics)."""
+        try:
+            return float(self._store("count", self.vs.store.count))
+        except StoreError:
+            return float("nan")
+
+    def health(self) -> str | None:
+        """None when the store answers, else why not."""
+        try:
+            self._store("count", self.vs.store.count)
+        except StoreError as exc:
+            return str(exc)
+        return None
 
     # -- batch work (on the batcher's thread) ---------------------------------------------------
     def _run_jobs(self, jobs: list[_Job]) -> list:
+        self.metrics.batch_size.observe(len(jobs))
         with_image = [j for j in jobs if j.image is not None]
         if with_image:
+            started = time.perf_counter()
             vectors = self.vs.encoder.encode([j.image for j in with_image])
+            self.metrics.embed_seconds.observe(time.perf_counter() - started)
+            self.metrics.embedded.inc(len(with_image))
             for job, vector in zip(with_image, vectors):
                 job.vector = vector.tolist()
         results: list = [None] * len(jobs)
@@ -205,13 +214,16 @@ class Service:
                 by_filter.setdefault(job.filter, []).append(i)
         for filter_, members in by_filter.items():
             limit = max(jobs[i].k + (jobs[i].exclude is not None) for i in members)
+            started = time.perf_counter()
             try:
-                with self.lock:
-                    found = self.vs.store.search([jobs[i].vector for i in members], limit, filter=filter_)
+                found = self._store("search", self.vs.store.search, [jobs[i].vector for i in members], limit,
+                                    filter=filter_)
             except FilterError as exc:
                 found = [ApiError(400, str(exc))] * len(members)
             except StoreError as exc:
                 found = [ApiError(503, str(exc))] * len(members)
+            finally:
+                self.metrics.search_seconds.observe(time.perf_counter() - started)
             for i, rows in zip(members, found):
                 if isinstance(rows, Exception):
                     results[i] = rows
@@ -235,11 +247,13 @@ class Service:
             raise ApiError(400, f"the image cannot be decoded: {exc}") from None
 
     def fetch(self, url: str) -> bytes:
-        """The bytes of a query image given by URL (http/https; see ``allow_private_urls``)."""
+        """The bytes of a query image given by URL (http/https; see ``allow_private_urls``). An operation:
+        refused once the server is closing, and waited for by :meth:`close` (which closes the fetcher)."""
         if not is_http(url):  # never the server's own files or buckets
             raise ApiError(400, "url must be an http:// or https:// URL")
         try:
-            fetched = self.fetcher.open(url)
+            with self._operation():
+                fetched = self.fetcher.open(url)
         except TooLargeError as exc:
             raise ApiError(413, f"the image at the URL is {exc}") from None
         except FetchError as exc:
@@ -247,9 +261,13 @@ class Service:
         return fetched.data
 
     def search(self, image: Image.Image | None = None, *, id: int | None = None, k: int = 10,
-               filter: str | None = None) -> list[dict]:
+               filter: str | None = None, photo: PhotoFilter | None = None) -> list[dict]:
+        """``photo``: when, where, with which camera (see :mod:`vitsearch.filters`), combined with ``filter``."""
         check_k(k)
         filter = (filter or "").strip() or None
+        photo = photo or None
+        if photo is not None:
+            filter = photo.combine(filter)
         if image is not None:
             job = _Job(image=image, k=k, filter=filter)
         else:
@@ -257,17 +275,34 @@ class Service:
             if "vector" not in row:
                 raise ApiError(500, f"the row of id {id} has no vector")
             job = _Job(vector=row["vector"], k=k, filter=filter, exclude=row["id"])
-        rows = self.batcher.submit(job)
+        with self._operation():
+            rows = self.batcher.submit(job) if photo is None or photo.exact else self._search_checked(job, photo)
         self._count("searches")
         return [self.describe(hit.as_dict()) for hit in to_hits(rows)]
+
+    def _search_checked(self, job: _Job, photo: PhotoFilter) -> list[dict]:
+        """A search whose rows ``photo`` must still check (``near``): the batcher only embeds, and more
+        candidates are fetched until ``k`` pass."""
+        if job.vector is None:
+            job.vector = self.batcher.submit(_Job(image=job.image))
+
+        def select(_, rows):
+            return [r for r in rows if r["id"] != job.exclude and photo.accepts(r)][: job.k]
+
+        try:
+            with self.lock:
+                return search_until(self.vs.store, [job.vector], job.k, select, job.filter)[0]
+        except FilterError as exc:
+            raise ApiError(400, str(exc)) from None
+        except StoreError as exc:
+            raise ApiError(503, str(exc)) from None
 
     def row(self, id: int | None, fields: list[str] | None = None) -> dict:
         """The stored row of ``id``: ``fields`` (default: vitsearch's own, no vector, no metadata); 404 if none."""
         if id is None:
             raise ApiError(400, "give an image to search with, or the id of an indexed image")
         try:
-            with self.lock:
-                rows = self.vs.store.get([int(id)], fields)
+            rows = self._store("get", self.vs.store.get, [int(id)], fields)
         except StoreError as exc:
             raise ApiError(503, str(exc)) from None
         if not rows:
@@ -279,7 +314,8 @@ class Service:
 
         The id is sent as a string: it is a 64-bit integer, and JavaScript's numbers would round it.
         """
-        out = {k: v for k, v in row.items() if k != "vector" and not k.startswith("$")}
+        out = {k: v for k, v in row.items()
+               if k != "vector" and k not in HIDDEN_FIELDS and v is not None and not k.startswith("$")}
         out["id"] = str(row["id"])
         out["image_url"] = f"/images/{row['id']}"
         out["thumbnail_url"] = f"/thumbnails/{row['id']}"
@@ -298,32 +334,34 @@ class Service:
         ext = _FORMAT_EXT[fmt]
         sha = hashlib.sha256(data).hexdigest()
         path = self.upload_dir / sha[:2] / f"{sha}{ext}"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        vector = self.batcher.submit(_Job(image=image))
-        stat = path.stat()
-        row_id = path_id(str(path))
-        with self.lock:
-            old = self.vs.store.get([row_id], ["*"])
-            kept = user_fields(old[0]) if old else {}
-            row = {
-                **kept, **fields, "id": row_id, "path": str(path), "size": stat.st_size, "mtime": stat.st_mtime,
-                "sha256": sha, "width": image.width, "height": image.height, "vector": [float(v) for v in vector],
-            }
-            self.vs.store.upsert([row])
+        with self._operation():
+            written = _keep(path, data)
+            try:
+                vector = self.batcher.submit(_Job(image=image))
+                row_id = path_id(str(path))
+                exif = read_exif(data)
+                with self.lock:  # a delete of the same content meanwhile took the file: put it back
+                    written = _keep(path, data) or written
+                    stat = path.stat()
+                    old = self._store("get", self.vs.store.get, [row_id], ["*"])
+                    kept = user_fields(old[0]) if old else {}
+                    row = make_row(str(path), stat.st_size, stat.st_mtime, sha, image.width, image.height, vector,
+                                   exif=exif, user={**kept, **fields}, previous=old[0] if old else None)
+                    self._store("upsert", self.vs.store.upsert, [row])
+            except BaseException:
+                if written:  # refused whole: no file is left behind without its row
+                    path.unlink(missing_ok=True)
+                raise
         self._count("uploads")
         return self.describe(row), not old
 
     def remove(self, id: int) -> dict:
-        row = self.row(id)
-        with self.lock:
-            self.vs.store.delete([row["id"]])
-        path = Path(row["path"])
-        if self.upload_dir in path.parents:  # an uploaded file goes with its row; indexed folders stay as they are
-            path.unlink(missing_ok=True)
+        with self._operation(), self.lock:  # the row and its file go together (see ``add``)
+            row = self.row(id)
+            self._store("delete", self.vs.store.delete, [row["id"]])
+            path = Path(row["path"])
+            if self.upload_dir in path.parents:  # an uploaded file goes with its row; indexed folders stay
+                path.unlink(missing_ok=True)
         for cached in self.thumbnail_dir.glob(f"{row['id']}-*.jpg"):
             cached.unlink(missing_ok=True)
         self._count("deletes")
@@ -353,7 +391,7 @@ class Service:
             self.counters[what] += 1
 
     def stats(self) -> dict:
-        info = self.vs.info()
+        info = self._store("info", self.vs.info, exif=False)
         batches = self.batcher.batches
         return {
             "count": info["count"],
@@ -370,23 +408,49 @@ class Service:
         }
 
 
+def _keep(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` unless a file is there (atomically: never a partial file); True if written."""
+    if path.is_file():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return True
+
+
 def sniff(data: bytes) -> str:
     """The image format of ``data``, from its content (never from a name or a header): 415 when none."""
     if not data:
         raise ApiError(400, "the upload is empty")
+    register_plugins()  # HEIC, when pillow-heif is installed
     try:
         with Image.open(io.BytesIO(data)) as probe:
             fmt = probe.format
     except UnidentifiedImageError:
-        raise ApiError(415, "the upload is not an image in a format vitsearch reads "
-                            "(JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+        raise ApiError(415, f"the upload is not an image in a format vitsearch reads ({_FORMAT_NAMES})") from None
     except Image.DecompressionBombError as exc:
         raise ApiError(400, f"the image has too many pixels: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types on corrupt headers
         raise ApiError(400, f"the image cannot be read: {exc}") from None
     if fmt not in _FORMAT_EXT:
-        raise ApiError(415, f"{fmt} images are not supported (JPEG, PNG, WebP, GIF, BMP, TIFF are)")
+        raise ApiError(415, f"{fmt} images are not supported ({_FORMAT_NAMES} are)")
     return fmt
+
+
+def _photo(params) -> PhotoFilter:
+    """The when/where/camera filter of a search request's fields (form or JSON); 400 when one is wrong."""
+    values = {}
+    for name in _PHOTO_PARAMS:
+        value = params.get(name)
+        ok = (str, list) if name == "near" else (str,) if name == "camera" else (str, int, float)
+        if value is not None and (not isinstance(value, ok) or isinstance(value, bool)):
+            raise ApiError(400, f"{name} must be a string, not {value!r}")
+        values[name] = value
+    try:
+        return PhotoFilter.build(**values)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def check_k(k: int) -> int:
@@ -407,105 +471,40 @@ def parse_fields(form: Sequence[tuple[str, Any]]) -> dict[str, Any]:
     return fields
 
 
-class _BodyLimit:
-    """Guards request bodies: over ``limit`` bytes is 413 (at once when Content-Length says so, else as
-    soon as the streamed body passes the limit, so nothing larger is buffered), and a body whose next
-    chunk takes more than ``timeout`` seconds to arrive is 408 (a slow client cannot hold a worker)."""
-
-    def __init__(self, app, limit: int, message: str, timeout: float = 30.0):
-        self.app, self.limit, self.message, self.timeout = app, limit, message, timeout
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.limit:
-            response = JSONResponse({"detail": self.message}, status_code=413, headers={"Connection": "close"})
-            await response(scope, receive, send)
-            return
-        seen = 0
-        complete = False
-
-        async def guarded():
-            nonlocal seen, complete
-            if complete:  # after the body, receive() only waits for a disconnect: no timeout then
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), self.timeout)
-            except asyncio.TimeoutError:
-                raise ApiError(408, f"the request body stalled: no data for {self.timeout:g} s") from None
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise ApiError(413, self.message)
-                complete = not message.get("more_body", False)
-            else:
-                complete = True
-            return message
-
-        await self.app(scope, guarded, send)
-
-
-def _protocol_with_head_timeout(seconds: float):
-    """uvicorn's h11 protocol, closing a connection whose request line and headers have not all arrived
-    ``seconds`` after it opened (or after its previous response): uvicorn itself waits forever, so a
-    few hundred slow-loris connections would use up ``limit_concurrency``."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class Protocol(H11Protocol):
-        _head_timer = None
-
-        def connection_made(self, transport):
-            super().connection_made(transport)
-            self._arm()
-
-        def on_response_complete(self):
-            super().on_response_complete()
-            self._arm()
-
-        def connection_lost(self, exc):
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self):
-            self._disarm()
-            self._head_timer = self.loop.call_later(seconds, self._head_timeout)
-
-        def _disarm(self):
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_timeout(self):
-            self._head_timer = None
-            if self.cycle is None or self.cycle.response_complete:  # no request under way
-                self.transport.close()
-
-    return Protocol
-
-
 def page() -> str:
     return resources.files("vitsearch").joinpath("static", "index.html").read_text(encoding="utf-8")
 
 
 # -- the FastAPI application ----------------------------------------------------------------------
-def create_app(service: Service):
-    """The ASGI app around ``service``: what `vitsearch serve` runs, and what tests drive."""
+def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequence[str] = (),
+               access_log: logging.Logger | None = None):
+    """The ASGI app around ``service``: what `vitsearch serve` runs, and what tests drive.
+
+    Around the routes, from the outside in: every request is measured and logged (``RequestObserver``),
+    answered for the CORS origins given (none: no CORS), and its body bounded (``BodyLimit``); then
+    one app-wide dependency checks the API key the route's access level needs (``auth``). Each route
+    names its level with ``openapi_extra=access(...)``; one that names none is a write.
+    """
+    keys = keys or Keys()
     app = FastAPI(
         title="vitsearch",
         version=__version__,
         description="Search a collection of images by example image.",
+        dependencies=[Depends(auth.require_key(keys))],
     )
     app.state.service = service
+    app.state.keys = keys
+    auth.document(app, keys)
     too_large = f"the upload is larger than the limit of {service.max_upload_bytes / 2**20:.3g} MB"
     # the limit on the whole body leaves room for the form fields around the file
-    app.add_middleware(_BodyLimit, limit=service.max_upload_bytes + 64 * 1024, message=too_large,
+    app.add_middleware(BodyLimit, limit=service.max_upload_bytes + 64 * 1024, message=too_large,
                        timeout=service.read_timeout)
+    add_cors(app, cors_origins)
+    app.add_middleware(RequestObserver, metrics=service.metrics, logger=access_log)  # the last added is outermost
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(VitsearchError)
     async def _vitsearch_error(request: Request, exc: VitsearchError):
@@ -544,6 +543,12 @@ def create_app(service: Service):
             raise ApiError(404, f"no image with id {text!r}")
         return int(text)
 
+    photo_params = {
+        "taken_after": {"type": "string", "description": "EXIF taken_at at or after this date/time, e.g. 2024-06-01"},
+        "taken_before": {"type": "string", "description": "EXIF taken_at before this date/time"},
+        "near": {"type": "string", "description": "LAT,LON,KM: EXIF GPS position within KM of LAT,LON"},
+        "camera": {"type": "string", "description": "words of the camera make or model, any case"},
+    }
     search_body = {
         "requestBody": {
             "content": {
@@ -551,7 +556,8 @@ def create_app(service: Service):
                     "type": "object", "required": ["image"],
                     "properties": {"image": {"type": "string", "format": "binary"},
                                    "k": {"type": "integer", "default": 10, "minimum": 1, "maximum": MAX_RESULTS},
-                                   "filter": {"type": "string", "description": "Milvus boolean expression"}},
+                                   "filter": {"type": "string", "description": "Milvus boolean expression"},
+                                   **photo_params},
                 }},
                 "application/json": {"schema": {
                     "type": "object",
@@ -559,13 +565,14 @@ def create_app(service: Service):
                                           "description": "an indexed image (more like this); a string or an integer"},
                                    "url": {"type": "string", "description": "an image to fetch (http or https; "
                                            "public addresses only unless serve --allow-private-urls)"},
-                                   "k": {"type": "integer", "default": 10}, "filter": {"type": "string"}},
+                                   "k": {"type": "integer", "default": 10}, "filter": {"type": "string"},
+                                   **photo_params},
                 }},
             }
         }
     }
 
-    @app.post("/search", openapi_extra=search_body, summary="Images most like an uploaded one (or an indexed one)")
+    @app.post("/search", openapi_extra={**search_body, **access(READ)}, summary="Images most like an uploaded one (or an indexed one, or one at a URL)")
     async def search(request: Request):
         started = time.perf_counter()
         kind = request.headers.get("content-type", "")
@@ -574,8 +581,9 @@ def create_app(service: Service):
             data = await _read_upload(form.get("image"))
             k = _int(form.get("k", 10), "k")
             filter_ = form.get("filter")
+            photo = _photo(form)
             image = await run_in_threadpool(service.decode, data)
-            results = await run_in_threadpool(service.search, image, k=k, filter=filter_)
+            results = await run_in_threadpool(service.search, image, k=k, filter=filter_, photo=photo)
         elif kind.startswith("application/json"):
             try:
                 body = await request.json()
@@ -588,16 +596,17 @@ def create_app(service: Service):
             filter_ = body.get("filter")
             if filter_ is not None and not isinstance(filter_, str):
                 raise ApiError(400, "filter must be a string")
+            photo = _photo(body)
             if "url" in body:
                 if not isinstance(body["url"], str) or not body["url"].strip():
                     raise ApiError(400, "url must be a non-empty string")
                 check_k(k)
                 data = await run_in_threadpool(service.fetch, body["url"].strip())
                 image = await run_in_threadpool(service.decode, data)
-                results = await run_in_threadpool(service.search, image, k=k, filter=filter_)
+                results = await run_in_threadpool(service.search, image, k=k, filter=filter_, photo=photo)
             else:
                 results = await run_in_threadpool(
-                    service.search, None, id=_int(body["id"], "id"), k=k, filter=filter_
+                    service.search, None, id=_int(body["id"], "id"), k=k, filter=filter_, photo=photo
                 )
         else:
             raise ApiError(415, "send multipart/form-data with an 'image' file, or JSON with an 'id' or a 'url'")
@@ -609,7 +618,7 @@ def create_app(service: Service):
         "additionalProperties": {"type": "string", "description": "metadata fields, typed like CSV cells"},
     }}}}}
 
-    @app.post("/images", status_code=201, openapi_extra=upload_body, summary="Add an uploaded image to the collection")
+    @app.post("/images", status_code=201, openapi_extra={**upload_body, **access(WRITE)}, summary="Add an uploaded image to the collection")
     async def add_image(request: Request):
         kind = request.headers.get("content-type", "")
         if not kind.startswith("multipart/form-data"):
@@ -620,43 +629,47 @@ def create_app(service: Service):
         row, created = await run_in_threadpool(service.add, data, fields)
         return JSONResponse(row, status_code=201 if created else 200)
 
-    @app.get("/images/{image_id}", summary="The file of an indexed image")
+    @app.get("/images/{image_id}", openapi_extra=access(READ), summary="The file of an indexed image")
     def get_image(image_id: str):
         path, media = service.file_of(_id(image_id))
         return FileResponse(path, media_type=media)
 
-    @app.delete("/images/{image_id}", summary="Remove an image from the collection")
+    @app.delete("/images/{image_id}", openapi_extra=access(WRITE), summary="Remove an image from the collection")
     def delete_image(image_id: str):
         return service.remove(_id(image_id))
 
-    @app.get("/thumbnails/{image_id}", summary="A JPEG thumbnail of an indexed image (cached)")
+    @app.get("/thumbnails/{image_id}", openapi_extra=access(READ),
+             summary="A JPEG thumbnail of an indexed image (cached)")
     def get_thumbnail(image_id: str):
         return FileResponse(service.thumbnail_of(_id(image_id)), media_type="image/jpeg",
                             headers={"Cache-Control": "public, max-age=86400"})
 
-    @app.get("/rows/{image_id}", summary="The stored fields of an indexed image")
+    @app.get("/rows/{image_id}", openapi_extra=access(READ), summary="The stored fields of an indexed image")
     def get_row(image_id: str):
         return service.describe(service.row(_id(image_id), ["*"]))
 
-    @app.get("/healthz", summary="Liveness: the store answers")
+    @app.get("/healthz", openapi_extra=access(OPEN), summary="Liveness: the store answers (never needs a key)")
     def healthz():
-        try:
-            with service.lock:
-                service.vs.store.count()
-        except StoreError as exc:
-            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        problem = service.health()
+        if problem is not None:
+            return JSONResponse({"status": "unavailable", "detail": problem}, status_code=503)
         return {"status": "ok"}
 
-    @app.get("/stats", summary="Count, model, dimension, uptime")
+    @app.get("/stats", openapi_extra=access(READ), summary="Count, model, dimension, uptime")
     def stats():
         with service.lock:
             return service.stats()
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @app.get("/metrics", openapi_extra=access(READ), response_class=Response,
+             summary="Prometheus metrics (text exposition format)")
+    def metrics():
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    @app.get("/favicon.ico", include_in_schema=False, openapi_extra=access(OPEN))
     def favicon():
         return Response(status_code=204)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False, openapi_extra=access(OPEN))
     def index_page():
         return HTMLResponse(page())
 
@@ -664,18 +677,21 @@ def create_app(service: Service):
 
 
 def serve(
-    service: Service, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", max_connections: int = 256
-) -> None:
-    """Run the service with uvicorn: idle keep-alive connections close after 5 s, request heads and
-    body chunks must arrive within ``service.read_timeout``, and connections beyond
-    ``max_connections`` get 503 at once."""
-    import uvicorn
+    service: Service, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", max_connections: int = 256,
+    *, keys: Keys | None = None, cors_origins: Sequence[str] = (), log_json: bool = False,
+    shutdown_timeout: float = 30.0,
+) -> int | None:
+    """Run the service with uvicorn until SIGTERM / SIGINT (see ``serving.run``), then close it: wait for
+    operations still under way, flush the store and close it. Returns the signal that stopped it.
 
+    Idle keep-alive connections close after 5 s, request heads and body chunks must arrive within
+    ``service.read_timeout``, and connections beyond ``max_connections`` get 503 at once."""
+    from .serving.run import run
+
+    logs.configure(log_level, log_json)
+    app = create_app(service, keys=keys, cors_origins=cors_origins)
     try:
-        http = _protocol_with_head_timeout(service.read_timeout)
-    except ImportError:  # pragma: no cover - a uvicorn without its h11 protocol module
-        http = "auto"
-    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, timeout_keep_alive=5,
-                limit_concurrency=max_connections, http=http)
-
-
+        return run(app, host=host, port=port, log_level=log_level, max_connections=max_connections,
+                   read_timeout=service.read_timeout, shutdown_timeout=shutdown_timeout)
+    finally:
+        service.close(timeout=shutdown_timeout)

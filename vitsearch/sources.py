@@ -58,7 +58,7 @@ class Entry:
         return known and row.get("size") == self.size and row.get("mtime") == self.mtime
 
     def source_fields(self) -> dict:
-        """The fields vitsearch stores about where the row came from (see ``metadata.SOURCE_FIELDS``)."""
+        """The fields vitsearch stores about where the row came from (see ``store.SOURCE_FIELDS``)."""
         return {name: value for name, value in (("etag", self.etag), ("feed", self.feed)) if value}
 
 

@@ -15,10 +15,27 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import FilterError, StoreError, StoreLockedError
+from .exif import CAMERA_WORDS, camera_words
+from .exif import FIELDS as EXIF_TYPES
 
 SCHEMA_VERSION = 1
 META_KEY = "vitsearch.meta"
+
+# -- the stored row ---------------------------------------------------------------------------------
+# The schema's fields (besides the vector), in order: a file's facts.
 ROW_FIELDS = ["id", "path", "size", "mtime", "sha256", "width", "height"]
+# Dynamic fields read from the file's EXIF (see vitsearch.exif), present when the file has them.
+EXIF_FIELDS = list(EXIF_TYPES)
+# Which of a row's dynamic fields came from its file's EXIF; the others are the user's metadata. A row
+# without it was written before vitsearch read EXIF.
+EXIF_SOURCE = "exif_fields"
+# Where a row came from (see vitsearch.sources): the change token of a remote image (its ETag) and the
+# feed file that lists it; vitsearch writes them, present when the source gives them.
+SOURCE_FIELDS = ["etag", "feed"]
+# Names a user's metadata cannot take. The EXIF names are not among them: a user's value wins.
+RESERVED = frozenset(ROW_FIELDS + SOURCE_FIELDS + ["vector", EXIF_SOURCE, "score", "rank"])
+# Bookkeeping that hits and API answers leave out (and fields whose value is null: see make_row).
+HIDDEN_FIELDS = frozenset({EXIF_SOURCE, CAMERA_WORDS})
 MAX_K = 16384
 _BATCH = 1000
 _HNSW = {"M": 16, "efConstruction": 200}
@@ -26,8 +43,12 @@ _HNSW = {"M": 16, "efConstruction": 200}
 # on Milvus Lite (benchmarks/bench_store.py; README "Performance")
 SEARCH_EF = 256
 
-# gRPC logs a line each time a DataLoader worker forks beside an open client; nothing is wrong then.
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+# gRPC's C core writes its own lines to stderr: one each time a DataLoader worker forks beside an
+# open client, and an "E ... GOAWAY ... too_many_pings" when a quiet run (a long hash) outlasts
+# Milvus Lite's ping allowance (pymilvus pings every 10 s; the channel is simply re-opened). Neither
+# is the user's concern, and every failure that matters reaches vitsearch as an exception it reports,
+# so the core's log stays off unless GRPC_VERBOSITY says otherwise.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 
 # Open Stores per Milvus Lite path in this process: the last one to close releases the store.
@@ -39,6 +60,70 @@ def path_id(path: str) -> int:
     """The primary key of a file: a stable 63-bit hash of its absolute path."""
     digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest()
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def make_row(
+    path: str,
+    size: int,
+    mtime: float,
+    sha256: str,
+    width: int,
+    height: int,
+    vector,
+    *,
+    exif: dict | None = None,
+    user: dict | None = None,
+    source: dict | None = None,
+    previous: dict | None = None,
+) -> dict:
+    """A row as it is stored: the file's facts and vector, the EXIF fields its file gave (``exif``, see
+    :func:`vitsearch.exif.read_exif`) and the user's metadata (``user``), whose value wins where both
+    name a field. ``exif_fields`` records which fields came from the file. ``source`` holds the
+    :data:`SOURCE_FIELDS` the image's source gave (its ETag, the feed that lists it).
+
+    ``previous`` is the stored row this one replaces: its EXIF and source fields that the image no
+    longer has are written as null, since Milvus Lite merges an upsert's dynamic fields into the stored ones (a server
+    replaces the row; null is "no value" to both, and to filters)."""
+    user = dict(user or {})
+    from_file = {k: v for k, v in (exif or {}).items() if k not in user and k != CAMERA_WORDS and v is not None}
+    row = {**user, **from_file}
+    if CAMERA_WORDS not in user:
+        words = camera_words(row.get("camera_make"), row.get("camera_model"))
+        if words:
+            row[CAMERA_WORDS] = from_file[CAMERA_WORDS] = words
+    row.update(
+        id=path_id(path), path=path, size=int(size), mtime=float(mtime), sha256=sha256, width=int(width),
+        height=int(height), vector=[float(v) for v in vector],
+    )
+    row.update({k: v for k, v in (source or {}).items() if k in SOURCE_FIELDS and v})
+    row[EXIF_SOURCE] = sorted(from_file)
+    for name in (previous or {}).get(EXIF_SOURCE) or ():
+        row.setdefault(name, None)
+    for name in SOURCE_FIELDS:
+        if (previous or {}).get(name):
+            row.setdefault(name, None)
+    return row
+
+
+def user_fields(row: dict) -> dict:
+    """The user's metadata of a stored row: every field but vitsearch's own and those from EXIF."""
+    from_file = set(row.get(EXIF_SOURCE) or ())
+    return {k: v for k, v in row.items()
+            if k not in RESERVED and k not in from_file and v is not None and not k.startswith("$")}
+
+
+def exif_of(row: dict) -> dict | None:
+    """The fields a stored row has from its file's EXIF; None for a row written before EXIF was read."""
+    if EXIF_SOURCE not in row:
+        return None
+    return {k: row[k] for k in row[EXIF_SOURCE] if row.get(k) is not None}
+
+
+def has_field(name: str) -> str:
+    """A filter true for the rows that have a usable value of the EXIF field ``name``."""
+    if EXIF_TYPES.get(name) is str:
+        return f'{name} >= ""'
+    return f"({name} >= 0 or {name} < 0)"
 
 
 def quote(value: str) -> str:
@@ -403,13 +488,14 @@ class Store:
             return {"consistency_level": "Strong"}
         return {"consistency_level": "Session"}
 
-    def count(self) -> int:
-        """The number of rows (a Strong read: exact at the time of the call)."""
+    def count(self, filter: str = "", *, strong: bool = True) -> int:
+        """The number of rows, or of those that match ``filter`` (``strong``: exact at the time of the
+        call; else as this Store's reads see it, see ``_level``)."""
         if not self.exists():
             return 0
         self._ensure_loaded()
-        res = self._call("count", self.client.query, self.collection, filter="", output_fields=["count(*)"],
-                         **self._level(strong=True))
+        res = self._call("count", self.client.query, self.collection, filter=filter, output_fields=["count(*)"],
+                         **self._level(strong=strong))
         return int(res[0]["count(*)"]) if res else 0
 
     def get(self, ids: list[int], fields: list[str] | None = None) -> list[dict]:

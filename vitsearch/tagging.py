@@ -22,6 +22,9 @@ TEMPERATURE = 0.07
 
 @dataclass
 class Tag:
+    """A predicted ``label`` for ``query`` with its ``confidence`` (the winner's share of the
+    similarity-weighted ``votes``), the ``neighbours`` that voted, and whether it was ``written``."""
+
     query: str
     label: Any  # None when no neighbour has the field, or the vote is below min_confidence
     confidence: float

@@ -8,6 +8,13 @@ saves is a ``save_pretrained`` directory that every command accepts with ``--mod
   ``instance_weight > 0`` adds that InfoNCE term on two views of each image as well: a class loss
   alone pulls every member of a class onto one point, and the instance term keeps an image nearer to
   its own edited copies than to its classmates (near-duplicate search needs that).
+* ``teacher`` distils a frozen encoder into the student (training only): on the very views the
+  student sees, the student's batch similarities follow the teacher's
+  (:class:`~vitsearch.losses.SimilarityDistillation`, weight ``distill_weight``). The embedding stays
+  the final CLS token; no head or token is added to what is saved.
+* ``freeze_layers=N`` keeps the patch embedding and the first N transformer blocks as they are:
+  back-propagation stops above them, so a step costs about half as much with half the blocks frozen,
+  and what the lower layers know is not forgotten.
 * AdamW, linear warm-up then cosine decay, optional layer-wise learning-rate decay, gradient
   accumulation and clipping, bf16 autocast where the hardware has it.
 * A checkpoint (weights, optimiser, schedule, position in the epoch) after every epoch and on Ctrl-C;
@@ -43,7 +50,7 @@ from .embed import Encoder, choose_device, choose_precision, worker_init
 from .errors import ImageError, VitsearchError
 from .evaluation import embed_set, retrieval_metrics
 from .images import Failure, load_image
-from .losses import InfoNCE, build_loss
+from .losses import InfoNCE, SimilarityDistillation, build_loss
 from .model import (
     VitBackbone,
     load_backbone,
@@ -63,6 +70,7 @@ HEAD_LR_SCALE = 100.0  # class proxies start random: they move much faster than 
 SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # keys: options.SAVE_DTYPES
 # Options that may differ between an interrupted run and its resumption (they do not change the maths).
 _RESUMABLE_CHANGES = {"device", "precision", "num_workers", "keep_checkpoint"}
+SAVE_EVERY_SECONDS = 600.0  # a checkpoint at least this often, so a killed run loses minutes, not an epoch
 
 
 class TrainingInterrupted(VitsearchError):
@@ -139,6 +147,20 @@ def _layer_id(name: str, layers: int) -> int:
     if match:
         return int(match.group(1)) + 1
     return 0 if ("embeddings" in name or "pre_layrnorm" in name) else layers + 1
+
+
+def freeze_lower_layers(backbone: VitBackbone, layers: int) -> int:
+    """Stop training the embeddings and the first ``layers`` blocks; returns how many tensors were frozen."""
+    config = getattr(backbone.model.config, "vision_config", None) or backbone.model.config
+    total = int(config.num_hidden_layers)
+    if layers >= total:
+        raise ValueError(f"freeze_layers must leave a block to train: the model has {total}, not more than {total - 1}")
+    frozen = 0
+    for name, param in backbone.named_parameters():
+        if _layer_id(name, total) <= layers:
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
 
 
 def param_groups(backbone: VitBackbone, head: nn.Module, opts: TrainOptions, lr: float) -> list[dict]:
@@ -218,6 +240,14 @@ class _Run:
         self.backbone, self.base_name, base_prep = self._build_backbone()
         self.image_size = opts.image_size or max(base_prep.input_size)
         self.backbone = resize_backbone(self.backbone, self.image_size).to(self.device)
+        if opts.freeze_layers:
+            freeze_lower_layers(self.backbone, opts.freeze_layers)
+        self.teacher = None
+        if opts.teacher and opts.distill_weight > 0:
+            from .teacher import load_teacher
+
+            self.teacher = load_teacher(opts.teacher, opts.teacher_size).to(self.device)
+            self.distill = SimilarityDistillation()
         self.preprocessing = base_prep.at_size(self.image_size)
         dim = self.backbone.model.config.hidden_size
         self.head = build_loss(self.loss_name, dim, len(data.classes), opts.temperature).to(self.device)
@@ -231,6 +261,7 @@ class _Run:
             self.optimizer, warmup_cosine(self.steps_per_epoch * opts.epochs, opts.warmup)
         )
         self.epoch, self.position, self.step = 0, 0, 0
+        self.saved_at = time.monotonic()
         self.history: list[dict] = []
         self.failed: dict[str, Failure] = {}
         prep = self.preprocessing
@@ -274,6 +305,7 @@ class _Run:
         tmp = self.state_path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.state_path)
+        self.saved_at = time.monotonic()
 
     def load_state(self) -> None:
         try:
@@ -304,12 +336,15 @@ class _Run:
         else:
             views = torch.cat([self.views(x), self.views(x)])
             target = labels.to(self.device).repeat(2) if self.labelled else None
+        teacher = self.teacher(views.clamp(0, 1)) if self.teacher is not None else None
         views = (views - self.mean) / self.std
         with self._autocast():
             z = self.backbone.cls_token(views).float()
         loss = self.head(z, target)
         if self.instance is not None:
             loss = loss + self.opts.instance_weight * self.instance(z)
+        if teacher is not None:
+            loss = loss + self.opts.distill_weight * self.distill(z, teacher)
         return loss
 
     def _loader(self, batches: list[list[int]]):
@@ -386,6 +421,8 @@ class _Run:
                     })
                 except KeyboardInterrupt:  # raised by the caller's callback: a clean stop, like Ctrl-C
                     stop.set = True
+                if not stop.set and time.monotonic() - self.saved_at > SAVE_EVERY_SECONDS:
+                    self.save_state()
                 if stop.set:
                     self.save_state()
                     raise TrainingInterrupted(
@@ -440,6 +477,9 @@ class _Run:
             "",
             f"Base: `{self.base_name}`; objective: {self.loss_name}"
             + (f" + {self.opts.instance_weight:g} × infonce on two views" if self.instance is not None else "")
+            + (f" + {self.opts.distill_weight:g} × similarity distillation from `{self.opts.teacher}`"
+               if self.teacher is not None else "")
+            + (f"; first {self.opts.freeze_layers} blocks frozen" if self.opts.freeze_layers else "")
             + f"; image size {self.image_size}; "
             f"{self.opts.epochs} epochs on {len(self.train_idx)} images"
             + (f" in {len(self.data.classes)} classes." if self.data.classes else " (unlabelled)."),

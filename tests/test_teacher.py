@@ -1,0 +1,109 @@
+"""Distillation: the teachers, the similarity term, frozen lower layers, and training with all three."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import labelled_folder, photo
+from vitsearch.checkpoint import RECORD_FILE, load_spec
+from vitsearch.errors import ModelError
+from vitsearch.losses import SimilarityDistillation
+from vitsearch.model import load_backbone
+from vitsearch.teacher import EFFICIENTNET_LITE0, EfficientNetLite0, load_teacher
+from vitsearch.training import freeze_lower_layers, train
+
+def _block(name: str) -> int | None:
+    """The transformer block a parameter belongs to (``layer.3.`` or ``layers.3.``), else None."""
+    match = re.search(r"(?:^|\.)layers?\.(\d+)\.", name)
+    return int(match.group(1)) if match else None
+
+
+FAST = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "num_workers": 0, "device": "cpu", "val_fraction": 0.2}
+
+
+def test_similarity_distillation_is_smallest_when_the_student_copies_the_teacher():
+    torch.manual_seed(0)
+    teacher = torch.randn(16, 8)
+    loss = SimilarityDistillation(temperature=0.1, teacher_temperature=0.1)
+    copied = loss(teacher - teacher.mean(0), teacher)
+    unrelated = loss(torch.randn(16, 8), teacher)
+    assert copied.item() == pytest.approx(0.0, abs=1e-5) and unrelated.item() > 0.1
+    z = torch.randn(16, 8, requires_grad=True)
+    loss(z, teacher).backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    assert loss(torch.randn(2, 8), torch.randn(2, 4)).item() == 0.0  # too few views for a neighbourhood
+
+
+def test_efficientnet_teacher_sees_views_as_imagenet_does():
+    teacher = load_teacher(EFFICIENTNET_LITE0, size=96)
+    views = torch.stack([torch.from_numpy(np.asarray(photo(i, (64, 64)), np.float32) / 255).permute(2, 0, 1)
+                         for i in range(4)])
+    features = teacher(views)
+    assert features.shape == (4, 1280) and torch.isfinite(features).all() and not features.requires_grad
+    assert torch.allclose(teacher(views), features)  # eval mode: BatchNorm statistics never move
+    teacher.train()
+    assert not teacher.training
+    # the same network the baselines measure: its ImageNet logits are a proper classifier's
+    logits = EfficientNetLite0.pretrained()(torch.zeros(1, 3, 224, 224))
+    assert logits.shape == (1, 1000)
+
+
+def test_a_model_teacher_uses_its_own_resolution_and_normalisation(tiny_models):
+    teacher = load_teacher(str(tiny_models["clip"]))
+    assert teacher.size == 32 and torch.allclose(teacher.mean.flatten(), torch.tensor([0.4815, 0.4578, 0.4082]))
+    out = teacher(torch.rand(3, 3, 48, 48))
+    assert out.shape == (3, 32) and not out.requires_grad
+
+
+def test_an_unknown_teacher_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError):
+        load_teacher(str(tmp_path / "no-such-model"))
+
+
+def test_freezing_stops_training_below_the_cut(tiny_models):
+    backbone = load_backbone(load_spec(str(tiny_models["vit"])))
+    frozen = freeze_lower_layers(backbone, 1)
+    trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
+    assert frozen > 0 and not any("embeddings" in n or _block(n) == 0 for n in trainable)
+    assert any(_block(n) == 1 for n in trainable) and any(n.endswith("model.layernorm.weight") for n in trainable)
+    with pytest.raises(ValueError, match="leave a block"):
+        freeze_lower_layers(backbone, 2)
+
+
+def test_training_with_a_teacher_and_frozen_layers(tmp_path, tiny_models):
+    data = labelled_folder(tmp_path / "data", per_class=10)
+    base = str(tiny_models["dinov2"])
+    options = {**FAST, "base": base, "teacher": str(tiny_models["vit"]), "distill_weight": 2.0, "freeze_layers": 1,
+               "instance_weight": 0.5, "seed": 4}
+    result = train(data, tmp_path / "a", **options)
+    assert all(np.isfinite(h["loss"]) for h in result.history)
+    before, after = load_file(f"{base}/model.safetensors"), load_file(str(tmp_path / "a" / "model.safetensors"))
+    assert set(after) == set(before)  # the student alone is saved: no teacher, no head
+    same = {k: torch.equal(before[k], after[k].float()) for k in before}
+    assert all(same[k] for k in same if "embeddings" in k or _block(k) == 0)
+    assert not all(same[k] for k in same if _block(k) == 1)
+    record = json.loads((tmp_path / "a" / RECORD_FILE).read_text())
+    assert record["options"]["teacher"] == str(tiny_models["vit"]) and record["options"]["freeze_layers"] == 1
+    assert "similarity distillation" in (tmp_path / "a" / "README.md").read_text()
+    without = train(data, tmp_path / "b", **{**options, "teacher": None})
+    assert without.history[0]["loss"] != result.history[0]["loss"]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"distill_weight": -1.0}, "distill weight"),
+        ({"freeze_layers": -1}, "freeze_layers"),
+        ({"teacher_size": 4}, "teacher size"),
+    ],
+)
+def test_bad_distillation_options(tmp_path, options, message):
+    data = labelled_folder(tmp_path / "data", per_class=3)
+    with pytest.raises(ValueError, match=message):
+        train(data, tmp_path / "o", **options)
