@@ -261,3 +261,44 @@ def labelled_folder(root: Path, per_class: int = 8, classes=("hstripes", "vstrip
         for i in range(per_class):
             pattern(c, 1000 * c + i).save(root / name / f"{name}_{i}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto's server mode) on 127.0.0.1, and the environment that points
+    boto/s3fs at it; skipped when moto[server] or s3fs is not installed."""
+    pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    from faults import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        import socket
+
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, "moto server did not start"
+                time.sleep(0.2)
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """An fsspec S3 filesystem on the local server, with this test's environment pointing at it."""
+    for name, value in s3_server.items():
+        monkeypatch.setenv(name, value)
+    import fsspec
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    return fs

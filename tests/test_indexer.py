@@ -147,6 +147,160 @@ def test_a_failed_run_keeps_what_was_stored(setup):
     assert "0.png" in paths(store, folder) and store.count() == 5  # deletes happen only at the end
 
 
+# -- remote images: the same mark and sweep, fetched with conditional requests ---------------------
+class FakeRemoteEncoder(FakeEncoder):
+    """Also decodes bytes (on the fetch threads) and embeds pixel batches, counting both."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches: list[int] = []
+
+    def prepare(self, data):
+        img = load_image(data)
+        return np.asarray(img.resize((8, 8))).transpose(2, 0, 1).copy(), img.size[0], img.size[1]
+
+    def embed_pixels(self, batch):
+        self.batches.append(len(batch))
+        out = []
+        for pixels in batch:
+            seed = int(hashlib.sha256(pixels.tobytes()).hexdigest()[:8], 16)
+            vec = np.random.default_rng(seed).standard_normal(8).astype(np.float32)
+            out.append(vec / np.linalg.norm(vec))
+        return np.stack(out)
+
+
+def _png(seed: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    photo(seed).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def remote(tmp_path):
+    from imagehost import ImageHost
+    from vitsearch.fetch import Fetcher, FetchOptions
+
+    store = Store(str(tmp_path / "idx.db"), "t")
+    store.create({"model": "fake", "fingerprint": "f", "dim": 8})
+    made = []
+
+    def factory():
+        made.append(FakeRemoteEncoder())
+        return made[-1]
+
+    with ImageHost() as host:
+        fetcher = Fetcher(FetchOptions(retries=0, timeout=5))
+        yield Indexer(store, factory, batch_size=4, fetcher=fetcher), store, host, made
+        fetcher.close()
+    store.close()
+
+
+def _feed(path, rows):
+    path.write_text("sku,image,price\n" + "".join(f"{sku},{url},{price}\n" for sku, url, price in rows))
+    from vitsearch.sources import Feed
+
+    return Feed(path, "image", "sku")
+
+
+def _urls(store):
+    return sorted(r["path"].rsplit("/", 1)[-1] for r in store.iter_rows("", ["id", "path"]))
+
+
+def test_a_feed_of_urls_is_indexed_then_a_rerun_downloads_nothing(remote, tmp_path):
+    indexer, store, host, made = remote
+    rows = [(f"s{i}", host.image(f"/{i}.png", _png(i)), i * 10) for i in range(10)]
+    feed = _feed(tmp_path / "feed.csv", rows)
+    first = indexer.sync([feed])
+    assert (first.scanned, first.added, first.embedded, first.fetched, first.failed) == (10, 10, 10, 10, [])
+    assert made[0].batches == [4, 4, 2]  # full model batches from the fetch stream
+    stored = {r["path"]: r for r in store.iter_rows("", ["*"])}
+    assert stored[rows[3][1]]["sku"] == "s3" and stored[rows[3][1]]["price"] == 30
+    assert stored[rows[3][1]]["feed"] == feed.path and stored[rows[3][1]]["etag"].startswith('"')
+    host.reset_counts()
+    second = indexer.sync([feed])
+    assert (second.unchanged, second.added, second.fetched, second.embedded) == (10, 0, 0, 0)
+    assert sum(host.bodies.values()) == 0 and sum(host.requests.values()) == 10  # ten 304s
+    assert len(made) == 1  # and no model for them
+
+
+def test_a_changed_image_is_embedded_again_and_a_new_etag_on_the_same_bytes_is_not(remote, tmp_path):
+    indexer, store, host, made = remote
+    rows = [(f"s{i}", host.image(f"/{i}.png", _png(i)), 1) for i in range(3)]
+    feed = _feed(tmp_path / "feed.csv", rows)
+    indexer.sync([feed])
+    host.replace("/0.png", _png(40))
+    summary = indexer.sync([feed])
+    assert (summary.updated, summary.unchanged, summary.embedded, summary.fetched) == (1, 2, 1, 1)
+    row = next(r for r in store.iter_rows("", ["*"]) if r["path"] == rows[0][1])
+    assert row["sha256"] == hashlib.sha256(_png(40)).hexdigest() and row["sku"] == "s0"
+
+
+def test_feed_metadata_changes_rewrite_rows_without_downloading(remote, tmp_path):
+    indexer, store, host, made = remote
+    rows = [(f"s{i}", host.image(f"/{i}.png", _png(i)), 1) for i in range(3)]
+    indexer.sync([_feed(tmp_path / "feed.csv", rows)])
+    rows[1] = ("s1", rows[1][1], 99)
+    host.reset_counts()
+    summary = indexer.sync([_feed(tmp_path / "feed.csv", rows)])
+    assert (summary.metadata_updated, summary.fetched, summary.unchanged) == (1, 0, 3)
+    assert {r["price"] for r in store.iter_rows("", ["*"]) if r["path"] == rows[1][1]} == {99}
+    assert sum(host.bodies.values()) == 0
+
+
+def test_urls_that_leave_the_feed_are_removed_and_failing_ones_kept(remote, tmp_path):
+    indexer, store, host, made = remote
+    rows = [(f"s{i}", host.image(f"/{i}.png", _png(i)), 1) for i in range(4)]
+    indexer.sync([_feed(tmp_path / "feed.csv", rows)])
+    assert indexer.sync([_feed(tmp_path / "feed.csv", rows[1:])], keep_missing=True).removed == 0
+    host.status("/2.png", 404)  # still listed, failing today: its row stays
+    summary = indexer.sync([_feed(tmp_path / "feed.csv", rows[1:])])
+    assert summary.removed == 1 and [f.reason for f in summary.failed] == ["HTTP 404 Not Found"]
+    assert _urls(store) == ["1.png", "2.png", "3.png"]
+
+
+def test_the_same_picture_at_several_urls_is_embedded_once(remote, tmp_path):
+    indexer, store, host, made = remote
+    rows = [(f"s{i}", host.image(f"/{i}.png", _png(7)), 1) for i in range(9)]  # more than one model batch
+    summary = indexer.sync([_feed(tmp_path / "feed.csv", rows)])
+    assert (summary.added, summary.embedded, summary.reused) == (9, 1, 5)  # 4 in the first batch: one group
+    assert store.count() == 9
+
+
+def test_a_run_that_dies_half_way_is_resumed_without_duplicates(remote, tmp_path, monkeypatch):
+    import vitsearch.indexer as indexer_module
+
+    indexer, store, host, made = remote
+    monkeypatch.setattr(indexer_module, "FLUSH_ROWS", 4)  # write every model batch
+    rows = [(f"s{i}", host.image(f"/{i}.png", _png(i)), 1) for i in range(12)]
+    feed = _feed(tmp_path / "feed.csv", rows)
+
+    class Dies(FakeRemoteEncoder):
+        def embed_pixels(self, batch):
+            if len(self.batches) == 2:
+                raise KeyboardInterrupt  # as a Ctrl-C or a crash would, mid-run
+            return super().embed_pixels(batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        Indexer(store, Dies, batch_size=4, fetcher=indexer.fetcher).sync([feed])
+    assert store.count() == 8
+    host.reset_counts()
+    summary = indexer.sync([feed])
+    assert (summary.unchanged, summary.added, summary.fetched) == (8, 4, 4)
+    assert sum(host.bodies.values()) == 4
+    assert store.count() == 12 and len({r["path"] for r in store.iter_rows("", ["id", "path"])}) == 12
+
+
+def test_undecodable_downloads_are_failures_with_the_servers_content_type(remote, tmp_path):
+    indexer, store, host, made = remote
+    rows = [("a", host.html("/page.jpg"), 1), ("b", host.image("/ok.png", _png(1)), 1)]
+    summary = indexer.sync([_feed(tmp_path / "feed.csv", rows)])
+    assert summary.added == 1
+    assert [(f.path, f.reason) for f in summary.failed] == [
+        (rows[0][1], "not a recognised image format (the server sent text/html)")]
+
+
 # -- EXIF ------------------------------------------------------------------------------------------
 def _row(store, path):
     return store.get([path_id(str(path))], ["*"])[0]
@@ -216,3 +370,17 @@ def test_rows_written_before_exif_was_read_get_it_without_embedding(setup):
         "Apple", 1641092645, ["camera_make", "camera_words", "taken_at"])
     assert _row(store, folder / "0.png")["label"] == "x"
     assert indexer.sync([folder]).exif_added == 0
+
+
+def test_a_fetched_image_has_the_exif_of_its_bytes(remote, tmp_path):
+    import io
+
+    indexer, store, host, made = remote
+    buf = io.BytesIO()
+    save_photo(buf, photo(36), "JPEG", make="Canon", model="EOS R5", taken="2024:05:06 07:08:09")
+    rows = [("s0", host.image("/trip.jpg", buf.getvalue()), 1), ("s1", host.image("/plain.png", _png(37)), 1)]
+    indexer.sync([_feed(tmp_path / "feed.csv", rows)])
+    trip, plain = _row(store, rows[0][1]), _row(store, rows[1][1])
+    assert (trip["camera_make"], trip["taken_at"], trip["sku"]) == ("Canon", 1714979289, "s0")
+    assert trip["camera_words"] == ["canon", "eos", "r5"] and trip["feed"] and trip["etag"]
+    assert plain["exif_fields"] == [] and plain.get("camera_make") is None

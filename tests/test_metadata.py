@@ -83,6 +83,14 @@ def store(request, tmp_path):
     Store(uri, name).drop()
 
 
+def test_urls_and_object_uris_are_keys_as_given(tmp_path):
+    (tmp_path / "m.csv").write_text("path,sku\nhttps://cdn.example/A.jpg?w=2,1\ns3://b/k.png,2\nlocal.png,3\n"
+                                    "file:///x/y.png,4\n")
+    assert read_metadata(tmp_path / "m.csv") == {
+        "https://cdn.example/A.jpg?w=2": {"sku": 1}, "s3://b/k.png": {"sku": 2},
+        str(tmp_path / "local.png"): {"sku": 3}, "/x/y.png": {"sku": 4}}
+
+
 def test_index_stores_metadata_and_updates_it_without_embedding(store, catalogue, bundled_encoder, monkeypatch):
     monkeypatch.setattr(VisualSearch, "encoder", property(lambda self: bundled_encoder))
     with VisualSearch(*store) as vs:

@@ -109,6 +109,65 @@ def test_bad_uploads(client, photos):
     assert client.post("/search", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
 
 
+@pytest.fixture
+def image_host(photos):
+    from imagehost import ImageHost
+
+    with ImageHost() as host:
+        host.image("/chelsea.jpg", (photos / "chelsea.jpg").read_bytes(), content_type="image/jpeg")
+        host.html("/page.jpg")
+        host.huge("/huge.jpg", 1_500_000)
+        yield host
+
+
+def test_search_by_url_refuses_private_addresses_by_default(client, image_host):
+    r = client.post("/search", json={"url": image_host.url("/chelsea.jpg"), "k": 1})
+    assert r.status_code == 400 and "refused: 127.0.0.1 is a loopback address" in r.json()["detail"]
+    assert "--allow-private-urls" in r.json()["detail"] and image_host.requests["/chelsea.jpg"] == 0
+
+
+def _allowing_private_urls(service):
+    """A second service on the same collection that fetches from 127.0.0.1 (closed without the store)."""
+    allowed = Service(service.vs, upload_dir=str(service.upload_dir), thumbnail_dir=str(service.thumbnail_dir),
+                      max_upload_bytes=1_000_000, allow_private_urls=True)
+    yield allowed
+    allowed.batcher.close()
+    allowed.fetcher.close()
+
+
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"url": "file:///etc/passwd"}, 400, "url must be an http:// or https:// URL"),
+        ({"url": "s3://bucket/key.jpg"}, 400, "url must be an http:// or https:// URL"),
+        ({"url": 5}, 400, "url must be a non-empty string"),
+        ({"url": "http://x/a.jpg", "id": 1}, 400, 'send {"id"'),
+        ({"url": "{host}/page.jpg"}, 415, "not an image"),
+        ({"url": "{host}/huge.jpg"}, 413, "larger than the limit"),
+        ({"url": "{host}/gone.jpg"}, 400, "HTTP 404 Not Found"),
+        ({"url": "{host}/chelsea.jpg", "k": 0}, 400, "k must be between"),
+    ],
+)
+def test_search_by_url_errors(service, image_host, body, status, words):
+    body = {k: v.format(host=image_host.url("")) if isinstance(v, str) else v for k, v in body.items()}
+    for allowed in _allowing_private_urls(service):
+        with TestClient(create_app(allowed)) as c:
+            r = c.post("/search", json=body)
+    assert r.status_code == status and words in r.json()["detail"], r.text
+
+
+def test_search_by_url_when_private_addresses_are_allowed(service, image_host, photos):
+    for allowed in _allowing_private_urls(service):
+        with TestClient(create_app(allowed)) as c:
+            r = c.post("/search", json={"url": image_host.url("/chelsea.jpg"), "k": 2})
+        assert r.status_code == 200, r.text
+        hits = r.json()["results"]
+        assert hits[0]["path"] == str(photos / "chelsea.jpg") and hits[0]["score"] > 0.99
+        # a row indexed from a URL is shown from that URL
+        shown = allowed.describe({"id": 7, "path": "https://cdn.example/a.jpg"})
+        assert shown["image_url"] == shown["thumbnail_url"] == "https://cdn.example/a.jpg"
+
+
 def test_streamed_upload_over_the_limit_is_413(client):
     def chunks():
         for _ in range(40):

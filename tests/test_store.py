@@ -156,6 +156,19 @@ def test_every_field_vitsearch_writes_itself_is_reserved_from_user_metadata():
         assert check_field(name, "metadata") == name
 
 
+def test_make_row_writes_the_source_fields_and_clears_those_the_source_no_longer_gives():
+    from vitsearch.store import RESERVED, SOURCE_FIELDS, make_row, user_fields
+
+    assert set(SOURCE_FIELDS) <= RESERVED
+    url = "https://cdn.example/a.jpg"
+    row = make_row(url, 1, 2.0, "0" * 64, 3, 4, [0.0] * 4, source={"etag": '"e1"', "feed": "/f.csv"},
+                   user={"sku": "s1"})
+    assert (row["etag"], row["feed"], user_fields(row)) == ('"e1"', "/f.csv", {"sku": "s1"})
+    again = make_row(url, 1, 2.0, "0" * 64, 3, 4, [0.0] * 4, source={"etag": '"e2"'}, previous=row)
+    assert again["etag"] == '"e2"' and "feed" in again and again["feed"] is None  # null: Milvus Lite merges
+    assert "etag" not in make_row("/p.jpg", 1, 2.0, "0" * 64, 3, 4, [0.0] * 4)
+
+
 def test_make_row_user_values_win_and_what_the_file_no_longer_says_is_cleared():
     from vitsearch.store import exif_of, make_row, user_fields
 

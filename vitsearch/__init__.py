@@ -32,6 +32,7 @@ _LAZY = {
     "ModelSpec": "checkpoint",
     "load_spec": "checkpoint",
     "Hit": "search",
+    "FetchOptions": "fetch",
     "Encoder": "embed",  # these three need torch
     "train": "training",
     "evaluate": "evaluation",
@@ -39,6 +40,7 @@ _LAZY = {
 
 __all__ = [
     "Encoder",
+    "FetchOptions",
     "FilterError",
     "Hit",
     "ImageError",

@@ -12,6 +12,13 @@
     1 1.00 chelsea.jpg 451
     2 1.00 chelsea_small_bright.png 225
     >>> vs.close()
+
+Beyond folders, :meth:`VisualSearch.index` takes product feeds, object-store prefixes and image URLs,
+and :meth:`VisualSearch.query` takes a URL (see docs/catalogues.md)::
+
+    vs.index("products.csv", image_column="image_url", id_column="sku")   # a product feed
+    vs.index("s3://bucket/catalogue/")                                     # an object-store prefix
+    vs.query("https://cdn.example.com/shoe.jpg", k=5)                      # a query by URL
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ import os
 from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
-from .errors import ModelMismatchError, StoreError, VitsearchError
-from .images import ImageInput, check_roots, describe
+from .errors import ImageError, ModelMismatchError, StoreError, VitsearchError
+from .fetch import FetchError, Fetcher, FetchOptions, is_remote
+from .images import ImageInput, describe
 from .indexer import Indexer, IndexSummary, ProgressFactory, no_progress
 from .metadata import check_field, read_metadata
 from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
@@ -34,6 +42,7 @@ if TYPE_CHECKING:
     from .distributed import Dist
     from .embed import Encoder
 from .settings import resolve_collection, resolve_model, resolve_token, resolve_uri
+from .sources import Folders, open_sources
 from .store import EXIF_FIELDS, Store, has_field
 
 
@@ -55,7 +64,9 @@ class VisualSearch:
     ``collection`` defaults to ``images``. ``model`` (a hub id or a local ``save_pretrained``
     directory) defaults to the model that built the collection, else the bundled one. Nothing is
     opened or loaded until it is needed: the store at the first call, the model's weights at the
-    first image that needs embedding. Use it as a context manager, or call :meth:`close`.
+    first image that needs embedding. Use it as a context manager, or call :meth:`close`. ``fetch``
+    sets how images given by URL or URI are fetched (concurrency, timeouts, retries, size limit,
+    cache: :class:`~vitsearch.fetch.FetchOptions`).
 
     Metadata is stored with the rows, and queries filter on it:
 
@@ -80,7 +91,9 @@ class VisualSearch:
         precision: str | None = "auto",
         batch_size: int | None = None,
         num_workers: int | None = None,
+        fetch: FetchOptions | None = None,
     ):
+        self.fetch_options = fetch or FetchOptions()
         self.store = Store(resolve_uri(uri), resolve_collection(collection), token=resolve_token(token))
         self.model_arg = resolve_model(model)
         self.device, self.precision = device, precision
@@ -149,19 +162,35 @@ class VisualSearch:
         metadata: str | os.PathLike | dict[str, dict] | None = None,
         progress: ProgressFactory = no_progress,
         dist: "Dist | None" = None,
+        image_column: str | None = None,
+        id_column: str | None = None,
     ) -> IndexSummary:
-        """Sync files and folders into the collection (incremental; see :class:`Indexer`).
+        """Sync images into the collection (incremental; see :class:`Indexer`): local files and folders,
+        product feeds (``.csv``, ``.jsonl``, ``.parquet``, with ``image_column``; see
+        :mod:`vitsearch.feeds`), image URLs, and object-store URIs such as ``s3://bucket/prefix``.
 
         ``metadata``: a CSV / JSON Lines file (see :mod:`vitsearch.metadata`) or a dict
         ``{path: {field: value}}``; its fields are stored with the rows and can be filtered on.
+        ``id_column``: a feed column kept as text in a field of that name (e.g. ``sku``).
         ``dist``: this process's place in a torch.distributed group (:mod:`vitsearch.distributed`);
         every rank calls ``index`` with the same arguments and rank 0 gets the whole run's summary.
         """
-        roots = check_roots([paths] if isinstance(paths, (str, os.PathLike)) else paths)
+        fetcher = Fetcher(self.fetch_options)
+        try:
+            sources = open_sources([paths] if isinstance(paths, (str, os.PathLike)) else paths,
+                                   image_column=image_column, id_column=id_column, fetcher=fetcher)
+            if dist is not None and not all(isinstance(s, Folders) for s in sources):
+                raise VitsearchError("under torchrun, vitsearch indexes local files and folders; index feeds, "
+                                     "URLs and buckets with one process")
+            return self._index(sources, fetcher, keep_missing, reindex, metadata, progress, dist)
+        finally:
+            fetcher.close()
+
+    def _index(self, sources, fetcher, keep_missing, reindex, metadata, progress, dist) -> IndexSummary:
         if metadata is not None and not isinstance(metadata, dict):
             metadata = read_metadata(metadata)
         elif metadata:
-            metadata = {os.path.abspath(os.fspath(p)): dict(f) for p, f in metadata.items()}
+            metadata = {_key(p): dict(f) for p, f in metadata.items()}
             for fields in metadata.values():
                 for name in fields:
                     check_field(name, "metadata")
@@ -184,8 +213,9 @@ class VisualSearch:
             model = dist.broadcast(model)  # also: the collection exists before any rank writes to it
             if not dist.is_main:
                 self._spec = load_spec(model)
-        indexer = Indexer(self.store, lambda: self.encoder, batch_size=self.batch_size, progress=progress)
-        return indexer.sync(roots, keep_missing=keep_missing, metadata=metadata, dist=dist)
+        indexer = Indexer(self.store, lambda: self.encoder, batch_size=self.batch_size, progress=progress,
+                          fetcher=fetcher)
+        return indexer.sync(sources, keep_missing=keep_missing, metadata=metadata, dist=dist)
 
     def query(
         self,
@@ -210,15 +240,31 @@ class VisualSearch:
         ``filter`` (see :mod:`vitsearch.filters` for the expressions they become).
         A query that is an indexed file, unchanged since, or the bytes of one, uses its stored vector
         (see :func:`vitsearch.search.stored_vectors`): the model is loaded only for the others.
+        A query given as a URL or an object-store URI is fetched first (its bytes are not kept).
         """
         single = not isinstance(images, (list, tuple))
         photo = PhotoFilter.build(taken_after=taken_after, taken_before=taken_before, near=near, camera=camera)
         self._require()
+        items = self.fetch_images([images] if single else list(images))
         results = search_images(
-            lambda: self.encoder, self.store, [images] if single else list(images), k=k, filter=filter,
-            group_by=group_by, photo=photo,
+            lambda: self.encoder, self.store, items, k=k, filter=filter, group_by=group_by, photo=photo,
         )
         return results[0] if single else results
+
+    def fetch_images(self, images: list[ImageInput]) -> list[ImageInput]:
+        """``images`` with each URL or object-store URI replaced by its bytes (:class:`ImageError` naming
+        the URL and the reason when one cannot be fetched)."""
+        remote = [i for i, item in enumerate(images) if isinstance(item, str) and is_remote(item)]
+        if not remote:
+            return images
+        out = list(images)
+        with Fetcher(self.fetch_options) as fetcher:
+            for i in remote:
+                try:
+                    out[i] = fetcher.open(images[i]).data
+                except FetchError as exc:
+                    raise ImageError(f"{images[i]}: {exc}") from None
+        return out
 
     def tag(
         self,
@@ -321,7 +367,8 @@ class VisualSearch:
         self._check_model()
 
     def remove(self, paths: Sequence[str | os.PathLike] | str | os.PathLike) -> int:
-        """Delete the rows of these files, or of every file under these folders; returns the count.
+        """Delete the rows of these files, or of every file under these folders (or URLs, or object-store
+        prefixes); returns the count.
 
         The files themselves stay; paths that no longer exist work too.
 
@@ -335,7 +382,9 @@ class VisualSearch:
         items = [paths] if isinstance(paths, (str, os.PathLike)) else paths
         ids = []
         for path in items:
-            ids += [row["id"] for row in self.store.rows_under(os.path.abspath(os.fspath(path)), ["id", "path"])]
+            key = _key(path)
+            sep = "/" if is_remote(key) else os.sep
+            ids += [row["id"] for row in self.store.rows_under(key, ["id", "path"], sep=sep)]
         return self.store.delete(sorted(set(ids)))
 
     def count(self) -> int:
@@ -372,3 +421,9 @@ class VisualSearch:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _key(path: str | os.PathLike) -> str:
+    """A row's key for a path given by a user: URLs and URIs as given, local paths made absolute."""
+    text = os.fspath(path)
+    return text if is_remote(text) else os.path.abspath(text)

@@ -100,13 +100,61 @@ def model_options(fn):
     return fn
 
 
-def _open(uri, collection, token, model=None, device="auto", precision="auto", batch_size=None, workers=None):
+def _open(uri, collection, token, model=None, device="auto", precision="auto", batch_size=None, workers=None,
+          fetch=None):
     from .api import VisualSearch
 
     return VisualSearch(
         uri, collection, model=model, token=token, device=device, precision=precision,
-        batch_size=batch_size, num_workers=workers,
+        batch_size=batch_size, num_workers=workers, fetch=fetch,
     )
+
+
+def _local_or_remote(dir_okay: bool = True):
+    """A click callback: URLs and object-store URIs pass as given; local paths must exist (exit 2)."""
+
+    def check(ctx, param, values):
+        from .fetch import is_remote
+
+        for value in values:
+            if is_remote(value):
+                continue
+            if not os.path.exists(value):
+                raise click.BadParameter(f"Path {value!r} does not exist.", ctx, param)
+            if not dir_okay and os.path.isdir(value):
+                raise click.BadParameter(f"File {value!r} is a directory.", ctx, param)
+        return values
+
+    return check
+
+
+def fetch_options(fn):
+    """How URLs and object-store URIs are fetched (index and query)."""
+    for option in reversed([
+        click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True,
+                     help="Images downloaded at once."),
+        click.option("--per-host", type=click.IntRange(1, 1024), default=8, show_default=True,
+                     help="Images downloaded at once from one host (or bucket)."),
+        click.option("--timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True,
+                     help="Seconds for one download (connect, headers and body)."),
+        click.option("--retries", type=click.IntRange(0, 20), default=3, show_default=True,
+                     help="More tries after a timeout, a dropped connection, 408, 425, 429, 500, 502, 503, 504 "
+                     "(Retry-After honoured)."),
+        click.option("--max-image-mb", type=click.FloatRange(0, min_open=True), default=20.0, show_default=True,
+                     help="Larger images are skipped (the same default as serve's --max-upload-mb)."),
+        click.option("--cache-dir", type=click.Path(file_okay=False),
+                     help="Keep downloaded images here (by default none is written to disk); later runs ask the "
+                     "server whether they changed and read them from here."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _fetch_options(concurrency, per_host, timeout, retries, max_image_mb, cache_dir):
+    from .fetch import FetchOptions
+
+    return FetchOptions(concurrency=concurrency, per_host=per_host, timeout=timeout, retries=retries,
+                        max_bytes=int(max_image_mb * 1024 * 1024), cache_dir=cache_dir)
 
 
 def _tqdm_progress():
@@ -135,19 +183,28 @@ def main():
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("paths", nargs=-1, required=True, callback=_local_or_remote())
 @store_options
 @model_options
+@click.option("--image-column", metavar="COL", help="In a feed: the column of image URLs, URIs or paths (a list "
+              "gives one image each).")
+@click.option("--id-column", metavar="COL", help="In a feed: a column kept as text in a field of that name (e.g. sku).")
+@fetch_options
 @click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes [default: CPUs - 1, at most 4 (16 with a GPU)].")
-@click.option("--keep-missing", is_flag=True, help="Keep rows of files that are gone from the indexed folders.")
+@click.option("--keep-missing", is_flag=True, help="Keep rows of images that are gone from the indexed folders, "
+              "feeds or prefixes.")
 @click.option("--reindex", is_flag=True, help="Drop the collection and index again (e.g. with another --model).")
 @click.option("--metadata", type=click.Path(exists=True, dir_okay=False),
               help="CSV (with a 'path' column) or JSON Lines (with a 'path' key): fields to store with each image.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @_handle_errors
-def index(paths, uri, collection, token, model, batch_size, device, precision, workers, keep_missing, reindex,
-          metadata, as_json):
+def index(paths, uri, collection, token, model, batch_size, device, precision, image_column, id_column, concurrency,
+          per_host, timeout, retries, max_image_mb, cache_dir, workers, keep_missing, reindex, metadata, as_json):
     """Index images under PATHS (folders are walked recursively; re-runs are incremental).
+
+    A PATH may also be a product feed (.csv, .jsonl, .parquet, with --image-column), an image URL, or
+    an object-store URI listed recursively (s3://bucket/prefix, gs://, az://: pip install
+    'vitsearch[s3]', [gcs] or [azure]).
 
     Under torchrun (`torchrun --nproc-per-node N -m vitsearch index ...`) each process embeds its
     share of the images; rank 0 plans the run and prints the summary.
@@ -159,10 +216,12 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, w
     if world_size_from_env() > 1:
         dist = init_from_env(device)
     try:
-        with _open(uri, collection, token, model, device, precision, batch_size, workers) as vs:
+        fetch = _fetch_options(concurrency, per_host, timeout, retries, max_image_mb, cache_dir)
+        with _open(uri, collection, token, model, device, precision, batch_size, workers, fetch) as vs:
             summary = vs.index(
                 list(paths), keep_missing=keep_missing, reindex=reindex, metadata=metadata,
                 progress=_tqdm_progress() if dist is None or dist.is_main else no_progress, dist=dist,
+                image_column=image_column, id_column=id_column,
             )
         if dist is not None:
             # Leave together: rank 0 still deletes and flushes after the last collective, and a rank that
@@ -183,16 +242,16 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, w
     click.echo(
         f"scanned {d['scanned']}, added {d['added']}, updated {d['updated']}, unchanged {d['unchanged']}, "
         f"removed {d['removed']}, failed {len(d['failed'])} in {d['seconds']:.1f}s "
-        f"({d['embedded']} embedded, {d['reused']} reused)"
+        f"({d['embedded']} embedded, {d['reused']} reused" + (f", {d['fetched']} downloaded)" if d["fetched"] else ")")
     )
-    if metadata:
+    if metadata or d["metadata_updated"]:  # a --metadata file, or a feed's changed columns
         click.echo(f"metadata: {d['metadata_updated']} unchanged images updated", err=True)
         if d["metadata_unmatched"]:
             click.echo(f"metadata: {d['metadata_unmatched']} entries name no file under {', '.join(paths)}", err=True)
 
 
 @main.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("images", nargs=-1, required=True, callback=_local_or_remote(dir_okay=False))
 @click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True, help="Hits per query.")
 @click.option("--filter", "filter_", metavar="EXPR", help='Milvus boolean expression, e.g. \'width > 500\'.')
 @click.option("--group-by", metavar="FIELD", help="Best image per value of this metadata field (k distinct values).")
@@ -207,16 +266,23 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, w
               help="Also write a PNG contact sheet: one row per query, the query first.")
 @store_options
 @model_options
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True,
+              help="Seconds to download a query image given by URL.")
+@click.option("--max-image-mb", type=click.FloatRange(0, min_open=True), default=20.0, show_default=True,
+              help="Larger query images given by URL are refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query (JSON Lines).")
 @_handle_errors
 def query(images, k, filter_, group_by, taken_after, taken_before, near, camera, html_out, grid_out, uri, collection,
-          token, model, batch_size, device, precision, as_json):
-    """Show the indexed images most similar to each IMAGE.
+          token, model, batch_size, device, precision, timeout, max_image_mb, as_json):
+    """Show the indexed images most similar to each IMAGE (a file, or an image URL or URI).
 
     --taken-after, --taken-before, --near and --camera keep the photos whose EXIF says so; each is a
     Milvus expression on the EXIF fields (see docs/photos.md) and combines with --filter.
     """
-    with _open(uri, collection, token, model, device, precision, batch_size) as vs:
+    from .fetch import is_remote
+
+    fetch = _fetch_options(1, 1, timeout, 3, max_image_mb, None)
+    with _open(uri, collection, token, model, device, precision, batch_size, fetch=fetch) as vs:
         try:
             results = vs.query(list(images), k=k, filter=filter_, group_by=group_by, taken_after=taken_after,
                                taken_before=taken_before, near=near, camera=camera)
@@ -225,7 +291,8 @@ def query(images, k, filter_, group_by, taken_after, taken_before, near, camera,
     _write_reports(html_out, grid_out, images, results)
     for image, hits in zip(images, results):
         if as_json:
-            record = {"query": os.path.abspath(image), "results": [h.as_dict() for h in hits]}
+            record = {"query": image if is_remote(image) else os.path.abspath(image),
+                      "results": [h.as_dict() for h in hits]}
             click.echo(json.dumps(record, default=str))
             continue
         click.echo(f"query: {image}")
@@ -427,6 +494,9 @@ def _serve_warnings(host: str, port: int, keys, keys_for_reads: bool) -> list[st
 @click.option("--read-timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True,
               help="Seconds a client may take to send a request's headers, or between two chunks of its body "
               "(slower ones are dropped, or get 408).")
+@click.option("--allow-private-urls", is_flag=True,
+              help="Let POST /search fetch {\"url\": ...} from loopback, private and link-local addresses "
+              "(refused by default: a client could otherwise make the server reach internal hosts).")
 @click.option("--max-connections", type=click.IntRange(1), default=256, show_default=True,
               help="Open connections served at once; more get 503 at once.")
 @click.option("--api-key", "api_keys", multiple=True, type=_ListItem("key", _api_key), envvar="VITSEARCH_API_KEYS",
@@ -445,8 +515,8 @@ def _serve_warnings(host: str, port: int, keys, keys_for_reads: bool) -> list[st
 @click.option("--log-json", is_flag=True, envvar="VITSEARCH_LOG_JSON", help="Log JSON lines instead of text.")
 @_handle_errors
 def serve(host, port, uri, collection, token, model, batch_size, device, precision, upload_dir, thumbnail_dir,
-          max_upload_mb, max_batch, read_timeout, max_connections, api_keys, keys_for_reads, cors_origins,
-          shutdown_timeout, log_level, log_json):
+          max_upload_mb, max_batch, read_timeout, allow_private_urls, max_connections, api_keys, keys_for_reads,
+          cors_origins, shutdown_timeout, log_level, log_json):
     """Serve the HTTP API and the search page (http://HOST:PORT/, API docs at /docs, Prometheus at /metrics).
 
     The model is loaded and the store opened once. With a Milvus Lite file, this process owns it while
@@ -478,7 +548,7 @@ def serve(host, port, uri, collection, token, model, batch_size, device, precisi
     vs = _open(uri, collection, token, model, device, precision, batch_size)
     service = Service(
         vs, upload_dir=upload_dir, thumbnail_dir=thumbnail_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-        max_batch=max_batch, read_timeout=read_timeout,
+        max_batch=max_batch, read_timeout=read_timeout, allow_private_urls=allow_private_urls,
     )
     guarded = ("reads and writes" if keys_for_reads else "writes") if keys else "nothing"
     log.info("serving %r in %s (%d images, %s) on http://%s:%d/; API keys: %d (guarding %s); CORS origins: %s",

@@ -8,6 +8,7 @@ waits for PIL and memory stays bounded whatever the number of files.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import threading
@@ -110,16 +111,21 @@ class _FileDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         path = self.paths[index]
         try:
-            img = load_image(path, draft=self.preprocessing.draft_size)
-            width, height = _original_size(path, img)
-            return index, self.preprocessing.to_uint8(img), width, height, None
+            return (index, *prepare_image(path, self.preprocessing), None)
         except ImageError as exc:
             return index, None, 0, 0, str(exc)
         except Exception as exc:  # noqa: BLE001 - a worker must never die on one file
             return index, None, 0, 0, f"cannot decode: {exc}"
 
 
-def _original_size(path: str, img) -> tuple[int, int]:
+def prepare_image(source: str | bytes, preprocessing: Preprocessing) -> tuple[np.ndarray, int, int]:
+    """A file or an image's bytes as the model takes it: (uint8 CHW pixels, original width, height)."""
+    img = load_image(source, draft=preprocessing.draft_size)
+    width, height = _original_size(io.BytesIO(source) if isinstance(source, bytes) else source, img)
+    return preprocessing.to_uint8(img), width, height
+
+
+def _original_size(path, img) -> tuple[int, int]:
     """The stored width/height: the file's own size after EXIF rotation, not the draft's."""
     from PIL import Image
 
@@ -296,6 +302,11 @@ class Encoder:
             chunks.append(self.embed_pixels(np.stack(arrays)))
         out = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), dtype=np.float32)
         return out[0] if single else out
+
+    def prepare(self, data: bytes) -> tuple[np.ndarray, int, int]:
+        """Decode and preprocess an image's bytes exactly as :meth:`encode_files` does a file, on any
+        thread (the indexer's fetch threads): (pixels for :meth:`embed_pixels`, width, height)."""
+        return prepare_image(data, self.preprocessing)
 
     def encode_files(self, paths: Sequence[str], *, batch_size: int | None = None) -> Iterator[FileResult]:
         """Stream ``paths`` through decode workers and the model, in order; bad files yield an error.

@@ -1,9 +1,10 @@
 """User metadata for indexed images: read from a CSV or JSON Lines file, keyed by absolute path.
 
-CSV: a header with a ``path`` column; the other columns become fields, their values typed by
-inference (int, float, true/false, else text; an empty cell means "no value"). JSON Lines: one
-object per line with a ``path`` key; scalar values keep their JSON type. Relative paths are taken
-from the metadata file's folder. Field names must suit Milvus and not clash with vitsearch's own.
+CSV: a header with a ``path`` column (a path, or the URL / URI of a remote image); the other columns
+become fields, their values typed by inference (int, float, true/false, else text; an empty cell
+means "no value"). JSON Lines: one object per line with a ``path`` key; scalar values keep their
+JSON type. Relative paths are taken from the metadata file's folder. Field names must suit Milvus
+and not clash with vitsearch's own.
 """
 
 from __future__ import annotations
@@ -50,7 +51,22 @@ def check_field(name: str, where: str) -> str:
     return name
 
 
+def check_value(key: str, value, where: str) -> Scalar:
+    """``value`` if Milvus can store it as a metadata field (string, number or boolean), else an error."""
+    if not isinstance(value, (str, int, float, bool)):
+        raise VitsearchError(f"{where}: {key!r} must be a string, number or boolean")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise VitsearchError(f"{where}: {key!r} is outside the 64-bit integer range")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise VitsearchError(f"{where}: {key!r} is {value}, which Milvus cannot store")
+    return value
+
+
 def _absolute(base: str, path: str) -> str:
+    if path.lower().startswith("file://"):
+        path = path[len("file://") :]
+    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
+        return path  # a URL or an object-store URI: the row's key as given
     return os.path.abspath(os.path.join(base, os.path.expanduser(path)))
 
 
@@ -90,13 +106,7 @@ def _read_jsonl(path: str, base: str) -> dict[str, dict]:
                 if key == "path" or value is None:
                     continue
                 check_field(key, f"{path}, line {number}")
-                if not isinstance(value, (str, int, float, bool)):
-                    raise VitsearchError(f"{path}, line {number}: {key!r} must be a string, number or boolean")
-                if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-                    raise VitsearchError(f"{path}, line {number}: {key!r} is outside the 64-bit integer range")
-                if isinstance(value, float) and not math.isfinite(value):
-                    raise VitsearchError(f"{path}, line {number}: {key!r} is {value}, which Milvus cannot store")
-                fields[key] = value
+                fields[key] = check_value(key, value, f"{path}, line {number}")
             out[_absolute(base, record["path"])] = fields
     return out
 

@@ -36,10 +36,10 @@ from . import __version__
 from .api import VisualSearch, model_record
 from .errors import FilterError, ImageError, StoreError, VitsearchError
 from .exif import read_exif
+from .fetch import MAX_IMAGE_BYTES, FetchError, Fetcher, FetchOptions, TooLargeError, is_http
 from .filters import PhotoFilter
 from .formats import register_plugins
 from .images import load_image
-from .indexer import user_fields
 from .metadata import check_field, infer
 from .report import THUMB, thumbnail
 from .search import search_until, to_hits
@@ -50,11 +50,11 @@ from .serving.cors import add_cors
 from .serving.errors import ApiError
 from .serving.guards import BodyLimit
 from .serving.metrics import Metrics, RequestObserver
-from .store import HIDDEN_FIELDS, make_row, path_id
+from .store import HIDDEN_FIELDS, make_row, path_id, user_fields
 
 __all__ = ["ApiError", "MicroBatcher", "Service", "create_app", "serve"]
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_BYTES = MAX_IMAGE_BYTES  # also the limit of query images given by URL, and of indexed ones
 MAX_RESULTS = 1000
 _FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif",
                "HEIF": ".heic", "AVIF": ".avif"}
@@ -101,10 +101,14 @@ class Service:
         max_batch: int = 32,
         max_wait: float = 0.002,
         read_timeout: float = 30.0,
+        allow_private_urls: bool = False,
         metrics: Metrics | None = None,
     ):
         self.vs = search
         self.metrics = metrics or Metrics()
+        # Query images by URL: public addresses only unless allowed, the upload limit, one quick retry
+        self.fetcher = Fetcher(FetchOptions(max_bytes=max_upload_bytes, allow_private=allow_private_urls,
+                                            timeout=read_timeout, retries=1, max_wait=5.0))
         self.read_timeout = read_timeout
         self.upload_dir = Path(os.path.abspath(upload_dir or default_upload_dir()))
         self.thumbnail_dir = Path(os.path.abspath(thumbnail_dir or default_thumbnail_dir()))
@@ -142,6 +146,7 @@ class Service:
             self.closing = self._closed = True
             self._idle.wait_for(lambda: self._active == 0, timeout=timeout)
         self.batcher.close()
+        self.fetcher.close()
         try:
             self._store("flush", self.vs.store.flush)
         except StoreError as exc:
@@ -241,6 +246,20 @@ class Service:
         except ImageError as exc:
             raise ApiError(400, f"the image cannot be decoded: {exc}") from None
 
+    def fetch(self, url: str) -> bytes:
+        """The bytes of a query image given by URL (http/https; see ``allow_private_urls``). An operation:
+        refused once the server is closing, and waited for by :meth:`close` (which closes the fetcher)."""
+        if not is_http(url):  # never the server's own files or buckets
+            raise ApiError(400, "url must be an http:// or https:// URL")
+        try:
+            with self._operation():
+                fetched = self.fetcher.open(url)
+        except TooLargeError as exc:
+            raise ApiError(413, f"the image at the URL is {exc}") from None
+        except FetchError as exc:
+            raise ApiError(400, f"cannot fetch {url}: {exc}") from None
+        return fetched.data
+
     def search(self, image: Image.Image | None = None, *, id: int | None = None, k: int = 10,
                filter: str | None = None, photo: PhotoFilter | None = None) -> list[dict]:
         """``photo``: when, where, with which camera (see :mod:`vitsearch.filters`), combined with ``filter``."""
@@ -300,6 +319,8 @@ class Service:
         out["id"] = str(row["id"])
         out["image_url"] = f"/images/{row['id']}"
         out["thumbnail_url"] = f"/thumbnails/{row['id']}"
+        if is_http(str(row.get("path", ""))):  # an image indexed from a URL: the browser loads it from there
+            out["image_url"] = out["thumbnail_url"] = row["path"]
         return out
 
     def add(self, data: bytes, fields: dict[str, Any]) -> tuple[dict, bool]:
@@ -539,9 +560,11 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
                                    **photo_params},
                 }},
                 "application/json": {"schema": {
-                    "type": "object", "required": ["id"],
+                    "type": "object",
                     "properties": {"id": {"type": "string",
                                           "description": "an indexed image (more like this); a string or an integer"},
+                                   "url": {"type": "string", "description": "an image to fetch (http or https; "
+                                           "public addresses only unless serve --allow-private-urls)"},
                                    "k": {"type": "integer", "default": 10}, "filter": {"type": "string"},
                                    **photo_params},
                 }},
@@ -549,7 +572,7 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
         }
     }
 
-    @app.post("/search", openapi_extra={**search_body, **access(READ)}, summary="Images most like an uploaded one (or an indexed one)")
+    @app.post("/search", openapi_extra={**search_body, **access(READ)}, summary="Images most like an uploaded one (or an indexed one, or one at a URL)")
     async def search(request: Request):
         started = time.perf_counter()
         kind = request.headers.get("content-type", "")
@@ -566,18 +589,27 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
                 body = await request.json()
             except ValueError:
                 raise ApiError(400, "the body is not valid JSON") from None
-            if not isinstance(body, dict) or "id" not in body:
-                raise ApiError(400, 'send {"id": <indexed image id>, "k": 10, "filter": "..."} or a multipart upload')
+            if not isinstance(body, dict) or ("id" in body) == ("url" in body):
+                raise ApiError(400, 'send {"id": <indexed image id>} or {"url": <image URL>} (with "k": 10, '
+                                    '"filter": "..."), or a multipart upload')
             k = _int(body.get("k", 10), "k")
             filter_ = body.get("filter")
             if filter_ is not None and not isinstance(filter_, str):
                 raise ApiError(400, "filter must be a string")
             photo = _photo(body)
-            results = await run_in_threadpool(
-                service.search, None, id=_int(body["id"], "id"), k=k, filter=filter_, photo=photo
-            )
+            if "url" in body:
+                if not isinstance(body["url"], str) or not body["url"].strip():
+                    raise ApiError(400, "url must be a non-empty string")
+                check_k(k)
+                data = await run_in_threadpool(service.fetch, body["url"].strip())
+                image = await run_in_threadpool(service.decode, data)
+                results = await run_in_threadpool(service.search, image, k=k, filter=filter_, photo=photo)
+            else:
+                results = await run_in_threadpool(
+                    service.search, None, id=_int(body["id"], "id"), k=k, filter=filter_, photo=photo
+                )
         else:
-            raise ApiError(415, "send multipart/form-data with an 'image' file, or JSON with an 'id'")
+            raise ApiError(415, "send multipart/form-data with an 'image' file, or JSON with an 'id' or a 'url'")
         return {"results": results, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     upload_body = {"requestBody": {"content": {"multipart/form-data": {"schema": {

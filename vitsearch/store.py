@@ -30,8 +30,11 @@ EXIF_FIELDS = list(EXIF_TYPES)
 # Which of a row's dynamic fields came from its file's EXIF; the others are the user's metadata. A row
 # without it was written before vitsearch read EXIF.
 EXIF_SOURCE = "exif_fields"
+# Where a row came from (see vitsearch.sources): the change token of a remote image (its ETag) and the
+# feed file that lists it; vitsearch writes them, present when the source gives them.
+SOURCE_FIELDS = ["etag", "feed"]
 # Names a user's metadata cannot take. The EXIF names are not among them: a user's value wins.
-RESERVED = frozenset(ROW_FIELDS + ["vector", EXIF_SOURCE, "score", "rank"])
+RESERVED = frozenset(ROW_FIELDS + SOURCE_FIELDS + ["vector", EXIF_SOURCE, "score", "rank"])
 # Bookkeeping that hits and API answers leave out (and fields whose value is null: see make_row).
 HIDDEN_FIELDS = frozenset({EXIF_SOURCE, CAMERA_WORDS})
 MAX_K = 16384
@@ -90,14 +93,16 @@ def make_row(
     *,
     exif: dict | None = None,
     user: dict | None = None,
+    source: dict | None = None,
     previous: dict | None = None,
 ) -> dict:
     """A row as it is stored: the file's facts and vector, the EXIF fields its file gave (``exif``, see
     :func:`vitsearch.exif.read_exif`) and the user's metadata (``user``), whose value wins where both
-    name a field. ``exif_fields`` records which fields came from the file.
+    name a field. ``exif_fields`` records which fields came from the file. ``source`` holds the
+    :data:`SOURCE_FIELDS` the image's source gave (its ETag, the feed that lists it).
 
-    ``previous`` is the stored row this one replaces: its EXIF fields that the file no longer has are
-    written as null, since Milvus Lite merges an upsert's dynamic fields into the stored ones (a server
+    ``previous`` is the stored row this one replaces: its EXIF and source fields that the image no
+    longer has are written as null, since Milvus Lite merges an upsert's dynamic fields into the stored ones (a server
     replaces the row; null is "no value" to both, and to filters)."""
     user = dict(user or {})
     from_file = {k: v for k, v in (exif or {}).items() if k not in user and k != CAMERA_WORDS and v is not None}
@@ -110,9 +115,13 @@ def make_row(
         id=path_id(path), path=path, size=int(size), mtime=float(mtime), sha256=sha256, width=int(width),
         height=int(height), vector=[float(v) for v in vector],
     )
+    row.update({k: v for k, v in (source or {}).items() if k in SOURCE_FIELDS and v})
     row[EXIF_SOURCE] = sorted(from_file)
     for name in (previous or {}).get(EXIF_SOURCE) or ():
         row.setdefault(name, None)
+    for name in SOURCE_FIELDS:
+        if (previous or {}).get(name):
+            row.setdefault(name, None)
     return row
 
 
@@ -572,9 +581,9 @@ class Store:
                 return
             last = max(ids)
 
-    def rows_under(self, root: str, fields: list[str] | None = None) -> Iterator[dict]:
-        """Rows whose path is ``root`` itself or lies inside the folder ``root``."""
-        folder = root.rstrip(os.sep) + os.sep
+    def rows_under(self, root: str, fields: list[str] | None = None, sep: str = os.sep) -> Iterator[dict]:
+        """Rows whose path is ``root`` itself or lies inside the folder ``root`` (``sep``: "/" for URIs)."""
+        folder = root.rstrip(sep) + sep
         stem = folder.split("%")[0].split("_")[0]  # LIKE wildcards end the literal prefix
         expr = f"path == {quote(root)} or path like {quote(stem + '%')}"
         for row in self.iter_rows(expr, fields):
@@ -585,10 +594,16 @@ class Store:
         """One stored row (with its vector) per known content hash."""
         hashes = sorted(set(hashes))
         found: dict[str, dict] = {}
+        fields = fields or ROW_FIELDS + ["vector"]
         for start in range(0, len(hashes), _BATCH):
             chunk = hashes[start : start + _BATCH]
             expr = f"sha256 in [{', '.join(quote(h) for h in chunk)}]"
-            for row in self.iter_rows(expr, fields or ROW_FIELDS + ["vector"]):
+            # one query call (a query iterator costs several, ~0.6 s more on Milvus Lite); the iterator
+            # only when so many rows share these hashes that one call may not return them all
+            self._ensure_loaded()
+            rows = self._call("query", self.client.query, self.collection, filter=expr, output_fields=fields,
+                              limit=MAX_K, **self._level())
+            for row in rows if len(rows) < MAX_K else self.iter_rows(expr, fields):
                 found.setdefault(row["sha256"], row)
         return found
 
