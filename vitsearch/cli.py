@@ -18,8 +18,8 @@ from .settings import DEVICES, PRECISIONS
 from .store import MAX_K
 
 # Set by the commands that only read (query, info) once everything is printed: `run` then ends the
-# process at once. Tearing torch, gRPC and Milvus Lite down at interpreter exit takes 0.5-0.9 s on a
-# 2-core CPU (a fifth of a query), and such a command has closed its store and has nothing to save.
+# process at once. Tearing torch, gRPC and Milvus Lite down at interpreter exit took 0.7-2 s on a
+# 2-core CPU (a fifth of a query or more), and such a command has closed its store and has nothing to save.
 _READ_ONLY_DONE = False
 
 
