@@ -40,30 +40,28 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 
 # -- the machine --------------------------------------------------------------------------------
-def _lscpu() -> dict[str, str]:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    fields = {}
-    for line in out.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(key.strip(), value.strip())
-    return fields
-
-
-def _cpuinfo() -> dict[str, str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return {}
-    fields = {}
+def _fields(text: str) -> dict[str, str]:
+    """``key: value`` lines (lscpu, /proc/cpuinfo) as a dict; the first of a repeated key wins."""
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if sep:
             fields.setdefault(key.strip(), value.strip())
     return fields
+
+
+def _lscpu() -> dict[str, str]:
+    try:
+        return _fields(subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=True).stdout)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def _cpuinfo() -> dict[str, str]:
+    try:
+        return _fields(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return {}
 
 
 def cpu_model(lscpu: dict[str, str] | None = None, cpuinfo: dict[str, str] | None = None) -> str:
