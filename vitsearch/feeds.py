@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .errors import VitsearchError
-from .metadata import Scalar, check_field, check_value, infer
+from .metadata import Scalar, check_field, check_value, infer, json_lines
 
 FEED_EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
                    ".pq": "parquet"}
@@ -137,20 +137,13 @@ def _csv_rows(path: str, columns: _Columns) -> Iterator[FeedRow]:
 
 def _jsonl_rows(path: str, columns: _Columns) -> Iterator[FeedRow]:
     first = True
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise VitsearchError(f"{path}, line {number}: not JSON ({exc})") from None
-            if not isinstance(record, dict):
-                raise VitsearchError(f"{path}, line {number}: each line must be a JSON object")
-            if first:  # a misspelt column fails the run once, not every row
-                columns.require(list(record))
-                first = False
-            yield columns.row(f"line {number}", record, typed=True)
+    for number, record in json_lines(path):
+        if not isinstance(record, dict):
+            raise VitsearchError(f"{path}, line {number}: each line must be a JSON object")
+        if first:  # a misspelt column fails the run once, not every row
+            columns.require(list(record))
+            first = False
+        yield columns.row(f"line {number}", record, typed=True)
 
 
 def _parquet_rows(path: str, columns: _Columns) -> Iterator[FeedRow]:

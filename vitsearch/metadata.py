@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+from typing import Any, Iterator
 
 from .errors import VitsearchError
 from .store import RESERVED
@@ -89,25 +90,31 @@ def _read_csv(path: str, base: str) -> dict[str, dict]:
     return out
 
 
-def _read_jsonl(path: str, base: str) -> dict[str, dict]:
-    out = {}
+def json_lines(path: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line of a JSON Lines file; a line that is not
+    JSON raises VitsearchError naming the file and the line."""
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield number, json.loads(line)
             except ValueError as exc:
                 raise VitsearchError(f"{path}, line {number}: not JSON ({exc})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("path"), str) or not record["path"]:
-                raise VitsearchError(f"{path}, line {number}: each line must be an object with a 'path' string")
-            fields = {}
-            for key, value in record.items():
-                if key == "path" or value is None:
-                    continue
-                check_field(key, f"{path}, line {number}")
-                fields[key] = check_value(key, value, f"{path}, line {number}")
-            out[_absolute(base, record["path"])] = fields
+
+
+def _read_jsonl(path: str, base: str) -> dict[str, dict]:
+    out = {}
+    for number, record in json_lines(path):
+        if not isinstance(record, dict) or not isinstance(record.get("path"), str) or not record["path"]:
+            raise VitsearchError(f"{path}, line {number}: each line must be an object with a 'path' string")
+        fields = {}
+        for key, value in record.items():
+            if key == "path" or value is None:
+                continue
+            check_field(key, f"{path}, line {number}")
+            fields[key] = check_value(key, value, f"{path}, line {number}")
+        out[_absolute(base, record["path"])] = fields
     return out
 
 
