@@ -302,3 +302,19 @@ def s3(s3_server, monkeypatch):
 
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     return fs
+
+
+# -- a real browser (Debian chromium + chromium-driver; CI installs them) ----------------------------
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+needs_browser = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                                   reason="needs Debian chromium and chromium-driver (CI installs them)")
+
+
+def headless_chrome():
+    """A headless Chromium under Selenium, 1280 × 1000; the caller quits it."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)

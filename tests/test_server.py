@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import SAMPLES, photo
+from conftest import SAMPLES, headless_chrome, needs_browser, photo
 
 from vitsearch import VisualSearch
 from fastapi.testclient import TestClient
@@ -360,21 +360,13 @@ def test_serve_command_answers_over_http(running_server, photos):
     assert hits[0]["path"].endswith("horse.JPG") and len(hits) == 2
 
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                    reason="needs Debian chromium and chromium-driver (CI installs them)")
+@needs_browser
 def test_page_in_a_real_browser(running_server, photos, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
+    pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    driver = headless_chrome()
     try:
         driver.get(running_server + "/")
         wait = WebDriverWait(driver, 60)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import hmac
 import io
 import logging
-import os
 import urllib.request
 
 import pytest
-from conftest import serve_process
+from conftest import headless_chrome, needs_browser, serve_process
 from fastapi.routing import APIRoute
 from PIL import Image
 
@@ -214,13 +213,9 @@ def test_keys_never_reach_the_log_or_an_answer(serve_app, caplog):
 
 
 # -- the page -------------------------------------------------------------------------------------
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                    reason="needs Debian chromium and chromium-driver (CI installs them)")
+@needs_browser
 def test_the_page_asks_for_a_key_when_the_server_does(tmp_path, lite_uri):
-    webdriver = pytest.importorskip("selenium.webdriver")
+    pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -231,11 +226,7 @@ def test_the_page_asks_for_a_key_when_the_server_does(tmp_path, lite_uri):
             "Content-Type": "multipart/form-data; boundary=pageboundary", "Authorization": f"Bearer {KEY}"})
         with urllib.request.urlopen(upload, timeout=60) as r:
             assert r.status == 201
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-            options.add_argument(arg)
-        driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+        driver = headless_chrome()
         try:
             driver.get(base + "/")
             wait = WebDriverWait(driver, 60)
