@@ -57,8 +57,8 @@ STAGES = [
 # Candidate stages after the shipped ones, trained only with --candidate.
 CANDIDATE = [
     {"name": "stage4", "fashion_per_class": 300, "emoji_repeats": 2, "clipart": True, "seed": 3,
-     "options": {**COMMON, "instance_weight": 1.0, "augment": "copies", "lr": 4e-5, "seed": 3,
-                 "teacher": "efficientnet-lite0", "teacher_size": 128, "distill_weight": 1.0, "freeze_layers": 6}},
+     "options": {**COMMON, "epochs": 4, "instance_weight": 1.0, "augment": "copies", "lr": 4e-5, "seed": 3,
+                 "teacher": "efficientnet-lite0", "distill_weight": 2.0, "freeze_layers": 4}},
 ]
 
 CARD = """---

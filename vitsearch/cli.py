@@ -600,7 +600,9 @@ class _TrainDisplay:
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
-        if kind == "start":
+        if kind == "teacher":
+            click.echo(f"teacher: features of {event['images']} images at {event['size']} px (once, cached)", err=True)
+        elif kind == "start":
             self.total = event["epochs"]
             click.echo(
                 f"training on {event['train']} images ({event['classes'] or 'no'} classes, {event['val']} held out), "

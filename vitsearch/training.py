@@ -8,10 +8,13 @@ saves is a ``save_pretrained`` directory that every command accepts with ``--mod
   ``instance_weight > 0`` adds that InfoNCE term on two views of each image as well: a class loss
   alone pulls every member of a class onto one point, and the instance term keeps an image nearer to
   its own edited copies than to its classmates (near-duplicate search needs that).
-* ``teacher`` distils a frozen encoder into the student (training only): on the very views the
-  student sees, the student's batch similarities follow the teacher's
-  (:class:`~vitsearch.losses.SimilarityDistillation`, weight ``distill_weight``). The embedding stays
-  the final CLS token; no head or token is added to what is saved.
+* ``teacher`` distils a frozen encoder into the student (training only): the student's batch
+  similarities follow the teacher's (:class:`~vitsearch.losses.SimilarityDistillation`, weight
+  ``distill_weight``). The teacher sees each training image once, whole, at its own resolution
+  (``teacher_size``, 224 for EfficientNet-Lite0), before the first step; its feature rows are cached
+  in the checkpoint folder, so every later step and epoch costs the student alone, and a resumed run
+  reuses them. Both views of an image share its row. The embedding stays the final CLS token; no head
+  or token is added to what is saved.
 * ``freeze_layers=N`` keeps the patch embedding and the first N transformer blocks as they are:
   back-propagation stops above them, so a step costs about half as much with half the blocks frozen,
   and what the lower layers know is not forgotten.
@@ -64,6 +67,7 @@ from .preprocess import Preprocessing
 Callback = Callable[[dict], None]
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
+TEACHER_FILE = "teacher.pt"
 FINETUNE_LR = 5e-5
 SCRATCH_LR = 5e-4
 HEAD_LR_SCALE = 100.0  # class proxies start random: they move much faster than pretrained weights
@@ -109,19 +113,21 @@ class _TrainImages(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         try:
             img = load_image(self.paths[index], draft=self.load.draft_size)
-            return torch.from_numpy(self.load.to_uint8(img)), self.labels[index], None
+            return torch.from_numpy(self.load.to_uint8(img)), self.labels[index], index, None
         except ImageError as exc:
-            return None, self.labels[index], Failure(self.paths[index], str(exc))
+            return None, self.labels[index], index, Failure(self.paths[index], str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad file never stops training
-            return None, self.labels[index], Failure(self.paths[index], f"cannot decode: {exc}")
+            return None, self.labels[index], index, Failure(self.paths[index], f"cannot decode: {exc}")
 
 
 def _collate(items):
-    good = [(x, y) for x, y, _ in items if x is not None]
-    failed = [f for _, _, f in items if f is not None]
+    """(pixels, labels, positions in the dataset, failures); pixels is None when no image decoded."""
+    good = [(x, y, i) for x, y, i, _ in items if x is not None]
+    failed = [f for *_, f in items if f is not None]
     if not good:
-        return None, None, failed
-    return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), failed
+        return None, None, None, failed
+    pixels, labels, positions = zip(*good)
+    return torch.stack(pixels), torch.tensor(labels), torch.tensor(positions), failed
 
 
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -242,13 +248,9 @@ class _Run:
         self.backbone = resize_backbone(self.backbone, self.image_size).to(self.device)
         if opts.freeze_layers:
             freeze_lower_layers(self.backbone, opts.freeze_layers)
-        self.teacher = None
-        if opts.teacher and opts.distill_weight > 0:
-            from .teacher import load_teacher
-
-            self.teacher = load_teacher(opts.teacher, opts.teacher_size).to(self.device)
-            self.distill = SimilarityDistillation()
         self.preprocessing = base_prep.at_size(self.image_size)
+        self.teacher_rows: torch.Tensor | None = None  # one feature row per training image, once computed
+        self.distill = SimilarityDistillation() if opts.teacher and opts.distill_weight > 0 else None
         dim = self.backbone.model.config.hidden_size
         self.head = build_loss(self.loss_name, dim, len(data.classes), opts.temperature).to(self.device)
         self.instance = InfoNCE() if self.labelled and opts.instance_weight > 0 else None
@@ -329,14 +331,17 @@ class _Run:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         return torch.autocast(self.device, dtype=dtype) if dtype else contextlib.nullcontext()
 
-    def _loss(self, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _loss(self, pixels: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x = pixels.to(self.device, non_blocking=True).float() / 255.0
         if self.labelled and self.instance is None:
             views, target = self.views(x), labels.to(self.device)
         else:
             views = torch.cat([self.views(x), self.views(x)])
             target = labels.to(self.device).repeat(2) if self.labelled else None
-        teacher = self.teacher(views.clamp(0, 1)) if self.teacher is not None else None
+        teacher = None
+        if self.teacher_rows is not None:
+            teacher = self.teacher_rows[positions.to(self.teacher_rows.device)].to(self.device)
+            teacher = teacher.repeat(len(views) // len(teacher), 1)
         views = (views - self.mean) / self.std
         with self._autocast():
             z = self.backbone.cls_token(views).float()
@@ -344,13 +349,13 @@ class _Run:
         if self.instance is not None:
             loss = loss + self.opts.instance_weight * self.instance(z)
         if teacher is not None:
-            loss = loss + self.opts.distill_weight * self.distill(z, teacher)
+            loss = loss + self.opts.distill_weight * self.distill(z, teacher.float())
         return loss
 
-    def _loader(self, batches: list[list[int]]):
+    def _loader(self, batches: list[list[int]], prep: Preprocessing | None = None):
         paths = [self.data.paths[i] for i in self.train_idx]
         labels = [self.data.labels[i] for i in self.train_idx]
-        prep = self.preprocessing
+        prep = prep or self.preprocessing
         edge = prep.shortest_edge or max(prep.input_size)
         load = dataclasses.replace(prep, crop=(edge, edge)) if prep.shortest_edge else prep
         workers = self.opts.num_workers if self.opts.num_workers is not None else min(4, (os.cpu_count() or 1) - 1)
@@ -362,6 +367,49 @@ class _Run:
             pin_memory=self.device == "cuda",
             worker_init_fn=worker_init if workers else None,
         )
+
+    @property
+    def teacher_path(self) -> Path:
+        return self.out / CHECKPOINT_DIR / TEACHER_FILE
+
+    def teacher_features(self) -> None:
+        """The teacher's feature row of every training image (whole, at the teacher's resolution), cached.
+
+        The cache is keyed by the teacher, its size and the data; a row of an image that fails to
+        decode stays zero (the image never reaches a step either).
+        """
+        if self.distill is None:
+            return
+        key = {"teacher": self.opts.teacher, "size": self.opts.teacher_size, "data": self.data_signature()}
+        if self.teacher_path.is_file():
+            cached = torch.load(self.teacher_path, map_location="cpu", weights_only=True)
+            if json.loads(cached["key"]) == key:
+                self.teacher_rows = cached["rows"]
+                return
+        from .teacher import load_teacher
+
+        teacher = load_teacher(self.opts.teacher, self.opts.teacher_size).to(self.device)
+        n = len(self.train_idx)
+        batch = max(self.opts.batch_size, 32)
+        batches = [list(range(i, min(i + batch, n))) for i in range(0, n, batch)]
+        self.emit({"event": "teacher", "images": n, "size": teacher.size})
+        rows = None
+        with torch.inference_mode():
+            for pixels, _, positions, failed in self._loader(batches, self.preprocessing.at_size(teacher.size)):
+                for failure in failed:
+                    self.failed.setdefault(failure.path, failure)
+                if pixels is None:
+                    continue
+                with self._autocast():
+                    out = teacher(pixels.to(self.device).float() / 255.0).float().cpu()
+                if rows is None:
+                    rows = torch.zeros(n, out.shape[1])
+                rows[positions] = out
+        self.teacher_rows = rows if rows is not None else torch.zeros(n, 1)
+        self.teacher_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.teacher_path.with_suffix(".tmp")
+        torch.save({"key": json.dumps(key), "rows": self.teacher_rows}, tmp)
+        os.replace(tmp, self.teacher_path)
 
     def validate(self) -> dict | None:
         if not self.labelled or len(self.val_idx) < 2:
@@ -384,6 +432,7 @@ class _Run:
 
     def run(self, stop: _StopFlag) -> None:
         opts = self.opts
+        self.teacher_features()
         self.backbone.train()
         self.emit({
             "event": "start", "epochs": opts.epochs, "epoch": self.epoch, "batches": self.batches_per_epoch,
@@ -396,12 +445,12 @@ class _Run:
             batches = _epoch_batches(len(self.train_idx), opts.batch_size, opts.seed, self.epoch)
             losses, seen = [], 0
             self.optimizer.zero_grad(set_to_none=True)
-            for b, (pixels, labels, failed) in enumerate(self._loader(batches[self.position :]), start=self.position):
+            for b, (pixels, labels, positions, failed) in enumerate(self._loader(batches[self.position :]), start=self.position):
                 for failure in failed:
                     self.failed.setdefault(failure.path, failure)
                 if pixels is not None:
                     torch.manual_seed(_step_seed(opts.seed, self.epoch, b))
-                    loss = self._loss(pixels, labels)
+                    loss = self._loss(pixels, labels, positions)
                     (loss / opts.accumulate).backward()
                     losses.append(loss.item())
                     seen += len(pixels)
@@ -478,7 +527,7 @@ class _Run:
             f"Base: `{self.base_name}`; objective: {self.loss_name}"
             + (f" + {self.opts.instance_weight:g} × infonce on two views" if self.instance is not None else "")
             + (f" + {self.opts.distill_weight:g} × similarity distillation from `{self.opts.teacher}`"
-               if self.teacher is not None else "")
+               if self.distill is not None else "")
             + (f"; first {self.opts.freeze_layers} blocks frozen" if self.opts.freeze_layers else "")
             + f"; image size {self.image_size}; "
             f"{self.opts.epochs} epochs on {len(self.train_idx)} images"
