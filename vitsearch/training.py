@@ -47,7 +47,7 @@ from torch import nn
 
 from . import __version__
 from .augment import train_views
-from .checkpoint import RECORD_FILE, ModelSpec, load_spec
+from .checkpoint import ModelSpec, load_spec
 from .data import ImageSet, read_images, split
 from .embed import Encoder, choose_device, choose_precision, worker_init
 from .errors import ImageError, VitsearchError
@@ -58,7 +58,7 @@ from .model import (
     VitBackbone,
     load_backbone,
     resize_backbone,
-    save_backbone,
+    save_model,
     scratch_backbone,
 )
 from .options import TrainOptions
@@ -491,11 +491,7 @@ class _Run:
             self.emit({"event": "epoch", **record})
 
     def save_model(self) -> None:
-        save_backbone(self.backbone, str(self.out), SAVE_DTYPES[self.opts.save_dtype])
-        with open(self.out / "preprocessor_config.json", "w", encoding="utf-8") as fh:
-            json.dump(self.preprocessing.to_config(), fh, indent=2)
         record = {
-            "vitsearch_version": __version__,
             "base": self.base_name,
             "image_size": self.image_size,
             "loss": self.loss_name,
@@ -506,11 +502,11 @@ class _Run:
             "options": dataclasses.asdict(self.opts),
             "history": self.history,
         }
-        with open(self.out / RECORD_FILE, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2)
         licence = self.base_dir / "LICENSE" if self.base_dir else None
-        if licence and licence.is_file():
-            shutil.copyfile(licence, self.out / "LICENSE")
+        save_model(
+            self.backbone, self.out, self.preprocessing, record=record, dtype=SAVE_DTYPES[self.opts.save_dtype],
+            licence=licence if licence and licence.is_file() else None,
+        )
         (self.out / "README.md").write_text(self.model_card(), encoding="utf-8")
 
     def model_card(self) -> str:
