@@ -145,7 +145,7 @@ def model_alone(name: str, model: str | None, device: str, batch_sizes: list[int
     import torch
 
     from vitsearch import Encoder
-    from vitsearch.embed import cpu_supports_bf16
+    from vitsearch.device import cpu_supports_bf16
     from vitsearch.vit import VisionTransformer
 
     best = 0.0

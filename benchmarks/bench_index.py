@@ -91,7 +91,7 @@ def vitsearch_cli(folder: Path, db: str, extra: list[str]) -> tuple[float, dict]
 
 def model_only(n: int = 256) -> dict:
     from vitsearch import Encoder
-    from vitsearch.embed import cpu_supports_bf16
+    from vitsearch.device import cpu_supports_bf16
 
     out = {}
     # bf16 only where the CPU has it natively: elsewhere torch emulates it, several times slower than fp32

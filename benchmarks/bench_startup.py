@@ -142,7 +142,7 @@ def main() -> None:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    from vitsearch.embed import cpu_supports_bf16
+    from vitsearch.device import cpu_supports_bf16
 
     precision = "bf16" if cpu_supports_bf16() else "fp32"
     images = make_images(out / "images", args.images)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vitsearch.embed import cpu_supports_bf16
+from vitsearch.device import cpu_supports_bf16
 from vitsearch.teacher import EfficientNetLite0 as Lite0
 
 

@@ -4,7 +4,6 @@ from PIL import Image
 
 from conftest import SAMPLES, photo
 from vitsearch import Encoder
-from vitsearch.embed import choose_device, choose_precision
 from vitsearch.errors import ImageError
 
 
@@ -35,15 +34,6 @@ def test_bad_arguments_and_bad_images(tiny_models):
     enc = Encoder(str(tiny_models["vit"]), device="cpu", num_workers=0)
     with pytest.raises(ImageError, match="7 bytes"):
         enc.encode([photo(1), b"garbage"])
-
-
-def test_precision_choice(monkeypatch):
-    assert choose_device("cpu") == "cpu"
-    assert choose_precision("cpu", "fp32") == "fp32"
-    monkeypatch.setattr("vitsearch.embed.cpu_supports_bf16", lambda: True)
-    assert choose_precision("cpu") == "bf16"
-    monkeypatch.setattr("vitsearch.embed.cpu_supports_bf16", lambda: False)
-    assert choose_precision("cpu") == "fp32"
 
 
 def test_file_stream_uses_workers_keeps_order_and_reports_bad_files(tiny_models, tmp_path):
@@ -159,18 +149,3 @@ def test_a_lazy_encoder_loads_its_model_on_first_use_and_embeds_the_same(tmp_pat
     got = [r.vector for r in lazy.encode_files(paths)]
     assert lazy._backbone is not None
     np.testing.assert_allclose(np.stack(got), eager.encode(paths), atol=1e-5)
-
-
-def test_defaults_follow_the_device_and_share_cores_between_torchrun_ranks(monkeypatch):
-    from vitsearch.embed import default_batch_size, default_workers
-
-    assert (default_batch_size("cpu"), default_batch_size("cuda")) == (32, 256)
-    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    monkeypatch.setattr("vitsearch.embed.os.cpu_count", lambda: 2)
-    assert (default_workers("cpu"), default_workers("cuda")) == (1, 1)
-    monkeypatch.setattr("vitsearch.embed.os.cpu_count", lambda: 64)
-    assert (default_workers("cpu"), default_workers("cuda")) == (4, 16)
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # 8 ranks on one 64-core machine: 8 cores each
-    assert (default_workers("cpu"), default_workers("cuda")) == (4, 7)
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
-    assert default_workers("cpu") == 0

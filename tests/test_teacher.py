@@ -56,7 +56,7 @@ def test_efficientnet_teacher_sees_views_as_imagenet_does():
 
 def test_a_model_teacher_uses_its_own_resolution_and_normalisation(tiny_models):
     teacher = load_teacher(str(tiny_models["clip"]))
-    assert teacher.size == 32 and torch.allclose(teacher.mean.flatten(), torch.tensor([0.4815, 0.4578, 0.4082]))
+    assert teacher.size == 32 and torch.allclose(teacher.normalise.mean.flatten(), torch.tensor([0.4815, 0.4578, 0.4082]))
     out = teacher(torch.rand(3, 3, 48, 48))
     assert out.shape == (3, 32) and not out.requires_grad
 

