@@ -50,8 +50,8 @@ class RandomDegrade(torch.nn.Module):
     """A re-encoded thumbnail: with probability ``p`` per image, shrink to 15-60 % of the side,
     JPEG-compress at that size (quality 15-60, per image) with probability ``jpeg_p``, scale back up.
 
-    One shrink factor per call for all the chosen images: kornia's JPEG costs about 0.3 s per call
-    on a CPU whatever the batch, so it runs once per batch, not once per image.
+    One shrink factor per call for all the chosen images: kornia's JPEG has a large fixed cost per
+    call on a CPU whatever the batch (docs/training.md), so it runs once per batch, not once per image.
     """
 
     def __init__(self, p: float, jpeg_p: float = 0.5, quality: tuple[float, float] = (15.0, 60.0),

@@ -83,18 +83,19 @@ class Normalise(nn.Module):
 
 
 def default_batch_size(device: str) -> int:
-    """Images per model call when none is given: 32 on a CPU (larger batches measured no faster),
-    256 on a GPU (an H100 embeds 6.5k images/s at 64 and 25k at 256 with the bundled model)."""
+    """Images per model call when none is given: 32 on a CPU, where larger batches are no faster;
+    256 on a GPU, which smaller batches leave idle (benchmarks/bench_gpu.py; docs/performance.md)."""
     return 256 if device == "cuda" else 32
 
 
 def default_workers(device: str) -> int:
     """Decode worker processes when none are asked for (embedding and training alike).
 
-    On a CPU one core stays with the model, and at most 4 (on 2 cores, 4 workers measured slower
-    than 1 or 0). On a GPU the model needs little CPU and decoding is the bottleneck (12-MP JPEGs:
-    84 images/s with 4 workers, 188 with 15 on a 16-core H100 machine), so every core but one, up
-    to 16. torchrun's ranks on one machine (``LOCAL_WORLD_SIZE``) share its cores.
+    On a CPU one core stays with the model, and at most 4: workers compete with the model for the
+    cores, and beyond one per spare core they only slow it. On a GPU the model needs little CPU and
+    decoding is the bottleneck, which more workers widen, so every core but one, up to 16
+    (benchmarks/bench_index.py and bench_gpu.py; docs/performance.md). torchrun's ranks on one
+    machine (``LOCAL_WORLD_SIZE``) share its cores.
     """
     try:
         processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))

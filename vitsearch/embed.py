@@ -27,8 +27,8 @@ from .preprocess import Preprocessing
 DECODE_CHUNK = 16  # files a decode worker takes at a time; model batches are assembled from chunks
 # Decoded images the workers may hold ready for the model, in bytes (uint8 pixels: 37 KB an image
 # at 112 px, 150 KB at 224 px), at most LOOKAHEAD_MAX images and at least two model batches. A deep
-# queue lets the workers keep decoding while the model loads (transformers' import alone is 3-4 s
-# of one core on a 2-core CPU) and through any pause of the model.
+# queue lets the workers keep decoding while the model loads (imports and weights take seconds on a
+# small CPU) and through any pause of the model.
 LOOKAHEAD_BYTES = 64 << 20
 LOOKAHEAD_MAX = 1024
 
@@ -253,8 +253,8 @@ class Encoder:
 
         Workers decode chunks of up to :data:`DECODE_CHUNK` files and the model gets batches of
         ``batch_size``: had each worker decoded a whole model batch, one batch of 12-MP JPEGs would
-        keep a single worker busy while the others sat idle (measured on a GPU machine, 256-image
-        batches: 190 images/s with 15 workers, no better than 4).
+        keep a single worker busy while the others sat idle, and more workers would not help
+        (benchmarks/bench_gpu.py; figures on docs/performance.md).
         """
         size = batch_size or self.batch_size
         chunk = min(size, DECODE_CHUNK)

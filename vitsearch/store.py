@@ -40,8 +40,8 @@ HIDDEN_FIELDS = frozenset({EXIF_SOURCE, CAMERA_WORDS})
 MAX_K = 16384
 _BATCH = 1000
 _HNSW = {"M": 16, "efConstruction": 200}
-# HNSW's search breadth: recall@10 0.997 at 10k rows (0.968 at ef=64) for about 1 ms more per query
-# on Milvus Lite (benchmarks/bench_store.py; README "Performance")
+# HNSW's search breadth: near-exact recall@10 for little more time per query than ef=64
+# (benchmarks/bench_store.py; docs/performance.md, "The store")
 SEARCH_EF = 256
 
 # gRPC's C core writes its own lines to stderr: one each time a DataLoader worker forks beside an
@@ -58,9 +58,9 @@ DENSE_ONLY = False
 
 
 def _skip_sparse_probe() -> None:
-    """pymilvus imports scipy.sparse on a process's first insert or search (0.2 s on a 2-core CPU,
-    0.7 s when it is busy) only to ask whether the data is a sparse matrix: record "no sparse
-    matrices here" as pymilvus itself does when scipy is absent."""
+    """pymilvus imports scipy.sparse on a process's first insert or search (a noticeable part of a
+    query's start-up, docs/core.md) only to ask whether the data is a sparse matrix: record "no
+    sparse matrices here" as pymilvus itself does when scipy is absent."""
     if "scipy.sparse" in sys.modules:
         return
     try:
@@ -490,15 +490,15 @@ class Store:
 
     def flush(self) -> None:
         """Seal the rows written so far into indexed segments. Milvus Lite otherwise searches its
-        unsealed rows in Python one by one (about 0.6 s per query at 10,000 such rows, 0.08 s sealed);
+        unsealed rows in Python one by one, several times slower than sealed ones (benchmarks/bench_store.py);
         a server seals them in the background, and a flush after a bulk write only hurries it."""
         self._call("flush", self.client.flush, self.collection)
 
     def _level(self, strong: bool = False) -> dict:
         """The consistency of a read, as keyword arguments.
 
-        On a Milvus server a Strong read waits for the server's next time tick: 200-400 ms a call on
-        Milvus 2.3.5, whatever the call (a 3 ms search took 300 ms). So a Store reads Strong once, which
+        On a Milvus server a Strong read waits for the server's next time tick, whatever the call
+        (on Milvus 2.3.5 that is most of a search's time: docs/milvus.md). So a Store reads Strong once, which
         makes every write acknowledged before it visible (earlier runs, other processes), and Session
         after that: this client's own writes are always seen, other clients' within moments.
         Milvus Lite has one writer and answers at once.
@@ -560,7 +560,7 @@ class Store:
     def _pages(self, filter: str, fields: list[str] | None) -> Iterator[dict]:
         """A server's rows by primary-key pages: ``id > last`` with a limit, which Milvus answers in
         primary-key order. pymilvus's query iterator pages the same way, but on Milvus 2.3.5 it cannot
-        get a snapshot timestamp and makes every page a Strong read: about 0.5 s a page.
+        get a snapshot timestamp and makes every page a Strong read (docs/milvus.md).
         A server whose first full page is not in key order (Milvus Lite's server mode) is read with
         the iterator instead."""
         wanted = list(fields or ROW_FIELDS)
@@ -598,7 +598,7 @@ class Store:
         for start in range(0, len(hashes), _BATCH):
             chunk = hashes[start : start + _BATCH]
             expr = f"sha256 in [{', '.join(quote(h) for h in chunk)}]"
-            # one query call (a query iterator costs several, ~0.6 s more on Milvus Lite); the iterator
+            # one query call (a query iterator costs several calls, each paid in full); the iterator
             # only when so many rows share these hashes that one call may not return them all
             self._ensure_loaded()
             rows = self._call("query", self.client.query, self.collection, filter=expr, output_fields=fields,

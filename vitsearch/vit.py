@@ -2,7 +2,7 @@
 
 One module serves every command (index, query, serve, eval, train). It reads a transformers
 checkpoint (``config.json`` + safetensors, or ``pytorch_model.bin``) through a key map, without
-importing transformers (3 s of start-up on a small CPU), and writes the same layout back, so what
+importing transformers (most of a small CPU's start-up; see docs/core.md), and writes the same layout back, so what
 ``vitsearch train`` saves still loads with ``AutoModel.from_pretrained``. Families, their config
 defaults and their key maps are data (:data:`FAMILIES`, :data:`LAYOUTS`); the forward pass has no
 branch per family::
@@ -406,7 +406,7 @@ _NUMPY = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: n
 def _join(parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
     """``parts`` concatenated along dim 0 and converted to ``dtype``: always a new tensor, made on one
     thread. Loading is memory-bound, and torch's intra-op threads spin against each other when the
-    CPU is shared (4x the CPU time measured on a busy 2-core machine for this step)."""
+    CPU is shared, costing several times the CPU time (docs/core.md)."""
     if dtype in _NUMPY and all(p.dtype in _NUMPY for p in parts):
         return torch.from_numpy(np.concatenate([p.numpy() for p in parts], dtype=_NUMPY[dtype]))
     return torch.cat([p.to(dtype) for p in parts])
