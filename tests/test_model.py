@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import photo, tiny_model
+
 from vitsearch import __version__, checkpoint
 from vitsearch.checkpoint import BUNDLED_DIR, load_spec, read_record
 from vitsearch.embed import Encoder
@@ -115,3 +115,20 @@ def test_a_saved_model_loads_back_as_it_was(families, kind, tmp_path):
     before = Encoder.wrap(backbone, spec, device="cpu", precision="fp32", num_workers=0).encode(images)
     after = Encoder(saved, device="cpu", precision="fp32", num_workers=0).encode(images)
     np.testing.assert_allclose(after, before, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["dinov2", "clip"])  # the built-in core, and transformers
+def test_a_model_saved_in_half_precision_says_so(families, kind, tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    spec = load_spec(str(families[kind]))
+    backbone = load_backbone(spec)
+    saved = save_model(backbone, tmp_path / "half", spec.preprocessing, dtype=torch.float16)
+    assert json.loads((tmp_path / "half" / "config.json").read_text())["dtype"] == "float16"
+    assert {v.dtype for v in load_file(tmp_path / "half" / "model.safetensors").values()} == {torch.float16}
+    images = [photo(i, (48, 40)) for i in range(3)]
+    before = Encoder.wrap(backbone, spec, device="cpu", precision="fp32", num_workers=0).encode(images)
+    after = Encoder(saved, device="cpu", precision="fp32", num_workers=0).encode(images)
+    np.testing.assert_allclose(after, before, atol=2e-2, rtol=0)

@@ -11,6 +11,7 @@ conversion scripts save through it alone).
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 from pathlib import Path
@@ -165,8 +166,10 @@ def save_backbone(backbone: VitBackbone, out: str, dtype: torch.dtype = torch.fl
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model.config.dtype = str(dtype).removeprefix("torch.")
     model.save_pretrained(out, state_dict=state)  # safetensors by default
+    # transformers names the dtype of the model in memory (float32), not of the weights it wrote
+    config = Path(out) / "config.json"
+    write_json(config, vit.with_dtype(json.loads(config.read_text(encoding="utf-8")), dtype))
 
 
 def save_model(

@@ -522,14 +522,15 @@ def save_pretrained(model: VisionTransformer, out: str | os.PathLike, state: dic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = model.config.to_json()
-    dtype_name = str(dtype).removeprefix("torch.")
-    config["dtype"] = dtype_name
-    if "torch_dtype" in config:
-        config["torch_dtype"] = dtype_name
     with open(out / "config.json", "w", encoding="utf-8") as fh:
-        json.dump(config, fh, indent=2, sort_keys=True)
+        json.dump(with_dtype(model.config.to_json(), dtype), fh, indent=2, sort_keys=True)
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+
+def with_dtype(config: dict, dtype: torch.dtype) -> dict:
+    """``config`` (a config.json dict) naming ``dtype`` as its weights' type, as transformers writes it."""
+    name = str(dtype).removeprefix("torch.")
+    return {**config, "dtype": name, **({"torch_dtype": name} if "torch_dtype" in config else {})}
 
 
 def scratch_config(preset: dict, image_size: int, patch_size: int) -> VitConfig:
