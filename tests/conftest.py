@@ -100,6 +100,22 @@ def bundled_encoder():
 
 
 @pytest.fixture
+def cli_encoder(monkeypatch, bundled_encoder):
+    """The CLI's ``VisualSearch`` gets the session's loaded bundled encoder passed in (``encoder=``), unless
+    the command names a ``--model``: every command of a test shares the model, loaded once."""
+    import vitsearch.api
+
+    class WithEncoder(vitsearch.api.VisualSearch):
+        def __init__(self, *args, **kwargs):
+            if kwargs.get("model") is None:
+                kwargs["encoder"] = bundled_encoder
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(vitsearch.api, "VisualSearch", WithEncoder)
+    return bundled_encoder
+
+
+@pytest.fixture
 def photos(tmp_path) -> Path:
     """A folder of six real sample photos and one planted near-duplicate, in two sub-folders."""
     folder = tmp_path / "photos"
@@ -139,8 +155,7 @@ def serve_app(lite_uri, photos, bundled_encoder, tmp_path):
     from vitsearch import VisualSearch
     from vitsearch.server import Service, create_app
 
-    vs = VisualSearch(lite_uri, device="cpu")
-    vs._encoder = bundled_encoder
+    vs = VisualSearch(lite_uri, encoder=bundled_encoder)
     vs.index(photos)
     service = Service(vs, upload_dir=str(tmp_path / "uploads"), thumbnail_dir=str(tmp_path / "thumbs"),
                       max_upload_bytes=1_000_000)

@@ -16,9 +16,8 @@ from vitsearch.cli import main
 
 
 @pytest.fixture
-def run(monkeypatch, lite_uri, bundled_encoder):
+def run(monkeypatch, lite_uri, cli_encoder):
     monkeypatch.setenv("VITSEARCH_URI", lite_uri)
-    monkeypatch.setattr("vitsearch.api.VisualSearch.encoder", property(lambda self: bundled_encoder))
 
     def invoke(*args):
         return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
