@@ -303,3 +303,26 @@ def test_put_writes_one_files_row_keeping_its_metadata(tmp_path, lite_uri):
         assert stored.get("camera_make") is None  # the EXIF given (none) replaced the file's
         with pytest.raises(VitsearchError, match="vitsearch's own fields"):
             vs.put(path, [1, 0, 0, 0], sha256="c" * 64, width=96, height=72, fields={"path": "x"})
+
+
+def test_a_query_file_that_is_no_image_is_refused_without_being_hashed(tmp_path, lite_uri, monkeypatch):
+    from vitsearch import ImageError
+    from vitsearch.images import load_image
+
+    class Decoding(NoModel):
+        def encode(self, images, **kwargs):
+            return [load_image(image) for image in images]
+
+    big = tmp_path / "x.jpg"
+    with open(big, "wb") as fh:
+        fh.write(b"this is no image header\n")
+        fh.truncate(2 * 1024**3)  # 2 GB, sparse
+
+    def sha256_file(path):
+        raise AssertionError(f"{path} was read whole to be hashed")
+
+    monkeypatch.setattr("vitsearch.search.sha256_file", sha256_file)
+    with VisualSearch(lite_uri, "c", encoder=Decoding(_spec())) as vs:
+        vs.ensure_collection()
+        with pytest.raises(ImageError, match="not a recognised image format"):
+            vs.query(big, k=1)
