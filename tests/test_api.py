@@ -282,8 +282,9 @@ def test_require_wants_the_collection_and_its_model(lite_uri):
 
 
 def test_put_writes_one_files_row_keeping_its_metadata(tmp_path, lite_uri):
-    from conftest import photo
+    from helpers import photo
     from photofiles import save_photo
+
     from vitsearch.store import path_id
 
     path = save_photo(tmp_path / "up.jpg", photo(3), "JPEG", make="Canon", model="EOS R")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import photo, write_bad_files
+from helpers import photo, write_bad_files
 from vitsearch.errors import ImageError, VitsearchError
 from vitsearch.images import Failure, check_file, check_roots, discover, load_image
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import photo, write_bad_files
+from helpers import photo, write_bad_files
 from photofiles import save_photo
 import vitsearch.indexer as indexer_module
 from vitsearch.embed import FileResult
@@ -388,7 +388,7 @@ def test_a_fetched_image_has_the_exif_of_its_bytes(remote, tmp_path):
 
 
 def test_a_large_file_that_is_no_image_is_refused_before_it_is_hashed(setup, monkeypatch):
-    indexer, store, folder, made = setup
+    indexer, store, folder, _ = setup
     big = folder / "x.jpg"
     with open(big, "wb") as fh:
         fh.write(b"this is no image header\n")

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from conftest import photo
+from helpers import photo
 from vitsearch import VisualSearch
 from vitsearch.errors import VitsearchError
 from vitsearch.metadata import infer, read_metadata

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import SAMPLES, headless_chrome, needs_browser, photo
+from helpers import SAMPLES, headless_chrome, needs_browser, photo
 
 from vitsearch import VisualSearch
 from fastapi.testclient import TestClient

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from click.testing import CliRunner
 
-from conftest import SAMPLES
+from helpers import SAMPLES
 from vitsearch import VisualSearch
 from vitsearch.cli import main
 from vitsearch.errors import VitsearchError
