@@ -352,8 +352,6 @@ class VisualSearch:
             >>> tag.label, tag.confidence, tag.written
             ('cat', 1.0, True)
         """
-        from .store import path_id
-
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         self.require()
         vectors = query_vectors(self.store, items, lambda: self.encoder)
