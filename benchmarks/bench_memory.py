@@ -102,7 +102,7 @@ def main() -> None:
             sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
             from pathlib import Path
 
-            from conftest import tiny_model
+            from helpers import tiny_model
 
             model = str(tiny_model(Path(tmp) / "tiny", image=32))
         rows = []

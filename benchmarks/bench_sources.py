@@ -96,9 +96,7 @@ def main() -> None:
     encoder = warm.encoder
 
     def opened(name: str) -> VisualSearch:
-        vs = VisualSearch(str(work / f"{name}.db"), device="cpu", fetch=options)
-        vs._encoder = encoder
-        return vs
+        return VisualSearch(str(work / f"{name}.db"), fetch=options, encoder=encoder)
 
     host = Host(work / "all", args.latency)
     local_dir, feed = work / "local", work / "feed.csv"

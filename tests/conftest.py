@@ -1,24 +1,18 @@
-"""Shared fixtures. Every default location points into tmp_path; nothing touches the network."""
+"""Shared fixtures (helper functions are in helpers.py). Every default location points into tmp_path;
+nothing touches the network."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "sample_images"
+from helpers import SAMPLES, tiny_model
 
 try:  # the fuzz tests: the same inputs on every run, so that a test run is reproducible;
     # `pytest --hypothesis-profile=explore tests/test_fuzz.py` draws new ones (run it now and then)
@@ -42,50 +36,6 @@ def _isolate(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
 
-def photo(seed: int, size=(96, 72)) -> Image.Image:
-    """A smooth random colour picture; different seeds give clearly different pictures."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-    return Image.fromarray(small).resize(size, Image.BICUBIC)
-
-
-def tiny_model(path: Path, kind: str = "vit", image: int = 32) -> Path:
-    """Create and save_pretrained a tiny random model of ``kind`` with its image-processor config."""
-    import torch
-    import transformers as tf
-
-    torch.manual_seed(0)
-    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=image)
-    if kind == "vit":
-        model = tf.ViTModel(tf.ViTConfig(patch_size=8, **common), add_pooling_layer=False)
-        proc = {"image_processor_type": "ViTImageProcessor", "size": {"height": image, "width": image},
-                "resample": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
-    elif kind == "deit":
-        model = tf.DeiTModel(tf.DeiTConfig(patch_size=8, **common), add_pooling_layer=False)
-        proc = {"image_processor_type": "DeiTImageProcessor", "size": {"height": image + 8, "width": image + 8},
-                "do_center_crop": True, "crop_size": {"height": image, "width": image}, "resample": 3}
-    elif kind == "dinov2":
-        model = tf.Dinov2Model(tf.Dinov2Config(patch_size=8, **common))
-        proc = {"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": image + 8}, "resample": 3,
-                "do_center_crop": True, "crop_size": {"height": image, "width": image}}
-    elif kind in ("dinov2_registers", "dinov2_swiglu"):  # DINOv2 with register tokens; DINOv2-g's SwiGLU MLP
-        model = (tf.Dinov2WithRegistersModel(tf.Dinov2WithRegistersConfig(patch_size=8, num_register_tokens=2, **common))
-                 if kind == "dinov2_registers" else tf.Dinov2Model(tf.Dinov2Config(patch_size=8, use_swiglu_ffn=True, **common)))
-        proc = {"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": image + 8}, "resample": 3,
-                "do_center_crop": True, "crop_size": {"height": image, "width": image}}
-    elif kind == "clip":
-        model = tf.CLIPVisionModel(tf.CLIPVisionConfig(patch_size=8, **common))
-        proc = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": image}, "resample": 3,
-                "do_center_crop": True, "crop_size": {"height": image, "width": image},
-                "image_mean": [0.4815, 0.4578, 0.4082], "image_std": [0.2686, 0.2613, 0.2758]}
-    else:  # pragma: no cover
-        raise ValueError(kind)
-    model.save_pretrained(path)
-    with open(path / "preprocessor_config.json", "w") as fh:
-        json.dump({"do_resize": True, "do_rescale": True, "do_normalize": True, "do_convert_rgb": True, **proc}, fh)
-    return path
-
-
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("models")
@@ -97,6 +47,22 @@ def bundled_encoder():
     from vitsearch import Encoder
 
     return Encoder(device="cpu", batch_size=16, num_workers=0)
+
+
+@pytest.fixture
+def cli_encoder(monkeypatch, bundled_encoder):
+    """The CLI's ``VisualSearch`` gets the session's loaded bundled encoder passed in (``encoder=``), unless
+    the command names a ``--model``: every command of a test shares the model, loaded once."""
+    import vitsearch.api
+
+    class WithEncoder(vitsearch.api.VisualSearch):
+        def __init__(self, *args, **kwargs):
+            if kwargs.get("model") is None:
+                kwargs["encoder"] = bundled_encoder
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(vitsearch.api, "VisualSearch", WithEncoder)
+    return bundled_encoder
 
 
 @pytest.fixture
@@ -139,8 +105,7 @@ def serve_app(lite_uri, photos, bundled_encoder, tmp_path):
     from vitsearch import VisualSearch
     from vitsearch.server import Service, create_app
 
-    vs = VisualSearch(lite_uri, device="cpu")
-    vs._encoder = bundled_encoder
+    vs = VisualSearch(lite_uri, encoder=bundled_encoder)
     vs.index(photos)
     service = Service(vs, upload_dir=str(tmp_path / "uploads"), thumbnail_dir=str(tmp_path / "thumbs"),
                       max_upload_bytes=1_000_000)
@@ -158,55 +123,11 @@ def serve_app(lite_uri, photos, bundled_encoder, tmp_path):
     service.close()
 
 
-@contextlib.contextmanager
-def serve_process(tmp_path: Path, lite_uri: str, *extra: str):
-    """`vitsearch serve` on a fresh store and a free port: (process, port, path of its stderr log)."""
-    from faults import free_port
-
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vitsearch", "serve", "--uri", lite_uri, "--port", str(port),
-             "--upload-dir", str(tmp_path / "up"), "--thumbnail-dir", str(tmp_path / "th"), *extra],
-            stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    proc.kill()
-                    pytest.fail(f"serve did not start: {log.read_text()}")
-                time.sleep(0.3)
-        yield proc, port, log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-
-
-def write_bad_files(folder: Path) -> dict[str, str]:
-    """Files that must be skipped with a reason; returns name -> expected words in the reason."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "empty.jpg").write_bytes(b"")
-    (folder / "text.png").write_text("this is not an image\n")
-    (folder / "page.jpg").write_text("<html><body>404</body></html>")
-    buf = folder / "truncated.jpg"
-    photo(1, (400, 300)).save(buf, "JPEG")
-    buf.write_bytes(buf.read_bytes()[:300])
-    bomb = Image.new("1", (40000, 40000))
-    bomb.save(folder / "bomb.png")
-    return {"empty.jpg": "empty", "text.png": "not a recognised", "page.jpg": "not a recognised",
-            "truncated.jpg": "(?i)truncated|decode", "bomb.png": "pixels"}
-
-
 @pytest.fixture(scope="session")
 def lite_server_uri(tmp_path_factory):
     """Milvus Lite's server mode (`milvus-lite server`) on a free port, for the session."""
     from faults import free_port
+
     from vitsearch.errors import StoreError
     from vitsearch.store import Store
 
@@ -240,27 +161,6 @@ def server_uri():
     if uri:
         return uri
     pytest.skip("no Milvus server: set MILVUS_URI (CI starts one from PyPI milvus==2.3.5)")
-
-
-def pattern(kind: int, seed: int, size: int = 40) -> Image.Image:
-    """A picture of one of three kinds (horizontal stripes, vertical stripes, checks) in random colours."""
-    rng = np.random.default_rng(seed)
-    period = int(rng.integers(4, 9))
-    yy, xx = np.mgrid[0:size, 0:size]
-    phase = int(rng.integers(0, period))
-    band = [(yy + phase) // period, (xx + phase) // period, (yy // period + xx // period)][kind % 3] % 2
-    fg, bg = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-    arr = np.where(band[..., None] == 1, fg, bg).astype(np.uint8)
-    return Image.fromarray(arr)
-
-
-def labelled_folder(root: Path, per_class: int = 8, classes=("hstripes", "vstripes", "checks")) -> Path:
-    """One folder per class of generated pattern pictures (the ImageFolder layout)."""
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pattern(c, 1000 * c + i).save(root / name / f"{name}_{i}.png")
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -302,19 +202,3 @@ def s3(s3_server, monkeypatch):
 
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     return fs
-
-
-# -- a real browser (Debian chromium + chromium-driver; CI installs them) ----------------------------
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-needs_browser = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                                   reason="needs Debian chromium and chromium-driver (CI installs them)")
-
-
-def headless_chrome():
-    """A headless Chromium under Selenium, 1280 × 1000; the caller quits it."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from conftest import photo
+from helpers import photo
 from photofiles import dng_bytes, exif_bytes
 
 try:

@@ -1,4 +1,5 @@
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,8 +10,7 @@ from vitsearch import ModelMismatchError, VisualSearch, VitsearchError
 
 @pytest.fixture
 def vs(lite_uri, bundled_encoder):
-    search = VisualSearch(lite_uri, device="cpu")
-    search._encoder = bundled_encoder  # share the loaded bundled model between tests
+    search = VisualSearch(lite_uri, encoder=bundled_encoder)  # share the loaded bundled model between tests
     yield search
     search.close()
 
@@ -47,12 +47,17 @@ class CountingEncoder:
         self.embedded += len(images)
         return self.inner.encode(images, **kwargs)
 
+    def __getattr__(self, name):  # its spec, and the indexer's encode_files
+        return getattr(self.inner, name)
 
-def test_a_query_that_is_an_indexed_file_uses_its_stored_vector(vs, photos, bundled_encoder, tmp_path):
+
+def test_a_query_that_is_an_indexed_file_uses_its_stored_vector(lite_uri, photos, bundled_encoder, tmp_path):
     import shutil
 
+    counting = CountingEncoder(bundled_encoder)
+    vs = VisualSearch(lite_uri, encoder=counting)
     vs.index(photos)
-    counting = vs._encoder = CountingEncoder(bundled_encoder)
+    counting.embedded = 0  # what queries embed from here on
     chelsea, coffee = photos / "chelsea.jpg", photos / "coffee.jpg"
     embedded = vs.store.search([bundled_encoder.encode(str(chelsea)).tolist()], 3)[0]
     hits = vs.query(chelsea, k=3)
@@ -145,8 +150,7 @@ def test_default_store_lives_in_the_xdg_data_dir(tmp_path):
 def test_index_and_query_on_a_milvus_server(server_uri, photos, bundled_encoder):
     import uuid
 
-    vs = VisualSearch(server_uri, "e2e_" + uuid.uuid4().hex[:10], device="cpu")
-    vs._encoder = bundled_encoder
+    vs = VisualSearch(server_uri, "e2e_" + uuid.uuid4().hex[:10], encoder=bundled_encoder)
     try:
         assert vs.index(photos).added == 7
         assert vs.index(photos).unchanged == 7
@@ -170,3 +174,156 @@ def test_a_collection_not_made_by_vitsearch_is_refused(lite_uri, photos):
     with pytest.raises(StoreError, match="not created by vitsearch"):
         vs.index(photos)
     vs.close()
+
+
+# -- the parts passed in, and the methods the server uses ------------------------------------------
+def _spec(fingerprint: str = "f1", dim: int = 4):
+    """What a model says about itself to the store (see checkpoint.ModelSpec), without weights."""
+    return SimpleNamespace(name=f"model-{fingerprint}", fingerprint=fingerprint, dim=dim, is_bundled=False)
+
+
+class NoModel:
+    """An encoder that must not be asked to embed: the methods under test only write given vectors."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def encode(self, *args, **kwargs):
+        raise AssertionError("nothing should be embedded")
+
+    encode_files = encode
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"uri": "x.db"}, "store"),
+    ({"collection": "c"}, "store"),
+    ({"token": "t"}, "store"),
+])
+def test_a_store_is_given_instead_of_its_address_not_with_it(tmp_path, kwargs, message):
+    from vitsearch.store import Store
+
+    store = Store(str(tmp_path / "s.db"), "c")
+    with pytest.raises(ValueError, match=message):
+        VisualSearch(store=store, **kwargs)
+
+
+def test_an_encoder_is_given_instead_of_a_model_not_with_it(tmp_path):
+    with pytest.raises(ValueError, match="encoder"):
+        VisualSearch(str(tmp_path / "s.db"), model="some/model", encoder=NoModel(_spec()))
+
+
+def test_the_parts_passed_in_are_used(tmp_path, monkeypatch):
+    from vitsearch.store import Store
+
+    monkeypatch.setenv("VITSEARCH_MODEL", "some/other-model")  # an encoder passed in wins over the default
+    store, encoder = Store(str(tmp_path / "s.db"), "parts"), NoModel(_spec("f1"))
+    with VisualSearch(store=store, encoder=encoder) as vs:
+        assert vs.store is store and vs.encoder is encoder and vs.spec is encoder.spec
+        vs.ensure_collection()
+        assert store.meta()["fingerprint"] == "f1" and vs.info()["collection"] == "parts"
+    assert store._client is None  # closing the VisualSearch closed the store it was given
+
+
+def test_ensure_collection_creates_it_then_checks_its_model(lite_uri):
+    with VisualSearch(lite_uri, "c", encoder=NoModel(_spec("f1"))) as vs:
+        assert not vs.store.exists()
+        vs.ensure_collection()
+        vs.ensure_collection()  # there now, and of this model: nothing to do
+        assert vs.store.meta()["fingerprint"] == "f1" and vs.count() == 0
+    with VisualSearch(lite_uri, "c", encoder=NoModel(_spec("f2"))) as other, \
+            pytest.raises(ModelMismatchError, match="model-f1"):
+        other.ensure_collection()
+
+
+@pytest.mark.parametrize("theirs, error", [("f1", None), ("f2", ModelMismatchError)])
+def test_ensure_collection_when_another_writer_creates_it_first(lite_uri, theirs, error):
+    from vitsearch.api import model_record
+    from vitsearch.errors import StoreError
+    from vitsearch.store import Store
+
+    class Raced(Store):  # another process creates the collection between our check and our create
+        def create(self, meta):
+            other = Store(self.uri, self.collection)
+            other.create(model_record(_spec(theirs)))
+            other.close()
+            self._meta = None
+            raise StoreError("Milvus create_collection failed: collection already exists")
+
+    with VisualSearch(store=Raced(lite_uri, "c"), encoder=NoModel(_spec("f1"))) as vs:
+        if error is None:
+            vs.ensure_collection()
+            assert vs.store.meta()["fingerprint"] == "f1"
+        else:
+            with pytest.raises(error):
+                vs.ensure_collection()
+
+
+def test_ensure_collection_reports_a_create_that_failed(lite_uri):
+    from vitsearch.errors import StoreError
+    from vitsearch.store import Store
+
+    class Broken(Store):
+        def create(self, meta):
+            raise StoreError("Milvus create_collection failed: no space left")
+
+    with VisualSearch(store=Broken(lite_uri, "c"), encoder=NoModel(_spec())) as vs, \
+            pytest.raises(StoreError, match="no space left"):
+        vs.ensure_collection()
+
+
+def test_require_wants_the_collection_and_its_model(lite_uri):
+    with VisualSearch(lite_uri, "c", encoder=NoModel(_spec("f1"))) as vs:
+        with pytest.raises(VitsearchError, match="does not exist.*vitsearch index"):
+            vs.require()
+        vs.ensure_collection()
+        vs.require()
+    with VisualSearch(lite_uri, "c", encoder=NoModel(_spec("f2"))) as other, pytest.raises(ModelMismatchError):
+        other.require()
+
+
+def test_put_writes_one_files_row_keeping_its_metadata(tmp_path, lite_uri):
+    from helpers import photo
+    from photofiles import save_photo
+
+    from vitsearch.store import path_id
+
+    path = save_photo(tmp_path / "up.jpg", photo(3), "JPEG", make="Canon", model="EOS R")
+    with VisualSearch(lite_uri, "c", encoder=NoModel(_spec())) as vs:
+        vs.ensure_collection()
+        row, created = vs.put(path, [1, 0, 0, 0], sha256="a" * 64, width=96, height=72, fields={"sku": "A1", "n": 2})
+        assert created and row["id"] == path_id(str(path)) and row["path"] == str(path)
+        assert (row["size"], row["mtime"]) == (path.stat().st_size, path.stat().st_mtime)
+        assert row["camera_make"] == "Canon"  # EXIF read from the file when not given
+        stored = vs.store.get([row["id"]], ["*"])[0]
+        assert (stored["sku"], stored["n"], stored["width"], stored["sha256"]) == ("A1", 2, 96, "a" * 64)
+
+        _, created = vs.put(path, [0, 1, 0, 0], sha256="b" * 64, width=96, height=72, exif={}, fields={"n": 3})
+        assert not created and vs.count() == 1
+        stored = vs.store.get([row["id"]], ["*"])[0]
+        assert (stored["sku"], stored["n"], stored["sha256"]) == ("A1", 3, "b" * 64)  # kept, and replaced
+        assert stored.get("camera_make") is None  # the EXIF given (none) replaced the file's
+        with pytest.raises(VitsearchError, match="vitsearch's own fields"):
+            vs.put(path, [1, 0, 0, 0], sha256="c" * 64, width=96, height=72, fields={"path": "x"})
+
+
+def test_a_query_file_that_is_no_image_is_refused_without_being_hashed(tmp_path, lite_uri, monkeypatch):
+    from vitsearch import ImageError
+    from vitsearch.images import load_image
+
+    class Decoding(NoModel):
+        def encode(self, images, **kwargs):
+            return [load_image(image) for image in images]
+
+    big = tmp_path / "x.jpg"
+    with open(big, "wb") as fh:
+        fh.write(b"this is no image header\n")
+        fh.truncate(2 * 1024**3)  # 2 GB, sparse
+
+    def sha256_file(path):
+        raise AssertionError(f"{path} was read whole to be hashed")
+
+    monkeypatch.setattr("vitsearch.search.sha256_file", sha256_file)
+    with VisualSearch(lite_uri, "c", encoder=Decoding(_spec())) as vs:
+        vs.ensure_collection()
+        with pytest.raises(ImageError, match="not a recognised image format"):
+            vs.query(big, k=1)

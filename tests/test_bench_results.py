@@ -8,7 +8,7 @@ import re
 from datetime import datetime, timezone
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 _spec = importlib.util.spec_from_file_location("bench_results", ROOT / "benchmarks" / "results.py")
 results = importlib.util.module_from_spec(_spec)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, SAMPLES
+from helpers import ROOT, SAMPLES
 
 from vitsearch.checkpoint import BUNDLED_DIR, RECORD_FILE, load_spec
 from vitsearch.images import load_image

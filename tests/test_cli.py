@@ -16,9 +16,8 @@ from vitsearch.cli import main
 
 
 @pytest.fixture
-def run(monkeypatch, lite_uri, bundled_encoder):
+def run(monkeypatch, lite_uri, cli_encoder):
     monkeypatch.setenv("VITSEARCH_URI", lite_uri)
-    monkeypatch.setattr("vitsearch.api.VisualSearch.encoder", property(lambda self: bundled_encoder))
 
     def invoke(*args):
         return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
@@ -170,7 +169,7 @@ def cli(*args):
 
 
 def test_train_then_eval_from_the_command_line(tmp_path, tiny_models):
-    from conftest import labelled_folder
+    from helpers import labelled_folder
 
     data = labelled_folder(tmp_path / "data", per_class=6)
     out = tmp_path / "model"
@@ -211,7 +210,7 @@ def test_train_and_eval_usage_errors(args, code, words):
 
 
 def test_eval_of_unlabelled_images_says_to_use_near_dup(tmp_path):
-    from conftest import photo
+    from helpers import photo
 
     for i in range(3):
         photo(i).save(tmp_path / f"{i}.jpg")
@@ -232,7 +231,7 @@ def test_remove_rows_by_file_or_folder(run, photos):
 
 def test_a_photo_library_filtered_by_date_place_and_camera(run, tmp_path):
     pytest.importorskip("pillow_heif")
-    from conftest import photo
+    from helpers import photo
     from photofiles import save_photo
 
     folder = tmp_path / "library"

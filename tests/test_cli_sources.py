@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import SAMPLES
+from helpers import SAMPLES
 from imagehost import ImageHost
 from test_feeds import write_feed
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import labelled_folder, photo
+from helpers import labelled_folder, photo
 from vitsearch.data import read_images, split
 from vitsearch.errors import VitsearchError
 

@@ -9,7 +9,7 @@ import re
 import shlex
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from vitsearch import cli
 

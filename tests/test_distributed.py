@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import photo, tiny_model
+from helpers import photo, tiny_model
 from vitsearch.store import ROW_FIELDS, Store
 
 pytestmark = pytest.mark.slow

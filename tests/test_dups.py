@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import SAMPLES
+from helpers import SAMPLES
 from vitsearch import VisualSearch
 from vitsearch.cli import main
 from vitsearch.dups import keeper
@@ -45,8 +45,7 @@ def test_keeper_among_equals_prefers_the_earliest_taken_at_and_the_most_exif(row
     assert keeper(rows)["path"] == keep
 
 
-def test_planted_copies_are_grouped_and_nothing_else(tmp_path, bundled_encoder, monkeypatch):
-    monkeypatch.setattr(VisualSearch, "encoder", property(lambda self: bundled_encoder))
+def test_planted_copies_are_grouped_and_nothing_else(tmp_path, cli_encoder, monkeypatch):
     monkeypatch.setenv("VITSEARCH_URI", str(tmp_path / "s.db"))
     folder = tmp_path / "photos"
     (folder / "copies").mkdir(parents=True)
@@ -57,7 +56,7 @@ def test_planted_copies_are_grouped_and_nothing_else(tmp_path, bundled_encoder, 
     shutil.copy(SAMPLES / "near_duplicates" / "chelsea_mirror.jpg", folder / "copies")  # near copies
     small = Image.open(SAMPLES / "photos" / "horse.jpg")
     small.resize((small.width // 2, small.height // 2)).save(folder / "copies" / "horse_small.jpg", quality=80)
-    with VisualSearch() as vs:
+    with VisualSearch(encoder=cli_encoder) as vs:
         vs.index(folder)
         groups = vs.duplicates(0.9)
     names = [sorted(p.rsplit("/", 1)[1] for p in g.paths) for g in groups]
@@ -78,8 +77,7 @@ def test_planted_copies_are_grouped_and_nothing_else(tmp_path, bundled_encoder, 
     assert CliRunner().invoke(main, ["dups", "--threshold", "0"]).exit_code == 2
 
 
-def test_html_and_grid_reports(tmp_path, bundled_encoder, monkeypatch):
-    monkeypatch.setattr(VisualSearch, "encoder", property(lambda self: bundled_encoder))
+def test_html_and_grid_reports(tmp_path, cli_encoder, monkeypatch):
     monkeypatch.setenv("VITSEARCH_URI", str(tmp_path / "s.db"))
     folder = tmp_path / "photos"
     folder.mkdir()

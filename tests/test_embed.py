@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SAMPLES, photo
+from helpers import SAMPLES, photo
 from vitsearch import Encoder
 from vitsearch.errors import ImageError
 
@@ -136,7 +136,7 @@ def test_decode_workers_let_go_of_an_inherited_milvus_lite_lock(tmp_path):
 
 
 def test_a_lazy_encoder_loads_its_model_on_first_use_and_embeds_the_same(tmp_path):
-    from conftest import tiny_model
+    from helpers import tiny_model
 
     model = tiny_model(tmp_path / "m")
     paths = []

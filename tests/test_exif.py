@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import photo
+from helpers import photo
 from photofiles import dng_bytes, exif_bytes, save_photo, tiff_bytes
 from vitsearch.exif import CAMERA_WORDS, FIELDS, camera_words, parse_exif_time, read_exif
 

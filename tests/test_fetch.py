@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import photo
+from helpers import photo
 from imagehost import ImageHost
 from vitsearch.fetch import (
     FetchError,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import photo, tiny_model
+from helpers import photo, tiny_model
 from photofiles import dng_bytes, save_photo
 from vitsearch import VisualSearch
 from vitsearch.filters import Near, PhotoFilter, parse_time

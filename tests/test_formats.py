@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from helpers import ROOT
 from photofiles import dng_bytes, save_photo, write_dng
 from vitsearch import formats, images
 from vitsearch.errors import ImageError
@@ -155,7 +155,7 @@ def test_a_phone_folder_of_50_heic_and_50_jpeg_photos_indexes_all_100(tmp_path):
 
     from click.testing import CliRunner
 
-    from conftest import photo, tiny_model
+    from helpers import photo, tiny_model
     from vitsearch.cli import main
 
     folder = tmp_path / "DCIM"

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import photo
+from helpers import photo
 from vitsearch.errors import FilterError, ImageError, VitsearchError
 from vitsearch.images import load_image
 from vitsearch.metadata import infer, read_metadata

@@ -1,13 +1,14 @@
 import io
 import os
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import photo, write_bad_files
+from helpers import photo, write_bad_files
 from vitsearch.errors import ImageError, VitsearchError
-from vitsearch.images import Failure, check_roots, discover, load_image
+from vitsearch.images import Failure, check_file, check_roots, discover, load_image
 
 
 def test_discover_recurses_matches_extensions_in_any_case_and_sorts(tmp_path):
@@ -47,6 +48,47 @@ def test_bad_files_raise_image_error_with_a_reason(tmp_path, name):
     expected = write_bad_files(tmp_path)
     with pytest.raises(ImageError, match=expected[name]):
         load_image(tmp_path / name)
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad")
+    return folder, write_bad_files(folder)
+
+
+@pytest.mark.parametrize("name", ["empty.jpg", "text.png", "page.jpg", "truncated.jpg", "bomb.png"])
+def test_check_file_refuses_on_the_header_what_load_image_refuses(bad_files, name):
+    folder, expected = bad_files
+    with pytest.raises(ImageError, match=expected[name]) as refused:
+        check_file(folder / name)
+    with pytest.raises(ImageError) as loading:
+        load_image(folder / name)
+    assert str(refused.value).split(":")[0] == str(loading.value).split(":")[0]  # the same reason
+
+
+def test_check_file_passes_images_and_leaves_pixels_and_raw_files_to_the_decoder(tmp_path):
+    photo(1).save(tmp_path / "ok.png")
+    whole = io.BytesIO()
+    photo(1, (400, 300)).save(whole, "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])  # its header is whole
+    (tmp_path / "x.dng").write_bytes(b"not a DNG either")  # LibRaw judges camera RAW files
+    for name in ("ok.png", "cut.jpg", "x.dng"):
+        check_file(tmp_path / name)
+    with pytest.raises(ImageError, match="decode"):
+        load_image(tmp_path / "cut.jpg")
+    with pytest.raises(FileNotFoundError):
+        check_file(tmp_path / "missing.png")
+
+
+def test_check_file_reads_only_the_header_of_a_large_file(tmp_path, monkeypatch):
+    big = tmp_path / "x.jpg"
+    with open(big, "wb") as fh:
+        fh.write(b"this is no image header\n")
+        fh.truncate(2 * 1024**3)  # 2 GB, sparse
+    started = time.perf_counter()
+    with pytest.raises(ImageError, match="^not a recognised image format$"):
+        check_file(big)
+    assert time.perf_counter() - started < 2.0
 
 
 def test_directory_and_missing_file_raise_image_error(tmp_path):

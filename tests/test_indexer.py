@@ -8,10 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from conftest import photo, write_bad_files
+from helpers import photo, write_bad_files
 from photofiles import save_photo
+import vitsearch.indexer as indexer_module
 from vitsearch.embed import FileResult
-from vitsearch.images import load_image
+from vitsearch.images import Failure, load_image
 from vitsearch.indexer import Indexer
 from vitsearch.store import Store, has_field, path_id
 
@@ -384,3 +385,25 @@ def test_a_fetched_image_has_the_exif_of_its_bytes(remote, tmp_path):
     assert (trip["camera_make"], trip["taken_at"], trip["sku"]) == ("Canon", 1714979289, "s0")
     assert trip["camera_words"] == ["canon", "eos", "r5"] and trip["feed"] and trip["etag"]
     assert plain["exif_fields"] == [] and plain.get("camera_make") is None
+
+
+def test_a_large_file_that_is_no_image_is_refused_before_it_is_hashed(setup, monkeypatch):
+    indexer, store, folder, _ = setup
+    big = folder / "x.jpg"
+    with open(big, "wb") as fh:
+        fh.write(b"this is no image header\n")
+        fh.truncate(2 * 1024**3)  # 2 GB, sparse: reading it whole would take seconds
+    real = indexer_module.sha256_file
+    hashed = []
+
+    def sha256_file(path):
+        assert os.path.basename(path) != "x.jpg", "x.jpg was read whole to be hashed"
+        hashed.append(os.path.relpath(path, folder))
+        return real(path)
+
+    monkeypatch.setattr(indexer_module, "sha256_file", sha256_file)
+    summary = indexer.sync([folder])
+    assert summary.failed == [Failure(str(big), "not a recognised image format")]
+    assert (summary.scanned, summary.added, summary.embedded) == (6, 5, 5)  # the real images: hashed and indexed
+    assert sorted(hashed) == ["0.png", "1.png", "2.png", "3.png", "sub/9.png"]
+    assert paths(store, folder) == ["0.png", "1.png", "2.png", "3.png", "sub/9.png"]

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from conftest import photo
+from helpers import photo
 from vitsearch import VisualSearch
 from vitsearch.errors import VitsearchError
 from vitsearch.metadata import infer, read_metadata
@@ -91,9 +91,8 @@ def test_urls_and_object_uris_are_keys_as_given(tmp_path):
         str(tmp_path / "local.png"): {"sku": 3}, "/x/y.png": {"sku": 4}}
 
 
-def test_index_stores_metadata_and_updates_it_without_embedding(store, catalogue, bundled_encoder, monkeypatch):
-    monkeypatch.setattr(VisualSearch, "encoder", property(lambda self: bundled_encoder))
-    with VisualSearch(*store) as vs:
+def test_index_stores_metadata_and_updates_it_without_embedding(store, catalogue, bundled_encoder):
+    with VisualSearch(*store, encoder=bundled_encoder) as vs:
         summary = vs.index(catalogue, metadata=catalogue / "meta.csv")
         assert summary.added == 4 and summary.metadata_unmatched == 1
         hits = vs.query(str(catalogue / "item0.png"), k=4, filter='category == "shoes" and price < 50')
@@ -116,12 +115,11 @@ def test_index_stores_metadata_and_updates_it_without_embedding(store, catalogue
         assert hit.path.endswith("item1.png") and hit.metadata["category"] == "shoes" and hit.metadata["price"] == 80
 
 
-def test_metadata_from_the_command_line(tmp_path, catalogue, bundled_encoder, monkeypatch):
+def test_metadata_from_the_command_line(tmp_path, catalogue, cli_encoder, monkeypatch):
     from click.testing import CliRunner
 
     from vitsearch.cli import main
 
-    monkeypatch.setattr(VisualSearch, "encoder", property(lambda self: bundled_encoder))
     monkeypatch.setenv("VITSEARCH_URI", str(tmp_path / "s.db"))
     result = CliRunner().invoke(main, ["index", str(catalogue), "--metadata", str(catalogue / "meta.csv"), "--json"])
     assert result.exit_code == 0, result.output
@@ -159,8 +157,7 @@ def test_grouped_search_fetches_more_until_it_has_k_groups():
         grouped_search(store, [[1.0]], 3, "bad name")
 
 
-def test_group_by_returns_k_distinct_products(tmp_path, bundled_encoder, monkeypatch):
-    monkeypatch.setattr(VisualSearch, "encoder", property(lambda self: bundled_encoder))
+def test_group_by_returns_k_distinct_products(tmp_path, bundled_encoder):
     folder = tmp_path / "shop"
     folder.mkdir()
     meta = {}
@@ -170,7 +167,7 @@ def test_group_by_returns_k_distinct_products(tmp_path, bundled_encoder, monkeyp
             photo(10 * product + view).save(path)
             meta[str(path)] = {"product_id": f"P{product}"}
     photo(77).save(folder / "loose.png")  # no product: a group of its own
-    with VisualSearch(str(tmp_path / "s.db")) as vs:
+    with VisualSearch(str(tmp_path / "s.db"), encoder=bundled_encoder) as vs:
         vs.index(folder, metadata=meta)
         query = str(folder / "p0_0.png")
         everything = vs.query(query, k=13)

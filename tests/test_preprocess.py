@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from transformers import AutoImageProcessor
 
-from conftest import photo
+from helpers import photo
 from vitsearch.checkpoint import BUNDLED_DIR
 from vitsearch.images import load_image
 from vitsearch.preprocess import Preprocessing

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import photo, tiny_model
+from helpers import photo, tiny_model
 from corpus import write_corpus
 from faults import Proxy, free_port
 from vitsearch import VisualSearch

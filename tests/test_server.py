@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import SAMPLES, headless_chrome, needs_browser, photo
+from helpers import SAMPLES, headless_chrome, needs_browser, photo
 
 from vitsearch import VisualSearch
 from fastapi.testclient import TestClient
@@ -27,8 +27,7 @@ from vitsearch.server import MicroBatcher, Service, create_app
 
 @pytest.fixture
 def service(lite_uri, photos, bundled_encoder, tmp_path):
-    vs = VisualSearch(lite_uri, device="cpu")
-    vs._encoder = bundled_encoder
+    vs = VisualSearch(lite_uri, encoder=bundled_encoder)
     vs.index(photos)
     svc = Service(vs, upload_dir=str(tmp_path / "uploads"), thumbnail_dir=str(tmp_path / "thumbs"),
                   max_upload_bytes=1_000_000)
@@ -477,3 +476,27 @@ def test_photo_filters_that_make_no_sense_are_400(client, photos, fields, words)
     r = client.post("/search", json={"id": 1, **fields})
     assert r.status_code == 400 and words in r.json()["detail"]
     assert client.post("/search", json={"id": 1, "camera": 5}).status_code == 400
+
+
+def test_the_server_uses_only_the_public_api_of_visualsearch():
+    """server.py and vitsearch/serving/ reach VisualSearch through its public methods and attributes only:
+    no ``x._name`` where ``_name`` is one of VisualSearch's private methods or attributes (``self._...``
+    of the server's own classes aside)."""
+    import ast
+    import inspect
+
+    import vitsearch.server
+    from vitsearch.api import VisualSearch as Search
+
+    private = {name for name in vars(Search) if name.startswith("_") and not name.startswith("__")}
+    private |= {node.attr for node in ast.walk(ast.parse(inspect.getsource(Search)))
+                if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")}
+    assert {"_check_model", "_encoder", "_spec"} <= private  # the scan knows what it must not find
+    package = Path(vitsearch.server.__file__).parent
+    found = []
+    for path in [package / "server.py", *sorted((package / "serving").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr in private
+                    and not (isinstance(node.value, ast.Name) and node.value.id == "self")):
+                found.append(f"{path.name}:{node.lineno}: .{node.attr}")
+    assert found == []

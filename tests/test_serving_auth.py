@@ -9,7 +9,7 @@ import logging
 import urllib.request
 
 import pytest
-from conftest import headless_chrome, needs_browser, serve_process
+from helpers import headless_chrome, needs_browser, serve_process
 from fastapi.routing import APIRoute
 from PIL import Image
 

@@ -11,7 +11,7 @@ import socket
 import time
 from pathlib import Path
 
-from conftest import photo, serve_process
+from helpers import photo, serve_process
 
 KEY = "shutdown-test-key-0123456789"
 

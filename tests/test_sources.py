@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import photo
+from helpers import photo
 from vitsearch.errors import VitsearchError
 from vitsearch.fetch import Fetcher
 from vitsearch.sources import Entry, Feed, Folders, Prefix, Url, open_sources

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from click.testing import CliRunner
 
-from conftest import SAMPLES
+from helpers import SAMPLES
 from vitsearch import VisualSearch
 from vitsearch.cli import main
 from vitsearch.errors import VitsearchError
@@ -33,9 +33,8 @@ def test_vote_weights_neighbours_by_similarity():
 
 
 @pytest.fixture
-def library(tmp_path, bundled_encoder, monkeypatch):
+def library(tmp_path, cli_encoder, monkeypatch):
     """Five labelled photos, their ten close copies unlabelled, in one Lite store."""
-    monkeypatch.setattr(VisualSearch, "encoder", property(lambda self: bundled_encoder))
     monkeypatch.setenv("VITSEARCH_URI", str(tmp_path / "s.db"))
     folder = tmp_path / "lib"
     (folder / "copies").mkdir(parents=True)
@@ -45,14 +44,14 @@ def library(tmp_path, bundled_encoder, monkeypatch):
         meta[str(folder / f"{name}.jpg")] = {"label": name}
         for kind, ext in (("mirror", "jpg"), ("small_bright", "png")):
             shutil.copy(SAMPLES / "near_duplicates" / f"{name}_{kind}.{ext}", folder / "copies")
-    with VisualSearch() as vs:
+    with VisualSearch(encoder=cli_encoder) as vs:
         vs.index(folder, metadata=meta)
     return folder
 
 
-def test_new_images_get_their_neighbours_label(library):
+def test_new_images_get_their_neighbours_label(library, bundled_encoder):
     copies = sorted((library / "copies").iterdir())
-    with VisualSearch() as vs:
+    with VisualSearch(encoder=bundled_encoder) as vs:
         tags = vs.tag([str(p) for p in copies], k=1)
         assert [t.label for t in tags] == [p.name.split("_")[0] for p in copies]
         assert all(t.confidence == 1.0 and len(t.neighbours) == 1 for t in tags)
@@ -66,8 +65,8 @@ def test_new_images_get_their_neighbours_label(library):
             vs.tag(str(copies[0]), field="no such")
 
 
-def test_write_fills_missing_labels_only(library):
-    with VisualSearch() as vs:
+def test_write_fills_missing_labels_only(library, bundled_encoder):
+    with VisualSearch(encoder=bundled_encoder) as vs:
         tags = vs.tag_missing(k=1)
         assert len(tags) == 10 and all(t.written for t in tags)
         assert all(t.label == t.query.rsplit("/", 1)[1].split("_")[0] for t in tags)

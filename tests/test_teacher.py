@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import labelled_folder, photo
+from helpers import labelled_folder, photo
 from vitsearch.checkpoint import RECORD_FILE, load_spec
 from vitsearch.errors import ModelError
 from vitsearch.losses import SimilarityDistillation

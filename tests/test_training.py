@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import labelled_folder, photo
+from helpers import labelled_folder, photo
 from vitsearch.checkpoint import RECORD_FILE, load_spec
 from vitsearch.embed import Encoder
 from vitsearch.errors import ModelError, VitsearchError

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
-from conftest import SAMPLES, labelled_folder, tiny_model
+from helpers import SAMPLES, labelled_folder, tiny_model
 from vitsearch import vit
 from vitsearch.checkpoint import load_spec
 from vitsearch.errors import ModelError

@@ -24,26 +24,30 @@ and :meth:`VisualSearch.query` takes a URL (see docs/catalogues.md)::
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
+from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
+from .dups import DupGroup, find_duplicates
 from .errors import ImageError, ModelMismatchError, StoreError, VitsearchError
-from .fetch import FetchError, Fetcher, FetchOptions, is_remote
+from .exif import read_exif
+from .fetch import Fetcher, FetchError, FetchOptions, is_remote
+from .filters import NearInput, PhotoFilter, TimeInput
 from .images import ImageInput, describe
 from .indexer import Indexer, IndexSummary, ProgressFactory, no_progress
 from .metadata import check_field, read_metadata
-from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
-from .dups import DupGroup, find_duplicates
-from .filters import NearInput, PhotoFilter, TimeInput
 from .search import Hit, query_vectors, search_images
+from .settings import resolve_collection, resolve_model, resolve_token, resolve_uri
+from .sources import Folders, open_sources
+from .store import EXIF_FIELDS, Store, has_field, make_row, path_id, user_fields
 from .tagging import Tag, tag_vectors
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .distributed import Dist
     from .embed import Encoder
-from .settings import resolve_collection, resolve_model, resolve_token, resolve_uri
-from .sources import Folders, open_sources
-from .store import EXIF_FIELDS, Store, has_field
 
 
 def model_record(spec: ModelSpec) -> dict:
@@ -67,6 +71,11 @@ class VisualSearch:
     first image that needs embedding. Use it as a context manager, or call :meth:`close`. ``fetch``
     sets how images given by URL or URI are fetched (concurrency, timeouts, retries, size limit,
     cache: :class:`~vitsearch.fetch.FetchOptions`).
+
+    Its parts can be passed in instead: ``store`` (a :class:`~vitsearch.store.Store`, in place of
+    ``uri``, ``collection`` and ``token``) and ``encoder`` (an :class:`~vitsearch.embed.Encoder` already
+    built, in place of ``model``, ``device``, ``precision`` and ``num_workers``; its model is the one
+    the collection is checked against). :meth:`close` closes the store, also one passed in.
 
     Metadata is stored with the rows, and queries filter on it:
 
@@ -92,14 +101,22 @@ class VisualSearch:
         batch_size: int | None = None,
         num_workers: int | None = None,
         fetch: FetchOptions | None = None,
+        store: Store | None = None,
+        encoder: Encoder | None = None,
     ):
+        if store is not None and (uri, collection, token) != (None, None, None):
+            raise ValueError("give a store, or its uri, collection and token, not both")
+        if encoder is not None and model is not None:
+            raise ValueError("give an encoder, or the model to build one with, not both")
         self.fetch_options = fetch or FetchOptions()
-        self.store = Store(resolve_uri(uri), resolve_collection(collection), token=resolve_token(token))
-        self.model_arg = resolve_model(model)
+        if store is None:
+            store = Store(resolve_uri(uri), resolve_collection(collection), token=resolve_token(token))
+        self.store = store
+        self.model_arg = None if encoder is not None else resolve_model(model)
         self.device, self.precision = device, precision
         self.batch_size, self.num_workers = batch_size, num_workers
-        self._spec: ModelSpec | None = None
-        self._encoder: "Encoder | None" = None
+        self._spec: ModelSpec | None = encoder.spec if encoder is not None else None
+        self._encoder: Encoder | None = encoder
 
     # -- model ------------------------------------------------------------------------------
     @property
@@ -113,7 +130,7 @@ class VisualSearch:
         return self._spec
 
     @property
-    def encoder(self) -> "Encoder":
+    def encoder(self) -> Encoder:
         if self._encoder is None:
             from .embed import Encoder  # torch is imported only when something is embedded
 
@@ -152,6 +169,29 @@ class VisualSearch:
             "or rebuild this one with `vitsearch index --reindex`"
         )
 
+    def ensure_collection(self) -> None:
+        """Make the collection ready for writing: create it for this model when it is absent (another
+        process creating it at the same moment is fine if its model is ours), else check that its model
+        is this one (:class:`ModelMismatchError` if not)."""
+        if self.store.exists():
+            self._check_model()
+            return
+        try:
+            self.store.create(model_record(self.spec))
+        except StoreError:
+            if not self.store.exists():
+                raise
+            self._check_model()  # another writer created it a moment ago: fine if its model is ours
+
+    def require(self) -> None:
+        """The collection must exist and have been built with this model: :class:`VitsearchError` saying
+        to index first when it does not exist, :class:`ModelMismatchError` when its model is another."""
+        if not self.store.exists():
+            raise VitsearchError(
+                f"collection {self.store.collection!r} does not exist in {self.store.uri}: run `vitsearch index` first"
+            )
+        self._check_model()
+
     # -- operations -------------------------------------------------------------------------
     def index(
         self,
@@ -161,7 +201,7 @@ class VisualSearch:
         reindex: bool = False,
         metadata: str | os.PathLike | dict[str, dict] | None = None,
         progress: ProgressFactory = no_progress,
-        dist: "Dist | None" = None,
+        dist: Dist | None = None,
         image_column: str | None = None,
         id_column: str | None = None,
     ) -> IndexSummary:
@@ -199,15 +239,7 @@ class VisualSearch:
             spec = self.spec  # decided before a --reindex drop: the asked-for model, else the collection's
             if reindex:
                 self.store.drop()
-            if self.store.exists():
-                self._check_model()
-            else:
-                try:
-                    self.store.create(model_record(spec))
-                except StoreError:
-                    if not self.store.exists():
-                        raise
-                    self._check_model()  # another writer created it a moment ago: fine if its model is ours
+            self.ensure_collection()
             model = None if spec.is_bundled else spec.name
         if dist is not None:
             model = dist.broadcast(model)  # also: the collection exists before any rank writes to it
@@ -216,6 +248,38 @@ class VisualSearch:
         indexer = Indexer(self.store, lambda: self.encoder, batch_size=self.batch_size, progress=progress,
                           fetcher=fetcher)
         return indexer.sync(sources, keep_missing=keep_missing, metadata=metadata, dist=dist)
+
+    def put(
+        self,
+        path: str | os.PathLike,
+        vector: Sequence[float],
+        *,
+        sha256: str,
+        width: int,
+        height: int,
+        exif: dict | None = None,
+        fields: dict | None = None,
+    ) -> tuple[dict, bool]:
+        """Write the row of one local file whose vector the caller has already made (the server embeds
+        its uploads in micro-batches); returns (the row, whether it is new). The collection must exist
+        (see :meth:`ensure_collection`).
+
+        The file's size and mtime are read from disk; ``width`` and ``height`` are its upright size.
+        ``exif``: its EXIF fields (:func:`vitsearch.exif.read_exif`), read from the file when not given.
+        The user metadata of a stored row of the same path is kept, with ``fields`` over it.
+        """
+        for name in fields or {}:
+            check_field(name, "field")
+        key = os.path.abspath(os.fspath(path))
+        stat = os.stat(key)
+        if exif is None:
+            exif = read_exif(key)
+        old = self.store.get([path_id(key)], ["*"])
+        kept = user_fields(old[0]) if old else {}
+        row = make_row(key, stat.st_size, stat.st_mtime, sha256, width, height, vector, exif=exif,
+                       user={**kept, **(fields or {})}, previous=old[0] if old else None)
+        self.store.upsert([row])
+        return row, not old
 
     def query(
         self,
@@ -244,7 +308,7 @@ class VisualSearch:
         """
         single = not isinstance(images, (list, tuple))
         photo = PhotoFilter.build(taken_after=taken_after, taken_before=taken_before, near=near, camera=camera)
-        self._require()
+        self.require()
         items = self.fetch_images([images] if single else list(images))
         results = search_images(
             lambda: self.encoder, self.store, items, k=k, filter=filter, group_by=group_by, photo=photo,
@@ -288,10 +352,8 @@ class VisualSearch:
             >>> tag.label, tag.confidence, tag.written
             ('cat', 1.0, True)
         """
-        from .store import path_id
-
         items = list(images) if isinstance(images, (list, tuple)) else [images]
-        self._require()
+        self.require()
         vectors = query_vectors(self.store, items, lambda: self.encoder)
         names = [os.path.abspath(os.fspath(i)) if isinstance(i, (str, os.PathLike)) else describe(i) for i in items]
         exclude = [{path_id(n), n} for n in names]
@@ -317,7 +379,7 @@ class VisualSearch:
     ) -> list[Tag]:
         """Tag every indexed image that has no ``field`` yet, from its stored vector (nothing is embedded)."""
         check_field(field, "--field")
-        self._require()
+        self.require()
         missing = [row["id"] for row in self.store.iter_rows("", ["id", field]) if row.get(field) is None]
         tags = []
         for start in range(0, len(missing), batch_size):
@@ -357,14 +419,6 @@ class VisualSearch:
         if not self.store.exists():
             return []
         return find_duplicates(self.store, threshold)
-
-    def _require(self) -> None:
-        """The collection must exist and have been built with this model."""
-        if not self.store.exists():
-            raise VitsearchError(
-                f"collection {self.store.collection!r} does not exist in {self.store.uri}: run `vitsearch index` first"
-            )
-        self._check_model()
 
     def remove(self, paths: Sequence[str | os.PathLike] | str | os.PathLike) -> int:
         """Delete the rows of these files, or of every file under these folders (or URLs, or object-store
@@ -416,7 +470,7 @@ class VisualSearch:
     def close(self) -> None:
         self.store.close()
 
-    def __enter__(self) -> "VisualSearch":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -6,12 +6,13 @@ never in another exception, so that callers can skip the file and report it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -23,7 +24,7 @@ from .errors import ImageError, VitsearchError
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}) | formats.PHOTO_EXTENSIONS
 MAX_PIXELS = 120_000_000  # ~ 11000 x 11000; larger files are refused as decompression bombs
 
-ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,8 @@ def _load_image(source: ImageInput, draft: tuple[int, int] | None) -> Image.Imag
     elif isinstance(source, np.ndarray):
         return _to_rgb(_array_to_image(source))
     else:
-        name = "image data"
-        try:
+        name = "image data" if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
+        with _open_errors(source, name):
             formats.register_plugins()
             if isinstance(source, (bytes, bytearray, memoryview)):
                 if len(source) == 0:
@@ -200,7 +201,6 @@ def _load_image(source: ImageInput, draft: tuple[int, int] | None) -> Image.Imag
                     return formats.load_raw(data, draft, MAX_PIXELS)
                 img = Image.open(io.BytesIO(data))
             else:
-                name = os.fspath(source)
                 if os.path.isdir(name):
                     raise ImageError("is a directory")
                 if os.path.getsize(name) == 0:
@@ -208,24 +208,9 @@ def _load_image(source: ImageInput, draft: tuple[int, int] | None) -> Image.Imag
                 if formats.is_raw_name(name):
                     return formats.load_raw(name, draft, MAX_PIXELS)
                 img = Image.open(name)
-        except ImageError:
-            raise
-        except FileNotFoundError:
-            raise ImageError("no such file") from None
-        except PermissionError:
-            raise ImageError("permission denied") from None
-        except UnidentifiedImageError:
-            raise ImageError(formats.unreadable_reason(_head(source), name) or "not a recognised image format") from None
-        except Image.DecompressionBombError as exc:
-            raise ImageError(f"too many pixels (decompression bomb?): {exc}") from None
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ImageError(f"cannot open: {exc}") from None
     try:
         width, height = img.size
-        if width * height > MAX_PIXELS:
-            raise ImageError(f"too many pixels: {width}x{height} (limit {MAX_PIXELS:,})")
-        if width < 1 or height < 1:
-            raise ImageError(f"empty image: {width}x{height}")
+        _check_size(width, height)
         # JPEG: a reduced-scale decode; HEIF: the smallest embedded thumbnail that covers the size
         if draft and opened_here and img.format in ("JPEG", "HEIF"):  # never mutate a caller's image
             short = min(width, height)
@@ -247,6 +232,52 @@ def _load_image(source: ImageInput, draft: tuple[int, int] | None) -> Image.Imag
             raise
         reason = str(exc) or type(exc).__name__
         raise ImageError(f"cannot decode: {reason}") from None
+
+
+def check_file(path: str | os.PathLike) -> None:
+    """Refuse a file that :func:`load_image` would refuse on its header alone, reading only its first
+    bytes: :class:`ImageError` when it is empty, of no image format known here (or of one whose library
+    is missing), or has too many pixels; OSError when it cannot be read. Camera RAW files (known by
+    their name) are left to LibRaw. The indexer asks this before it reads a file whole to hash it, so
+    that a large file that is no image costs no more than a small one."""
+    name = os.fspath(path)
+    if formats.is_raw_name(name):
+        return
+    with open(name, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise ImageError("empty file")
+        with warnings.catch_warnings(), _open_errors(name, name):
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            formats.register_plugins()
+            with Image.open(fh) as img:
+                _check_size(*img.size)
+
+
+@contextlib.contextmanager
+def _open_errors(source: ImageInput, name: str) -> Iterator[None]:
+    """Whatever opening ``source`` (called ``name`` in messages) raises, as :class:`ImageError` with a short reason."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageError(formats.unreadable_reason(_head(source), name) or "not a recognised image format") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too many pixels (decompression bomb?): {exc}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"cannot open: {exc}") from None
+
+
+def _check_size(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"too many pixels: {width}x{height} (limit {MAX_PIXELS:,})")
+    if width < 1 or height < 1:
+        raise ImageError(f"empty image: {width}x{height}")
 
 
 def _head(source: ImageInput) -> bytes:

@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import ImageError, VitsearchError
 from .exif import read_exif
-from .images import Failure
+from .images import Failure, check_file
 from .sources import Entry, Folders, Source
 from .store import EXIF_SOURCE, ROW_FIELDS, SOURCE_FIELDS, Store, exif_of, make_row, user_fields
 
@@ -496,11 +496,15 @@ class Indexer:
         return False
 
     def _hash(self, entries: list[Entry], summary: IndexSummary) -> tuple[dict[str, str], dict[str, dict]]:
-        """path -> sha256 and path -> EXIF fields of the local files about to be written."""
+        """path -> sha256 and path -> EXIF fields of the local files about to be written; a file whose
+        header says it is no image it can index (see :func:`check_file`) fails before it is hashed."""
 
         def one(entry: Entry):
             try:
+                check_file(entry.path)  # its header first: a large file that is no image is not read whole
                 return entry.path, sha256_file(entry.path), read_exif(entry.path), None
+            except ImageError as exc:
+                return entry.path, None, None, str(exc)
             except OSError as exc:
                 return entry.path, None, None, f"cannot read: {exc.strerror or exc}"
 

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from .errors import ImageError
 from .filters import PhotoFilter
-from .images import FileEntry, ImageInput
+from .images import FileEntry, ImageInput, check_file
 from .indexer import sha256_file
 from .metadata import check_field
 from .store import HIDDEN_FIELDS, MAX_K, Store, path_id
@@ -137,8 +138,9 @@ def stored_vectors(store: Store, images: Sequence[ImageInput]) -> dict[int, list
             if row is not None and FileEntry(path, st.st_size, st.st_mtime).matches(row):
                 found[i] = row["vector"]
             else:
+                check_file(path)  # a large file that is no image is not read whole (the encoder says why not)
                 hashes[i] = sha256_file(path)
-        except OSError:
+        except (OSError, ImageError):
             continue
     if hashes:
         known = store.by_sha256(hashes.values(), ["id", "sha256", "vector"])

@@ -33,10 +33,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .api import VisualSearch, model_record
+from .api import VisualSearch
 from .errors import FilterError, ImageError, StoreError, VitsearchError
 from .exif import read_exif
-from .fetch import MAX_IMAGE_BYTES, FetchError, Fetcher, FetchOptions, TooLargeError, is_http
+from .fetch import MAX_IMAGE_BYTES, Fetcher, FetchError, FetchOptions, TooLargeError, is_http
 from .filters import PhotoFilter
 from .formats import register_plugins
 from .images import load_image
@@ -50,7 +50,7 @@ from .serving.cors import add_cors
 from .serving.errors import ApiError
 from .serving.guards import BodyLimit
 from .serving.metrics import Metrics, RequestObserver
-from .store import HIDDEN_FIELDS, make_row, path_id, user_fields
+from .store import HIDDEN_FIELDS
 
 __all__ = ["ApiError", "MicroBatcher", "Service", "create_app", "serve"]
 
@@ -128,11 +128,7 @@ class Service:
 
     def _open(self) -> None:
         """Open the store and load the model now, so that the first request is as fast as the next."""
-        store = self.vs.store
-        if store.exists():
-            self.vs._require()
-        else:
-            store.create(model_record(self.vs.spec))
+        self.vs.ensure_collection()
         self.upload_dir.mkdir(parents=True, exist_ok=True)
         self.thumbnail_dir.mkdir(parents=True, exist_ok=True)
         self.vs.encoder.encode([Image.new("RGB", (32, 32), (128, 128, 128))])  # warm-up
@@ -338,22 +334,17 @@ class Service:
             written = _keep(path, data)
             try:
                 vector = self.batcher.submit(_Job(image=image))
-                row_id = path_id(str(path))
                 exif = read_exif(data)
                 with self.lock:  # a delete of the same content meanwhile took the file: put it back
                     written = _keep(path, data) or written
-                    stat = path.stat()
-                    old = self._store("get", self.vs.store.get, [row_id], ["*"])
-                    kept = user_fields(old[0]) if old else {}
-                    row = make_row(str(path), stat.st_size, stat.st_mtime, sha, image.width, image.height, vector,
-                                   exif=exif, user={**kept, **fields}, previous=old[0] if old else None)
-                    self._store("upsert", self.vs.store.upsert, [row])
+                    row, created = self._store("upsert", self.vs.put, path, vector, sha256=sha, width=image.width,
+                                               height=image.height, exif=exif, fields=fields)
             except BaseException:
                 if written:  # refused whole: no file is left behind without its row
                     path.unlink(missing_ok=True)
                 raise
         self._count("uploads")
-        return self.describe(row), not old
+        return self.describe(row), created
 
     def remove(self, id: int) -> dict:
         with self._operation(), self.lock:  # the row and its file go together (see ``add``)

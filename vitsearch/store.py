@@ -49,6 +49,13 @@ SEARCH_EF = 256
 # Milvus Lite's ping allowance (pymilvus pings every 10 s; the channel is simply re-opened). Neither
 # is the user's concern, and every failure that matters reaches vitsearch as an exception it reports,
 # so the core's log stays off unless GRPC_VERBOSITY says otherwise.
+# The pings are left as pymilvus sets them (keepalive 10 s, also on idle channels; `grpc_options`
+# could change them): a Milvus server accepts a ping every 5 s (its proxy's keepalive policy), so
+# only Milvus Lite answers them with GOAWAY: its gRPC server (in-process, or `milvus-lite server`)
+# keeps gRPC's default of one ping per 5 minutes. The client then pings less often and reconnects on
+# its next call (a server store also retries a call that fails for a transient reason: `_retrying`).
+# Pinging less often would cost a server's clients their quick notice of a dead connection, so the
+# log line is silenced instead of the pings.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 
