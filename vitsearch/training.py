@@ -50,7 +50,7 @@ from .augment import train_views
 from .checkpoint import RECORD_FILE, ModelSpec, load_spec
 from .data import ImageSet, read_images, split
 from .embed import Encoder, choose_device, choose_precision, worker_init
-from .errors import ImageError, VitsearchError
+from .errors import ImageError, TrainingInterrupted, VitsearchError  # TrainingInterrupted: also importable from here
 from .evaluation import embed_set, retrieval_metrics
 from .images import Failure, load_image
 from .losses import InfoNCE, SimilarityDistillation, build_loss
@@ -75,10 +75,6 @@ SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloa
 # Options that may differ between an interrupted run and its resumption (they do not change the maths).
 _RESUMABLE_CHANGES = {"device", "precision", "num_workers", "keep_checkpoint"}
 SAVE_EVERY_SECONDS = 600.0  # a checkpoint at least this often, so a killed run loses minutes, not an epoch
-
-
-class TrainingInterrupted(VitsearchError):
-    """Training stopped on request; the checkpoint it left resumes it."""
 
 
 @dataclass
