@@ -210,6 +210,75 @@ def test_train_and_eval_usage_errors(args, code, words):
     assert words in result.stderr and "Traceback" not in result.output
 
 
+TRAIN_RUN_PARAMS = {"data", "out", "resume", "overwrite", "as_json"}  # what `train` takes beside TrainOptions
+
+
+def test_every_train_option_is_a_field_of_train_options_and_back():
+    import dataclasses
+
+    from vitsearch.options import TrainOptions
+
+    train_command = main.commands["train"]
+    options = {p.name for p in train_command.params} - TRAIN_RUN_PARAMS
+    assert options == {f.name for f in dataclasses.fields(TrainOptions)}
+
+
+def test_a_train_options_field_without_an_option_is_refused():
+    import dataclasses
+
+    from vitsearch import cli as cli_module
+
+    @dataclasses.dataclass
+    class Extra:
+        new_knob: int = 3
+
+    with pytest.raises(TypeError, match="new_knob"):
+        cli_module._train_option(dataclasses.fields(Extra)[0], int)
+
+
+def _sample(param):
+    """A command-line value for ``param`` other than its default, and the value click makes of it."""
+    import click
+
+    if param.is_flag:
+        return [], param.flag_value
+    kind = param.type
+    if isinstance(kind, click.Choice):
+        choice = next(c for c in reversed(kind.choices) if c != param.default)
+        return [choice], choice
+    if isinstance(kind, click.IntRange):
+        value = (kind.min or 0) + 1
+        return [str(value)], value
+    if isinstance(kind, click.FloatRange):
+        return ["0.5"], 0.5
+    if kind == click.INT:
+        return ["7"], 7
+    return ["some-value"], "some-value"
+
+
+def _train_option_params():
+    return [p for p in main.commands["train"].params if p.name not in TRAIN_RUN_PARAMS]
+
+
+@pytest.mark.parametrize("param", _train_option_params(), ids=lambda p: p.opts[0])
+def test_each_train_option_given_reaches_train(monkeypatch, tmp_path, param):
+    import vitsearch.training
+    from vitsearch.errors import VitsearchError
+
+    seen = {}
+
+    def fake_train(data, out, *, resume, overwrite, progress, **options):
+        seen.update(options)
+        raise VitsearchError("stopped by the test")
+
+    monkeypatch.setattr(vitsearch.training, "train", fake_train)
+    args, value = _sample(param)
+    assert value != param.default
+    result = cli("train", tmp_path, "--out", tmp_path / "o", param.opts[0], *args)
+    assert result.exit_code == 1 and "stopped by the test" in result.stderr, result.output
+    assert seen == {param.name: value}  # given: passed on; the others keep the library's defaults
+
+
 def test_eval_of_unlabelled_images_says_to_use_near_dup(tmp_path):
     from conftest import photo
 

