@@ -210,6 +210,34 @@ def test_train_and_eval_usage_errors(args, code, words):
     assert words in result.stderr and "Traceback" not in result.output
 
 
+def test_an_option_validation_error_is_a_one_line_usage_error():
+    result = CliRunner().invoke(main, ["train", ".", "--out", "o", "--base", "x", "--from-scratch", "tiny"])
+    assert result.exit_code == 2 and result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: give a base model or a from-scratch size, not both"]
+
+
+@pytest.mark.parametrize("raised, code, usage", [
+    ("usage", 2, True),  # the library's UsageError: the caller's mistake
+    ("value", 1, False),  # any other ValueError (numpy, torch, a bug): not blamed on the command line
+])
+def test_only_usage_errors_print_as_usage(monkeypatch, tmp_path, raised, code, usage):
+    import vitsearch.evaluation
+    from vitsearch.errors import UsageError
+
+    def fake_evaluate(*args, **kwargs):
+        if raised == "usage":
+            raise UsageError("k must be at least 1, not 0")
+        raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
+
+    monkeypatch.setattr(vitsearch.evaluation, "evaluate", fake_evaluate)
+    result = CliRunner().invoke(main, ["eval", str(tmp_path)])
+    assert result.exit_code == code
+    assert ("Usage:" in result.output) is usage
+    if not usage:
+        assert isinstance(result.exception, ValueError) and "Error:" not in result.output
+
+
 TRAIN_RUN_PARAMS = {"data", "out", "resume", "overwrite", "as_json"}  # what `train` takes beside TrainOptions
 
 

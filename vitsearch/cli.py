@@ -13,7 +13,7 @@ import time
 import click
 
 from . import __version__
-from .errors import ImageError, TrainingInterrupted, VitsearchError
+from .errors import ImageError, TrainingInterrupted, UsageError, VitsearchError
 from .options import TrainOptions
 from .settings import DEVICES, PRECISIONS
 from .store import MAX_K
@@ -42,16 +42,18 @@ def run() -> None:
 
 
 def _handle_errors(fn):
-    """Library errors become one-line ``Error: ...`` messages (exit 1); Ctrl-C exits 130."""
+    """Library errors become one-line messages: a :class:`~vitsearch.errors.UsageError` a usage error (exit 2),
+    any other ``VitsearchError`` ``Error: ...`` (exit 1); Ctrl-C exits 130. Anything else is a bug: its
+    traceback is shown as Python shows it (exit 1)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except UsageError as exc:
+            raise click.UsageError(str(exc)) from None
         except VitsearchError as exc:
             raise click.ClickException(str(exc)) from None
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
@@ -455,7 +457,7 @@ class _ListItem(click.ParamType):
             return value  # a blank between commas: dropped by the command
         try:
             return self.check(value)
-        except ValueError as exc:
+        except UsageError as exc:
             self.fail(str(exc), param, ctx)
 
 

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .errors import ImageError
+from .errors import ImageError, UsageError
 from .images import ImageInput, describe, load_image
 from .checkpoint import ModelSpec, load_spec
 from .model import VitBackbone, load_backbone
@@ -53,7 +53,7 @@ def choose_device(device: str | None = None) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU (valid: auto, cpu, cuda)")
+        raise UsageError("device 'cuda' asked for, but torch sees no CUDA GPU (valid: auto, cpu, cuda)")
     return device
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .data import ImageSet, read_images
-from .errors import VitsearchError
+from .errors import UsageError, VitsearchError
 from .images import Failure, load_image
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def retrieval_metrics(embeddings: np.ndarray, labels, k: int = 10) -> dict:
     import torch
 
     if k < 1:
-        raise ValueError(f"k must be at least 1, not {k}")
+        raise UsageError(f"k must be at least 1, not {k}")
     x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
     y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     n = x.shape[0]
@@ -142,7 +142,7 @@ def sample(data: ImageSet, limit: int | None, seed: int = 0) -> ImageSet:
     if limit is None or limit >= len(data):
         return data
     if limit < 2:
-        raise ValueError(f"limit must be at least 2, not {limit}")
+        raise UsageError(f"limit must be at least 2, not {limit}")
     rng = random.Random(seed)
     order = list(range(len(data)))
     rng.shuffle(order)
@@ -240,7 +240,7 @@ def evaluate(
     from .embed import Encoder
 
     if k < 1:
-        raise ValueError(f"k must be at least 1, not {k}")
+        raise UsageError(f"k must be at least 1, not {k}")
     started = time.perf_counter()
     images = data if isinstance(data, ImageSet) else read_images(data)
     if not images.labelled and not near_dup:

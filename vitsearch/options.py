@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import UsageError
+
 LOSSES = ("normsoftmax", "supcon", "infonce")
 SCRATCH_SIZES = ("tiny", "small", "base")
 SAVE_DTYPES = ("fp32", "fp16", "bf16")
@@ -68,32 +70,32 @@ class TrainOptions:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "accumulate": self.accumulate, "val_k": self.val_k}
         for name, value in positive.items():
             if value < 1:
-                raise ValueError(f"{name} must be at least 1, not {value}")
+                raise UsageError(f"{name} must be at least 1, not {value}")
         if self.lr is not None and self.lr <= 0:
-            raise ValueError(f"lr must be positive, not {self.lr}")
+            raise UsageError(f"lr must be positive, not {self.lr}")
         if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup is a fraction of the steps in [0, 1), not {self.warmup}")
+            raise UsageError(f"warmup is a fraction of the steps in [0, 1), not {self.warmup}")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
-            raise ValueError(f"layer_decay must be in (0, 1], not {self.layer_decay}")
+            raise UsageError(f"layer_decay must be in (0, 1], not {self.layer_decay}")
         if self.from_scratch is not None and self.from_scratch not in SCRATCH_SIZES:
-            raise ValueError(f"unknown size {self.from_scratch!r}; valid: {', '.join(SCRATCH_SIZES)}")
+            raise UsageError(f"unknown size {self.from_scratch!r}; valid: {', '.join(SCRATCH_SIZES)}")
         if self.from_scratch and self.base:
-            raise ValueError("give a base model or a from-scratch size, not both")
+            raise UsageError("give a base model or a from-scratch size, not both")
         if self.loss != "auto" and self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; valid: auto, {', '.join(LOSSES)}")
+            raise UsageError(f"unknown loss {self.loss!r}; valid: auto, {', '.join(LOSSES)}")
         if self.save_dtype not in SAVE_DTYPES:
-            raise ValueError(f"save dtype must be one of {', '.join(SAVE_DTYPES)}, not {self.save_dtype!r}")
+            raise UsageError(f"save dtype must be one of {', '.join(SAVE_DTYPES)}, not {self.save_dtype!r}")
         if self.instance_weight < 0:
-            raise ValueError(f"instance weight must be 0 or more, not {self.instance_weight}")
+            raise UsageError(f"instance weight must be 0 or more, not {self.instance_weight}")
         if self.distill_weight < 0:
-            raise ValueError(f"distill weight must be 0 or more, not {self.distill_weight}")
+            raise UsageError(f"distill weight must be 0 or more, not {self.distill_weight}")
         if self.freeze_layers < 0:
-            raise ValueError(f"freeze_layers must be 0 or more, not {self.freeze_layers}")
+            raise UsageError(f"freeze_layers must be 0 or more, not {self.freeze_layers}")
         if self.teacher_size is not None and self.teacher_size < 8:
-            raise ValueError(f"teacher size must be at least 8, not {self.teacher_size}")
+            raise UsageError(f"teacher size must be at least 8, not {self.teacher_size}")
         if self.image_size is not None and self.image_size < 8:
-            raise ValueError(f"image size must be at least 8, not {self.image_size}")
+            raise UsageError(f"image size must be at least 8, not {self.image_size}")
         if self.augment is not None and self.augment not in AUGMENTS:
-            raise ValueError(f"unknown augmentation {self.augment!r}; valid: {', '.join(AUGMENTS)}")
+            raise UsageError(f"unknown augmentation {self.augment!r}; valid: {', '.join(AUGMENTS)}")
         if self.labels not in LABEL_MODES:
-            raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, not {self.labels!r}")
+            raise UsageError(f"labels must be one of {', '.join(LABEL_MODES)}, not {self.labels!r}")

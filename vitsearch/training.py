@@ -50,7 +50,7 @@ from .augment import train_views
 from .checkpoint import RECORD_FILE, ModelSpec, load_spec
 from .data import ImageSet, read_images, split
 from .embed import Encoder, choose_device, choose_precision, worker_init
-from .errors import ImageError, TrainingInterrupted, VitsearchError  # TrainingInterrupted: also importable from here
+from .errors import ImageError, TrainingInterrupted, UsageError, VitsearchError
 from .evaluation import embed_set, retrieval_metrics
 from .images import Failure, load_image
 from .losses import InfoNCE, SimilarityDistillation, build_loss
@@ -156,7 +156,7 @@ def freeze_lower_layers(backbone: VitBackbone, layers: int) -> int:
     config = getattr(backbone.model.config, "vision_config", None) or backbone.model.config
     total = int(config.num_hidden_layers)
     if layers >= total:
-        raise ValueError(f"freeze_layers must leave a block to train: the model has {total}, not more than {total - 1}")
+        raise UsageError(f"freeze_layers must leave a block to train: the model has {total}, not more than {total - 1}")
     frozen = 0
     for name, param in backbone.named_parameters():
         if _layer_id(name, total) <= layers:
@@ -548,7 +548,7 @@ def _resume_options(out: Path, given: dict) -> TrainOptions:
         raise VitsearchError(f"cannot read the checkpoint {path}: {exc}") from None
     for key, value in given.items():
         if key not in _RESUMABLE_CHANGES and key in saved and saved[key] != value:
-            raise ValueError(f"--resume continues the interrupted run as it was; {key} was {saved[key]!r}, not {value!r}")
+            raise UsageError(f"--resume continues the interrupted run as it was; {key} was {saved[key]!r}, not {value!r}")
     return TrainOptions(**{**saved, **{k: v for k, v in given.items() if k in _RESUMABLE_CHANGES}})
 
 
@@ -570,7 +570,7 @@ def train(
     """
     unknown = set(options) - {f.name for f in dataclasses.fields(TrainOptions)}
     if unknown:
-        raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        raise UsageError(f"unknown training option(s): {', '.join(sorted(unknown))}")
     out = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
     started = time.perf_counter()
     if resume:
