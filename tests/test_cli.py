@@ -99,10 +99,26 @@ def test_query_errors_are_one_line(run, photos, tmp_path):
     assert result.exit_code == 1 and result.stderr.startswith("Error: invalid filter") and len(result.stderr.splitlines()) == 1
 
 
-def test_help_of_every_command():
-    for cmd in ([], ["index"], ["query"], ["info"]):
-        result = CliRunner().invoke(main, cmd + ["--help"])
-        assert result.exit_code == 0 and "Usage:" in result.output
+def every_command(group=main, path=()):
+    """The command lines of ``group`` and of every command and sub-command registered under it."""
+    import click
+
+    yield list(path)
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from every_command(command, (*path, name))
+        else:
+            yield [*path, name]
+
+
+def test_every_command_is_found():
+    assert {"index", "query", "info", "train", "eval", "serve"} <= {" ".join(c) for c in every_command()}
+
+
+@pytest.mark.parametrize("cmd", list(every_command()), ids=lambda c: " ".join(c) or "vitsearch")
+def test_help_of_every_command(cmd):
+    result = CliRunner().invoke(main, cmd + ["--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
 
 
 @pytest.mark.parametrize("argv, code, quick", [
