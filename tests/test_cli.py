@@ -63,6 +63,36 @@ def test_query_table_and_json_lines(run, photos):
     assert {"width", "height", "sha256", "size", "mtime"} <= set(first)
 
 
+@pytest.mark.parametrize("name, shown", [
+    ("plain.jpg", "plain.jpg"),
+    ("with space and 'quote'.jpg", "with space and 'quote'.jpg"),  # nothing odd: as it is
+    ("a\nb.jpg", "$'a\\nb.jpg'"),
+    ("tab\there's\\.jpg", "$'tab\\there\\'s\\\\.jpg'"),
+    ("bell\x07\x7f.jpg", "$'bell\\x07\\x7f.jpg'"),
+    ("next\x85line.jpg", "$'next\\xc2\\x85line.jpg'"),
+    ("line\u2028sep.jpg", "$'line\\xe2\\x80\\xa8sep.jpg'"),
+    ("caf\udce9.jpg", "$'caf\\xe9.jpg'"),  # a Latin-1 byte in a name that is not UTF-8
+])
+def test_paths_in_tables_are_quoted_like_ls_when_they_hold_control_characters(name, shown):
+    from vitsearch.cli import _shown
+
+    assert _shown(name) == shown
+
+
+def test_query_table_escapes_a_newline_in_a_file_name_and_json_keeps_it(run, photos, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    odd = folder / "a\nb.jpg"
+    odd.write_bytes((photos / "coffee.jpg").read_bytes())
+    run("index", folder)
+    table = run("query", odd, "-k", "1")
+    assert table.exit_code == 0, table.output
+    escaped = f"$'{folder}/a\\nb.jpg'"
+    assert table.stdout.splitlines() == [f"query: {escaped}", f"     1  1.0000  {escaped}"]
+    record = json.loads(run("query", odd, "-k", "1", "--json").stdout)
+    assert record["query"] == str(odd) and record["results"][0]["path"] == str(odd)
+
+
 def test_info_json(run, photos):
     run("index", photos)
     info = json.loads(run("info", "--json").stdout)

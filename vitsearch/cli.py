@@ -61,6 +61,36 @@ def _handle_errors(fn):
     return wrapper
 
 
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
+
+
+def _shown(path: str) -> str:
+    """``path`` for a human-readable line: as it is, unless it holds a control character (a newline...),
+    a line separator or bytes that are not UTF-8; then quoted as GNU ``ls`` and bash's ``$'...'`` do:
+    ``$'a\\nb.jpg'``, with ``\\n \\t \\r \\\\ \\'`` and ``\\xHH`` for every other byte of such a character.
+    Pasted into a shell, it names the file again. ``--json`` output keeps paths raw."""
+    import unicodedata
+
+    def odd(c: str) -> bool:
+        return unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")
+
+    if not any(odd(c) for c in path):
+        return path
+
+    def escape(c: str) -> str:
+        if c in _ESCAPES:
+            return _ESCAPES[c]
+        if odd(c):
+            try:
+                raw = c.encode("utf-8", "surrogateescape")  # a byte of a name that is not UTF-8: that byte
+            except UnicodeEncodeError:
+                raw = c.encode("utf-8", "surrogatepass")
+            return "".join(f"\\x{b:02x}" for b in raw)
+        return c
+
+    return "$'" + "".join(escape(c) for c in path) + "'"
+
+
 def store_options(fn):
     fn = click.option("--token", envvar="VITSEARCH_TOKEN", help="Milvus server token (user:password or API key).")(fn)
     fn = click.option(
@@ -249,7 +279,7 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, i
         click.echo(json.dumps(summary.as_dict()))
         return
     for failure in summary.failed:
-        click.echo(f"skipped {failure.path}: {failure.reason}", err=True)
+        click.echo(f"skipped {_shown(failure.path)}: {failure.reason}", err=True)
     d = summary.as_dict()
     click.echo(
         f"scanned {d['scanned']}, added {d['added']}, updated {d['updated']}, unchanged {d['unchanged']}, "
@@ -307,11 +337,11 @@ def query(images, k, filter_, group_by, taken_after, taken_before, near, camera,
                       "results": [h.as_dict() for h in hits]}
             click.echo(json.dumps(record, default=str))
             continue
-        click.echo(f"query: {image}")
+        click.echo(f"query: {_shown(image)}")
         if not hits:
             click.echo("  (no results)")
         for hit in hits:
-            click.echo(f"  {hit.rank:>4}  {hit.score:.4f}  {hit.path}")
+            click.echo(f"  {hit.rank:>4}  {hit.score:.4f}  {_shown(hit.path)}")
     _done_reading()
 
 
@@ -363,12 +393,12 @@ def tag(images, field, k, min_confidence, filter_, missing, write, uri, collecti
         if as_json:
             click.echo(json.dumps(t.as_dict(), default=str))
         elif not t.votes:
-            click.echo(f"{t.query}\t(no label: no indexed image has {field!r})")
+            click.echo(f"{_shown(t.query)}\t(no label: no indexed image has {field!r})")
         elif t.label is None:
             best = max(t.votes.items(), key=lambda kv: kv[1])[0]
-            click.echo(f"{t.query}\t(no label: best {best!r} at {t.confidence:.2f})")
+            click.echo(f"{_shown(t.query)}\t(no label: best {best!r} at {t.confidence:.2f})")
         else:
-            click.echo(f"{t.query}\t{t.label}\t{t.confidence:.2f}")
+            click.echo(f"{_shown(t.query)}\t{t.label}\t{t.confidence:.2f}")
     if write:
         click.echo(f"wrote {sum(t.written for t in tags)} labels to images that had none", err=True)
 
@@ -420,7 +450,7 @@ def dups(threshold, html_out, uri, collection, token, as_json):
         kind = "identical" if group.exact else f"similarity >= {group.similarity:.3f}"
         click.echo(f"group {n} ({len(group.paths)} images, {kind})")
         for path in group.paths:
-            click.echo(f"  {'keep' if path == group.keep else '    '}  {path}")
+            click.echo(f"  {'keep' if path == group.keep else '    '}  {_shown(path)}")
     click.echo(f"{len(groups)} groups, {sum(len(g.paths) - 1 for g in groups)} images could go", err=True)
 
 
@@ -729,7 +759,7 @@ def train(ctx, data, out, resume, overwrite, as_json, options):
     finally:
         display.close()
     for failure in result.failed:
-        click.echo(f"skipped {failure.path}: {failure.reason}", err=True)
+        click.echo(f"skipped {_shown(failure.path)}: {failure.reason}", err=True)
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
@@ -797,7 +827,7 @@ def eval_(data, model, k, near_dup, limit, seed, batch_size, device, precision, 
         if bar is not None:
             bar.close()
     for failure in report.failed:
-        click.echo(f"skipped {failure.path}: {failure.reason}", err=True)
+        click.echo(f"skipped {_shown(failure.path)}: {failure.reason}", err=True)
     d = report.as_dict()
     if as_json:
         click.echo(json.dumps(d))
