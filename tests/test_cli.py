@@ -256,6 +256,53 @@ def test_train_and_eval_usage_errors(args, code, words):
     assert words in result.stderr and "Traceback" not in result.output
 
 
+def progress_of_every_kind():
+    """What indexing, training and evaluation send their ``progress=`` callback."""
+    from vitsearch.progress import Progress
+
+    return [
+        Progress("embedding", 0, 3), Progress("embedding", 2, 3), Progress("embedding", 3, 3),
+        Progress("teacher", message="teacher: features of 24 images at 224 px (once, cached)"),
+        Progress("start", message="training on 24 images (3 classes, 6 held out)"),
+        Progress("step", 1, 2, "loss 0.5000, lr 1.00e-04", task="epoch 1/1", unit="batch", info={"loss": 0.5}),
+        Progress("step", 2, 2, "loss 0.4000, lr 5.00e-05", task="epoch 1/1", unit="batch", info={"loss": 0.4}),
+        Progress("epoch", message="epoch 1/1: loss 0.4500, val P@10 0.8000 (3s, 8.0 img/s)"),
+        Progress("embed", 4, 4), Progress("near_dup", 1, 2), Progress("near_dup", 2, 2),
+    ]
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_one_display_renders_the_progress_of_every_command(monkeypatch, capsys, tty):
+    from vitsearch.cli import _ProgressDisplay
+
+    monkeypatch.setattr(_ProgressDisplay, "LOG_EVERY", 0.0)  # a count line for every count off a terminal
+    with _ProgressDisplay() as display:
+        display.tty = tty
+        for event in progress_of_every_kind():
+            display(event)
+    err = capsys.readouterr().err
+    for note in ("teacher: features of 24 images", "training on 24 images", "epoch 1/1: loss 0.4500, val P@10 0.8000"):
+        assert note in err
+    if tty:  # a bar per task, each closed full
+        for bar in ("embedding: 100%", "epoch 1/1: 100%", "embed: 100%", "near_dup: 100%"):
+            assert bar in err
+        assert "loss 0.4000, lr 5.00e-05" in err
+    else:
+        for line in ("embedding: 2/3 img", "epoch 1/1: 1/2 batch, loss 0.5000, lr 1.00e-04", "near_dup: 2/2 img"):
+            assert line + "\n" in err
+
+
+def test_off_a_terminal_a_short_run_writes_notes_only(capsys):
+    from vitsearch.cli import _ProgressDisplay
+
+    with _ProgressDisplay() as display:
+        display.tty = False
+        for event in progress_of_every_kind():
+            display(event)
+    notes = [e.message for e in progress_of_every_kind() if e.total is None]
+    assert capsys.readouterr().err.splitlines() == notes
+
+
 def test_an_option_validation_error_is_a_one_line_usage_error():
     result = CliRunner().invoke(main, ["train", ".", "--out", "o", "--base", "x", "--from-scratch", "tiny"])
     assert result.exit_code == 2 and result.stdout == ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -199,20 +198,60 @@ def _fetch_options(concurrency, per_host, timeout, retries, max_image_mb, cache_
                         max_bytes=int(max_image_mb * 1024 * 1024), cache_dir=cache_dir)
 
 
-def _tqdm_progress():
-    """A progress-bar factory for the indexer: tqdm on stderr when it is a terminal, else nothing."""
-    from .indexer import no_progress
+class _ProgressDisplay:
+    """Every :class:`~vitsearch.progress.Progress` (index, train, eval) on stderr. A note is a line. A count
+    is a tqdm bar per task on a terminal; elsewhere (a log file) a line at most every ``LOG_EVERY``
+    seconds, so a short run writes none. A context manager: leaving it closes an open bar."""
 
-    if not sys.stderr.isatty():
-        return no_progress
-    from tqdm import tqdm
+    LOG_EVERY = 60.0
 
-    @contextlib.contextmanager
-    def bar(total: int, desc: str):
-        with tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True) as t:
-            yield t
+    def __init__(self):
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        self.title = None
+        self.logged = time.monotonic()
 
-    return bar
+    def __call__(self, event) -> None:
+        if event.total is None:
+            if event.message:
+                self._line(event.message)
+        elif not self.tty:
+            if time.monotonic() - self.logged >= self.LOG_EVERY:
+                self.logged = time.monotonic()
+                self._line(f"{event.title}: {event.done}/{event.total} {event.unit}"
+                           + (f", {event.message}" if event.message else ""))
+        elif event.total:
+            self._count(event)
+
+    def _count(self, event) -> None:
+        if self.bar is None or self.title != event.title or event.done < self.bar.n:
+            from tqdm import tqdm
+
+            self.close()
+            self.title = event.title
+            self.bar = tqdm(total=event.total, desc=event.title, unit=event.unit, file=sys.stderr, dynamic_ncols=True)
+        self.bar.update(event.done - self.bar.n)
+        if event.message:
+            self.bar.set_postfix_str(event.message, refresh=False)
+        if event.done >= event.total:
+            self.close()
+
+    def _line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)  # above the bar, which stays
+        else:
+            click.echo(text, err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.title = None, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -252,17 +291,19 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, i
     share of the images; rank 0 plans the run and prints the summary.
     """
     from .distributed import init_from_env, shutdown, world_size_from_env
-    from .indexer import no_progress
 
     dist = None
     if world_size_from_env() > 1:
         dist = init_from_env(device)
     try:
         fetch = _fetch_options(concurrency, per_host, timeout, retries, max_image_mb, cache_dir)
-        with _open(uri, collection, token, model, device, precision, batch_size, workers, fetch) as vs:
+        with (
+            _open(uri, collection, token, model, device, precision, batch_size, workers, fetch) as vs,
+            _ProgressDisplay() as display,
+        ):
             summary = vs.index(
                 list(paths), keep_missing=keep_missing, reindex=reindex, metadata=metadata,
-                progress=_tqdm_progress() if dist is None or dist.is_main else no_progress, dist=dist,
+                progress=display if dist is None or dist.is_main else None, dist=dist,
                 image_column=image_column, id_column=id_column,
             )
         if dist is not None:
@@ -620,71 +661,6 @@ def _explicit(ctx: click.Context, options: dict) -> dict:
     return {name: value for name, value in options.items() if ctx.get_parameter_source(name) in given}
 
 
-class _TrainDisplay:
-    """Training progress on stderr: a bar per epoch on a terminal; otherwise (a log file) a line per
-    epoch and one every ``LOG_EVERY`` seconds within it."""
-
-    LOG_EVERY = 60.0
-
-    def __init__(self):
-        self.tty = sys.stderr.isatty()
-        self.bar = None
-        self.last_val = ""
-        self.logged = time.monotonic()
-
-    def __call__(self, event: dict) -> None:
-        kind = event["event"]
-        if kind == "teacher":
-            click.echo(f"teacher: features of {event['images']} images at {event['size']} px (once, cached)", err=True)
-        elif kind == "start":
-            self.total = event["epochs"]
-            click.echo(
-                f"training on {event['train']} images ({event['classes'] or 'no'} classes, {event['val']} held out), "
-                f"{event['loss']}, {event['image_size']} px, {event['device']}/{event['precision']}",
-                err=True,
-            )
-            self.batches = event["batches"]
-            self._open(event["epoch"], event["position"])
-        elif kind == "step" and self.bar is not None:
-            self.bar.update(event["batch"] - self.bar.n)
-            self.bar.set_postfix_str(f"loss {event['loss']:.4f}{self.last_val}", refresh=False)
-        elif kind == "step" and time.monotonic() - self.logged >= self.LOG_EVERY:
-            self.logged = time.monotonic()
-            click.echo(f"epoch {event['epoch'] + 1}/{self.total}: batch {event['batch']}/{event['batches']}, "
-                       f"loss {event['loss']:.4f}, lr {event['lr']:.2e}", err=True)
-        elif kind == "epoch":
-            val = event.get("val")
-            if val:
-                self.last_val = f", val P@{val['k']} {val['precision_at_k']:.4f}"
-            if self.bar is not None:
-                self.bar.set_postfix_str(f"loss {event['loss'] or float('nan'):.4f}{self.last_val}")
-                self.bar.close()
-                self.bar = None
-            else:
-                click.echo(
-                    f"epoch {event['epoch']}/{self.total}: loss {event['loss'] or float('nan'):.4f}{self.last_val} "
-                    f"({event['seconds']:.0f}s, {event['images_per_second'] or 0:.1f} img/s)",
-                    err=True,
-                )
-            if event["epoch"] < self.total:
-                self._open(event["epoch"], 0)
-
-    def _open(self, epoch: int, position: int) -> None:
-        if not self.tty:
-            return
-        from tqdm import tqdm
-
-        self.bar = tqdm(
-            total=self.batches, initial=position, desc=f"epoch {epoch + 1}/{self.total}", unit="batch",
-            file=sys.stderr, dynamic_ncols=True,
-        )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 # Options of `train` whose declaration other commands share: field name -> the option, given the field.
 _SHARED_TRAIN_OPTIONS = {
     "batch_size": lambda f: batch_size_option(f.default, f.metadata["help"]),
@@ -749,15 +725,12 @@ def train(ctx, data, out, resume, overwrite, as_json, options):
     from .training import train as run_training
 
     options = _explicit(ctx, options)
-    display = _TrainDisplay()
     try:
-        result = run_training(data, out, resume=resume, overwrite=overwrite, progress=display, **options)
+        with _ProgressDisplay() as display:
+            result = run_training(data, out, resume=resume, overwrite=overwrite, progress=display, **options)
     except TrainingInterrupted as exc:
-        display.close()
         click.echo(f"Interrupted: {exc}", err=True)
         sys.exit(130)
-    finally:
-        display.close()
     for failure in result.failed:
         click.echo(f"skipped {_shown(failure.path)}: {failure.reason}", err=True)
     if as_json:
@@ -805,27 +778,11 @@ def eval_(data, model, k, near_dup, limit, seed, batch_size, device, precision, 
     """
     from .evaluation import evaluate
 
-    bar = None
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        def progress(event):
-            nonlocal bar
-            if bar is None or bar.desc != event["event"]:
-                if bar is not None:
-                    bar.close()
-                bar = tqdm(total=event["total"], desc=event["event"], unit="img", file=sys.stderr, dynamic_ncols=True)
-            bar.update(event["done"] - bar.n)
-    else:
-        progress = None
-    try:
+    with _ProgressDisplay() as display:
         report = evaluate(
             data, model=model, k=k, near_dup=near_dup, limit=limit, seed=seed, device=device, precision=precision,
-            batch_size=batch_size, num_workers=workers, progress=progress,
+            batch_size=batch_size, num_workers=workers, progress=display,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     for failure in report.failed:
         click.echo(f"skipped {_shown(failure.path)}: {failure.reason}", err=True)
     d = report.as_dict()
