@@ -38,6 +38,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Progress:
+    """One progress event: a count (``done`` of ``total`` units of ``task``, ``message`` shown beside it)
+    or, with ``total`` None, a note (``message`` a line for people); ``kind`` says what happened
+    (``embedding``, ``fetching``, ``teacher``, ``start``, ``step``, ``epoch``, ``embed``, ``near_dup``)
+    and ``info`` holds its figures. The module's docstring lists what each kind carries."""
+
     kind: str
     done: int = 0
     total: int | None = None
