@@ -60,16 +60,13 @@ for start in range(0, n, 32):
 
 # `vitsearch index` through the API, until the first batch comes out of the model: then it says when.
 FIRST_BATCH = """
-import contextlib, os, sys, time
+import os, sys, time
 from vitsearch.api import VisualSearch
 
-@contextlib.contextmanager
-def progress(total, desc):
-    class Bar:
-        def update(self, n=1):
-            print(time.time(), flush=True)
-            os._exit(0)
-    yield Bar()
+def progress(event):
+    if event.kind == "embedding" and event.done:
+        print(time.time(), flush=True)
+        os._exit(0)
 
 VisualSearch(sys.argv[2], precision=sys.argv[3]).index([sys.argv[1]], progress=progress)
 """

@@ -62,6 +62,36 @@ def test_query_table_and_json_lines(run, photos):
     assert {"width", "height", "sha256", "size", "mtime"} <= set(first)
 
 
+@pytest.mark.parametrize("name, shown", [
+    ("plain.jpg", "plain.jpg"),
+    ("with space and 'quote'.jpg", "with space and 'quote'.jpg"),  # nothing odd: as it is
+    ("a\nb.jpg", "$'a\\nb.jpg'"),
+    ("tab\there's\\.jpg", "$'tab\\there\\'s\\\\.jpg'"),
+    ("bell\x07\x7f.jpg", "$'bell\\x07\\x7f.jpg'"),
+    ("next\x85line.jpg", "$'next\\xc2\\x85line.jpg'"),
+    ("line\u2028sep.jpg", "$'line\\xe2\\x80\\xa8sep.jpg'"),
+    ("caf\udce9.jpg", "$'caf\\xe9.jpg'"),  # a Latin-1 byte in a name that is not UTF-8
+])
+def test_paths_in_tables_are_quoted_like_ls_when_they_hold_control_characters(name, shown):
+    from vitsearch.cli import _shown
+
+    assert _shown(name) == shown
+
+
+def test_query_table_escapes_a_newline_in_a_file_name_and_json_keeps_it(run, photos, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    odd = folder / "a\nb.jpg"
+    odd.write_bytes((photos / "coffee.jpg").read_bytes())
+    run("index", folder)
+    table = run("query", odd, "-k", "1")
+    assert table.exit_code == 0, table.output
+    escaped = f"$'{folder}/a\\nb.jpg'"
+    assert table.stdout.splitlines() == [f"query: {escaped}", f"     1  1.0000  {escaped}"]
+    record = json.loads(run("query", odd, "-k", "1", "--json").stdout)
+    assert record["query"] == str(odd) and record["results"][0]["path"] == str(odd)
+
+
 def test_info_json(run, photos):
     run("index", photos)
     info = json.loads(run("info", "--json").stdout)
@@ -98,10 +128,26 @@ def test_query_errors_are_one_line(run, photos, tmp_path):
     assert result.exit_code == 1 and result.stderr.startswith("Error: invalid filter") and len(result.stderr.splitlines()) == 1
 
 
-def test_help_of_every_command():
-    for cmd in ([], ["index"], ["query"], ["info"]):
-        result = CliRunner().invoke(main, cmd + ["--help"])
-        assert result.exit_code == 0 and "Usage:" in result.output
+def every_command(group=main, path=()):
+    """The command lines of ``group`` and of every command and sub-command registered under it."""
+    import click
+
+    yield list(path)
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from every_command(command, (*path, name))
+        else:
+            yield [*path, name]
+
+
+def test_every_command_is_found():
+    assert {"index", "query", "info", "train", "eval", "serve"} <= {" ".join(c) for c in every_command()}
+
+
+@pytest.mark.parametrize("cmd", list(every_command()), ids=lambda c: " ".join(c) or "vitsearch")
+def test_help_of_every_command(cmd):
+    result = CliRunner().invoke(main, cmd + ["--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
 
 
 @pytest.mark.parametrize("argv, code, quick", [
@@ -207,6 +253,150 @@ def test_train_and_eval_usage_errors(args, code, words):
     result = cli(*args)
     assert result.exit_code == code, result.output
     assert words in result.stderr and "Traceback" not in result.output
+
+
+def progress_of_every_kind():
+    """What indexing, training and evaluation send their ``progress=`` callback."""
+    from vitsearch.progress import Progress
+
+    return [
+        Progress("embedding", 0, 3), Progress("embedding", 2, 3), Progress("embedding", 3, 3),
+        Progress("teacher", message="teacher: features of 24 images at 224 px (once, cached)"),
+        Progress("start", message="training on 24 images (3 classes, 6 held out)"),
+        Progress("step", 1, 2, "loss 0.5000, lr 1.00e-04", task="epoch 1/1", unit="batch", info={"loss": 0.5}),
+        Progress("step", 2, 2, "loss 0.4000, lr 5.00e-05", task="epoch 1/1", unit="batch", info={"loss": 0.4}),
+        Progress("epoch", message="epoch 1/1: loss 0.4500, val P@10 0.8000 (3s, 8.0 img/s)"),
+        Progress("embed", 4, 4), Progress("near_dup", 1, 2), Progress("near_dup", 2, 2),
+    ]
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_one_display_renders_the_progress_of_every_command(monkeypatch, capsys, tty):
+    from vitsearch.cli import _ProgressDisplay
+
+    monkeypatch.setattr(_ProgressDisplay, "LOG_EVERY", 0.0)  # a count line for every count off a terminal
+    with _ProgressDisplay() as display:
+        display.tty = tty
+        for event in progress_of_every_kind():
+            display(event)
+    err = capsys.readouterr().err
+    for note in ("teacher: features of 24 images", "training on 24 images", "epoch 1/1: loss 0.4500, val P@10 0.8000"):
+        assert note in err
+    if tty:  # a bar per task, each closed full
+        for bar in ("embedding: 100%", "epoch 1/1: 100%", "embed: 100%", "near_dup: 100%"):
+            assert bar in err
+        assert "loss 0.4000, lr 5.00e-05" in err
+    else:
+        for line in ("embedding: 2/3 img", "epoch 1/1: 1/2 batch, loss 0.5000, lr 1.00e-04", "near_dup: 2/2 img"):
+            assert line + "\n" in err
+
+
+def test_off_a_terminal_a_short_run_writes_notes_only(capsys):
+    from vitsearch.cli import _ProgressDisplay
+
+    with _ProgressDisplay() as display:
+        display.tty = False
+        for event in progress_of_every_kind():
+            display(event)
+    notes = [e.message for e in progress_of_every_kind() if e.total is None]
+    assert capsys.readouterr().err.splitlines() == notes
+
+
+def test_an_option_validation_error_is_a_one_line_usage_error():
+    result = CliRunner().invoke(main, ["train", ".", "--out", "o", "--base", "x", "--from-scratch", "tiny"])
+    assert result.exit_code == 2 and result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: give a base model or a from-scratch size, not both"]
+
+
+@pytest.mark.parametrize("raised, code, usage", [
+    ("usage", 2, True),  # the library's UsageError: the caller's mistake
+    ("value", 1, False),  # any other ValueError (numpy, torch, a bug): not blamed on the command line
+])
+def test_only_usage_errors_print_as_usage(monkeypatch, tmp_path, raised, code, usage):
+    import vitsearch.evaluation
+    from vitsearch.errors import UsageError
+
+    def fake_evaluate(*args, **kwargs):
+        if raised == "usage":
+            raise UsageError("k must be at least 1, not 0")
+        raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
+
+    monkeypatch.setattr(vitsearch.evaluation, "evaluate", fake_evaluate)
+    result = CliRunner().invoke(main, ["eval", str(tmp_path)])
+    assert result.exit_code == code
+    assert ("Usage:" in result.output) is usage
+    if not usage:
+        assert isinstance(result.exception, ValueError) and "Error:" not in result.output
+
+
+TRAIN_RUN_PARAMS = {"data", "out", "resume", "overwrite", "as_json"}  # what `train` takes beside TrainOptions
+
+
+def test_every_train_option_is_a_field_of_train_options_and_back():
+    import dataclasses
+
+    from vitsearch.options import TrainOptions
+
+    train_command = main.commands["train"]
+    options = {p.name for p in train_command.params} - TRAIN_RUN_PARAMS
+    assert options == {f.name for f in dataclasses.fields(TrainOptions)}
+
+
+def test_a_train_options_field_without_an_option_is_refused():
+    import dataclasses
+
+    from vitsearch import cli as cli_module
+
+    @dataclasses.dataclass
+    class Extra:
+        new_knob: int = 3
+
+    with pytest.raises(TypeError, match="new_knob"):
+        cli_module._train_option(dataclasses.fields(Extra)[0], int)
+
+
+def _sample(param):
+    """A command-line value for ``param`` other than its default, and the value click makes of it."""
+    import click
+
+    if param.is_flag:
+        return [], param.flag_value
+    kind = param.type
+    if isinstance(kind, click.Choice):
+        choice = next(c for c in reversed(kind.choices) if c != param.default)
+        return [choice], choice
+    if isinstance(kind, click.IntRange):
+        value = (kind.min or 0) + 1
+        return [str(value)], value
+    if isinstance(kind, click.FloatRange):
+        return ["0.5"], 0.5
+    if kind == click.INT:
+        return ["7"], 7
+    return ["some-value"], "some-value"
+
+
+def _train_option_params():
+    return [p for p in main.commands["train"].params if p.name not in TRAIN_RUN_PARAMS]
+
+
+@pytest.mark.parametrize("param", _train_option_params(), ids=lambda p: p.opts[0])
+def test_each_train_option_given_reaches_train(monkeypatch, tmp_path, param):
+    import vitsearch.training
+    from vitsearch.errors import VitsearchError
+
+    seen = {}
+
+    def fake_train(data, out, *, resume, overwrite, progress, **options):
+        seen.update(options)
+        raise VitsearchError("stopped by the test")
+
+    monkeypatch.setattr(vitsearch.training, "train", fake_train)
+    args, value = _sample(param)
+    assert value != param.default
+    result = cli("train", tmp_path, "--out", tmp_path / "o", param.opts[0], *args)
+    assert result.exit_code == 1 and "stopped by the test" in result.stderr, result.output
+    assert seen == {param.name: value}  # given: passed on; the others keep the library's defaults
 
 
 def test_eval_of_unlabelled_images_says_to_use_near_dup(tmp_path):

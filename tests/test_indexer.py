@@ -69,6 +69,14 @@ def test_first_run_adds_everything_and_second_run_loads_no_model(setup):
     assert len(made) == 1  # no encoder built when nothing needs embedding
 
 
+def test_progress_counts_the_images_embedded(setup):
+    indexer, store, folder, made = setup
+    events = []
+    indexer.progress = events.append
+    indexer.sync([folder])
+    assert [(e.kind, e.done, e.total, e.unit) for e in events] == [("embedding", i, 5, "img") for i in range(6)]
+
+
 def test_changed_files_are_re_embedded_and_touched_files_are_not(setup):
     indexer, store, folder, made = setup
     indexer.sync([folder])
@@ -224,6 +232,14 @@ def test_a_feed_of_urls_is_indexed_then_a_rerun_downloads_nothing(remote, tmp_pa
     assert (second.unchanged, second.added, second.fetched, second.embedded) == (10, 0, 0, 0)
     assert sum(host.bodies.values()) == 0 and sum(host.requests.values()) == 10  # ten 304s
     assert len(made) == 1  # and no model for them
+
+
+def test_progress_counts_the_images_fetched(remote, tmp_path):
+    indexer, store, host, made = remote
+    events = []
+    indexer.progress = events.append
+    indexer.sync([_feed(tmp_path / "feed.csv", [(f"s{i}", host.image(f"/{i}.png", _png(i)), i) for i in range(3)])])
+    assert [(e.done, e.total) for e in events if e.kind == "fetching"] == [(i, 3) for i in range(4)]
 
 
 def test_a_changed_image_is_embedded_again_and_a_new_etag_on_the_same_bytes_is_not(remote, tmp_path):

@@ -51,7 +51,7 @@ def test_training_lowers_the_loss_and_saves_a_model_every_command_loads(tmp_path
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 5 and losses[-1] < 0.7 * losses[0]
     assert result.train_images == 24 and result.val_images == 6 and result.classes == 3
-    assert [e["event"] for e in events][0] == "start" and sum(e["event"] == "epoch" for e in events) == 5
+    assert [e.kind for e in events][0] == "start" and sum(e.kind == "epoch" for e in events) == 5
     assert all(h["val"] and 0 <= h["val"]["precision_at_k"] <= 1 for h in result.history)
 
     out = tmp_path / "out"
@@ -89,7 +89,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, data, tiny_models
     train(data, tmp_path / "straight", **base)
 
     def stop_at_step_2(event):
-        if event["event"] == "step" and event["epoch"] == 1 and event["step"] == 3:
+        if event.kind == "step" and event.info["epoch"] == 1 and event.info["step"] == 3:
             raise KeyboardInterrupt  # what Ctrl-C does, at a step boundary
 
     out = tmp_path / "resumed"
@@ -102,7 +102,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, data, tiny_models
         train(data, out, resume=True, lr=0.5)
     events = []
     result = train(data, out, resume=True, progress=events.append)
-    assert events[0]["epoch"] == 1 and events[0]["position"] == 2  # epoch 2, after its first optimiser step
+    assert events[0].info["epoch"] == 1 and events[0].info["position"] == 2  # epoch 2, after its first optimiser step
     assert result.epochs == 3 and len(result.history) == 3
     assert same_weights(tmp_path / "straight", out)
     assert not (out / CHECKPOINT_DIR).exists()
@@ -113,7 +113,7 @@ def test_resume_needs_a_checkpoint_and_the_same_data(tmp_path, data, tiny_models
         train(data, tmp_path / "none", resume=True)
 
     def stop(event):
-        if event["event"] == "step":
+        if event.kind == "step":
             raise KeyboardInterrupt
 
     with pytest.raises(TrainingInterrupted):

@@ -20,6 +20,8 @@ from .errors import (
     ModelMismatchError,
     StoreError,
     StoreLockedError,
+    TrainingInterrupted,
+    UsageError,
     VitsearchError,
 )
 
@@ -33,6 +35,7 @@ _LAZY = {
     "load_spec": "checkpoint",
     "Hit": "search",
     "FetchOptions": "fetch",
+    "Progress": "progress",
     "Encoder": "embed",  # these three need torch
     "train": "training",
     "evaluate": "evaluation",
@@ -48,8 +51,11 @@ __all__ = [
     "ModelError",
     "ModelMismatchError",
     "ModelSpec",
+    "Progress",
     "StoreError",
     "StoreLockedError",
+    "TrainingInterrupted",
+    "UsageError",
     "VisualSearch",
     "VitsearchError",
     "__version__",

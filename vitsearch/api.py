@@ -35,8 +35,9 @@ from .exif import read_exif
 from .fetch import Fetcher, FetchError, FetchOptions, is_remote
 from .filters import NearInput, PhotoFilter, TimeInput
 from .images import ImageInput, describe
-from .indexer import Indexer, IndexSummary, ProgressFactory, no_progress
+from .indexer import Indexer, IndexSummary
 from .metadata import check_field, read_metadata
+from .progress import Callback
 from .search import Hit, query_vectors, search_images
 from .settings import resolve_collection, resolve_model, resolve_token, resolve_uri
 from .sources import Folders, open_sources
@@ -200,7 +201,7 @@ class VisualSearch:
         keep_missing: bool = False,
         reindex: bool = False,
         metadata: str | os.PathLike | dict[str, dict] | None = None,
-        progress: ProgressFactory = no_progress,
+        progress: Callback | None = None,
         dist: Dist | None = None,
         image_column: str | None = None,
         id_column: str | None = None,
@@ -214,6 +215,8 @@ class VisualSearch:
         ``id_column``: a feed column kept as text in a field of that name (e.g. ``sku``).
         ``dist``: this process's place in a torch.distributed group (:mod:`vitsearch.distributed`);
         every rank calls ``index`` with the same arguments and rank 0 gets the whole run's summary.
+        ``progress``: called with a :class:`~vitsearch.progress.Progress` count as images are embedded
+        (``embedding``) or downloaded (``fetching``).
         """
         fetcher = Fetcher(self.fetch_options)
         try:

@@ -11,6 +11,8 @@ from typing import Callable
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
+from .errors import UsageError
+
 # "light" for supervised fine-tuning (labels carry the signal, views stay close to the photo),
 # "strong" for self-supervised training (SimCLR's lesson: crops and colour are the signal), "robust"
 # for general-purpose encoders that must also find edited copies: strong, plus the other edits that
@@ -82,7 +84,7 @@ def train_views(image_size: int, recipe: str = "light") -> torch.nn.Module:
     import kornia.augmentation as K
 
     if recipe not in RECIPES:
-        raise ValueError(f"unknown augmentation recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+        raise UsageError(f"unknown augmentation recipe {recipe!r}; valid: {', '.join(RECIPES)}")
     r = RECIPES[recipe]
     steps = [
         K.RandomResizedCrop((image_size, image_size), scale=r["scale"], resample="BICUBIC", align_corners=False),

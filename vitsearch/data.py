@@ -15,7 +15,7 @@ import os
 import random
 from dataclasses import dataclass, field
 
-from .errors import VitsearchError
+from .errors import UsageError, VitsearchError
 from .images import Failure, discover, is_image_name
 
 from .options import LABEL_MODES
@@ -116,7 +116,7 @@ def _from_manifest(path: str, labels: str) -> ImageSet:
 def read_images(source: str | os.PathLike, *, labels: str = "auto") -> ImageSet:
     """Read a dataset; ``labels``: ``auto`` (folders/CSV labels when present), ``folders`` (require them), ``none``."""
     if labels not in LABEL_MODES:
-        raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, not {labels!r}")
+        raise UsageError(f"labels must be one of {', '.join(LABEL_MODES)}, not {labels!r}")
     source = os.path.abspath(os.path.expanduser(os.fspath(source)))
     if os.path.isdir(source):
         data = _from_folders(source, labels)
@@ -138,7 +138,7 @@ def split(data: ImageSet, fraction: float, seed: int = 0) -> tuple[list[int], li
     that each validation query has a same-class item to find among the validation images.
     """
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"the validation fraction must be in [0, 1), not {fraction}")
+        raise UsageError(f"the validation fraction must be in [0, 1), not {fraction}")
     rng = random.Random(seed)
     groups: dict[int, list[int]] = {}
     for i, label in enumerate(data.labels):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .errors import UsageError
 from .settings import DEVICES, PRECISIONS, resolve_choice
 
 # precision name -> autocast dtype; the other precisions (fp32) run without autocast
@@ -36,7 +37,7 @@ def choose_device(device: str | None = None) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU (valid: auto, cpu, cuda)")
+        raise UsageError("device 'cuda' asked for, but torch sees no CUDA GPU (valid: auto, cpu, cuda)")
     return device
 
 

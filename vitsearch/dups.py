@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import UsageError
 from .store import EXIF_FIELDS, MAX_K, Store
 
 NEIGHBOURS = 32  # candidates per image; a group larger than this is still found through its members
@@ -67,7 +68,7 @@ def keeper(rows: list[dict]) -> dict:
 def find_duplicates(store: Store, threshold: float = 0.95, *, batch_size: int = 1024, neighbours: int = NEIGHBOURS) -> list[DupGroup]:
     """Duplicate groups of the collection, largest first; ``threshold`` is a cosine similarity."""
     if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], not {threshold}")
+        raise UsageError(f"threshold must be in (0, 1], not {threshold}")
     facts: dict[int, dict] = {}
     for row in store.iter_rows("", ["id", "path", "sha256", "width", "height", "size", *EXIF_FIELDS]):
         facts[row["id"]] = row

@@ -1,8 +1,20 @@
-"""The exceptions the library raises. Only the CLI and the server turn them into messages and exit codes."""
+"""The exceptions the library raises, all of them here. Only the CLI and the server turn them into
+messages and exit codes: the CLI prints a :class:`UsageError` as a usage error (exit 2) and any other
+:class:`VitsearchError` as one ``Error: ...`` line (exit 1); the server answers an :class:`ApiError`
+with its status."""
+
+from __future__ import annotations
 
 
 class VitsearchError(Exception):
     """Base class of every error vitsearch raises on purpose."""
+
+
+class UsageError(VitsearchError, ValueError):
+    """An argument or option the caller gave makes no sense (the message names the valid values).
+
+    A :class:`ValueError` too, so that code catching ``ValueError`` for bad arguments keeps working;
+    a ``ValueError`` that is not a ``UsageError`` is a bug, not bad input."""
 
 
 class ImageError(VitsearchError):
@@ -27,3 +39,16 @@ class ModelMismatchError(StoreError):
 
 class FilterError(StoreError):
     """A filter expression was rejected by Milvus."""
+
+
+class TrainingInterrupted(VitsearchError):
+    """Training stopped on request; the checkpoint it left resumes it."""
+
+
+class ApiError(VitsearchError):
+    """An error with the HTTP status it answers with (and any headers that answer needs)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers

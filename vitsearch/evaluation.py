@@ -17,18 +17,17 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .data import ImageSet, read_images
-from .errors import VitsearchError
+from .errors import UsageError, VitsearchError
 from .images import Failure, load_image
+from .progress import Callback, emit
 
 if TYPE_CHECKING:
     from .embed import Encoder
-
-Callback = Callable[[dict], None]
 
 
 def _chunk_rows(width: int) -> int:
@@ -41,7 +40,7 @@ def retrieval_metrics(embeddings: np.ndarray, labels, k: int = 10) -> dict:
     import torch
 
     if k < 1:
-        raise ValueError(f"k must be at least 1, not {k}")
+        raise UsageError(f"k must be at least 1, not {k}")
     x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
     y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     n = x.shape[0]
@@ -142,7 +141,7 @@ def sample(data: ImageSet, limit: int | None, seed: int = 0) -> ImageSet:
     if limit is None or limit >= len(data):
         return data
     if limit < 2:
-        raise ValueError(f"limit must be at least 2, not {limit}")
+        raise UsageError(f"limit must be at least 2, not {limit}")
     rng = random.Random(seed)
     order = list(range(len(data)))
     rng.shuffle(order)
@@ -163,11 +162,10 @@ def embed_set(encoder: "Encoder", paths: list[str], progress: Callback | None = 
     for result in encoder.encode_files(paths):
         if result.vector is None:
             failed.append(Failure(result.path, result.error or "cannot read"))
-            continue
-        vectors.append(result.vector)
-        kept.append(result.index)
-        if progress:
-            progress({"event": "embed", "done": len(kept) + len(failed), "total": len(paths)})
+        else:
+            vectors.append(result.vector)
+            kept.append(result.index)
+        emit(progress, "embed", done=len(kept) + len(failed), total=len(paths))
     matrix = np.stack(vectors) if vectors else np.zeros((0, encoder.dim), dtype=np.float32)
     return matrix, kept, failed
 
@@ -196,10 +194,10 @@ def near_dup_report(encoder: "Encoder", paths: list[str], vectors: np.ndarray, s
         if len(batch) >= encoder.batch_size * 4:
             copies.append(encoder.encode(batch))
             batch = []
-            if progress:
-                progress({"event": "near_dup", "done": i + 1, "total": len(paths)})
+            emit(progress, "near_dup", done=i + 1, total=len(paths))
     if batch:
         copies.append(encoder.encode(batch))
+    emit(progress, "near_dup", done=len(paths), total=len(paths))
     if not copies:
         raise VitsearchError("no image could be copied for the near-duplicate test")
     everything = np.concatenate([vectors, *copies])
@@ -236,11 +234,12 @@ def evaluate(
 
     ``data`` is a labelled set (class folders or a CSV manifest) for P@1/P@k/R@k/mAP@R, or any set of
     images with ``near_dup=True``. ``limit`` evaluates a reproducible, class-balanced sample.
+    ``progress`` is called with :class:`~vitsearch.progress.Progress` counts (``embed``, ``near_dup``).
     """
     from .embed import Encoder
 
     if k < 1:
-        raise ValueError(f"k must be at least 1, not {k}")
+        raise UsageError(f"k must be at least 1, not {k}")
     started = time.perf_counter()
     images = data if isinstance(data, ImageSet) else read_images(data)
     if not images.labelled and not near_dup:

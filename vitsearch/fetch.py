@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator
 
 from . import __version__
-from .errors import VitsearchError
+from .errors import UsageError, VitsearchError
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # the default of `serve --max-upload-mb` too
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -87,9 +87,9 @@ class FetchOptions:
     def __post_init__(self):
         for name in ("concurrency", "per_host"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+                raise UsageError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.retries < 0 or self.timeout <= 0 or self.max_bytes < 1:
-            raise ValueError("retries must be >= 0, and timeout and max_bytes positive")
+            raise UsageError("retries must be >= 0, and timeout and max_bytes positive")
 
 
 @dataclass

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 
+from .errors import UsageError
 from .exif import CAMERA_WORDS, words_of
 from .store import quote
 
@@ -29,10 +30,10 @@ def parse_time(value: TimeInput, what: str = "time") -> int:
     a ``date``/``datetime``, or epoch seconds. Without an offset a time is read as UTC (as are photos
     whose EXIF gives none)."""
     if isinstance(value, bool):
-        raise ValueError(f"{what}: {value!r} is not a date or time")
+        raise UsageError(f"{what}: {value!r} is not a date or time")
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
-            raise ValueError(f"{what}: {value!r} is not a date or time")
+            raise UsageError(f"{what}: {value!r} is not a date or time")
         return math.floor(value)
     if isinstance(value, datetime):
         when = value
@@ -45,11 +46,11 @@ def parse_time(value: TimeInput, what: str = "time") -> int:
         try:
             when = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" and text else text)
         except ValueError:
-            raise ValueError(
+            raise UsageError(
                 f"{what}: {value!r} is not a date or time (e.g. 2024-06-01, 2024-06-01T18:30 or 2024-06-01T18:30+02:00)"
             ) from None
     else:
-        raise ValueError(f"{what}: {value!r} is not a date or time")
+        raise UsageError(f"{what}: {value!r} is not a date or time")
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return math.floor(when.timestamp())
@@ -68,13 +69,13 @@ class Near:
         try:
             lat, lon, km = (float(p) for p in parts)
         except (TypeError, ValueError):
-            raise ValueError(f"near: {value!r} is not LAT,LON,KM (e.g. 48.8584,2.2945,5)") from None
+            raise UsageError(f"near: {value!r} is not LAT,LON,KM (e.g. 48.8584,2.2945,5)") from None
         if not (math.isfinite(lat) and -90 <= lat <= 90):
-            raise ValueError(f"near: latitude {lat} is not between -90 and 90")
+            raise UsageError(f"near: latitude {lat} is not between -90 and 90")
         if not (math.isfinite(lon) and -180 <= lon <= 180):
-            raise ValueError(f"near: longitude {lon} is not between -180 and 180")
+            raise UsageError(f"near: longitude {lon} is not between -180 and 180")
         if not (math.isfinite(km) and km > 0):
-            raise ValueError(f"near: the radius must be a positive number of km, not {km}")
+            raise UsageError(f"near: the radius must be a positive number of km, not {km}")
         return cls(lat, lon, km)
 
     def distance_km(self, lat: float, lon: float) -> float:
@@ -128,11 +129,11 @@ class PhotoFilter:
         after = parse_time(taken_after, "taken_after") if taken_after not in (None, "") else None
         before = parse_time(taken_before, "taken_before") if taken_before not in (None, "") else None
         if after is not None and before is not None and before <= after:
-            raise ValueError(f"taken_before ({taken_before}) must be later than taken_after ({taken_after})")
+            raise UsageError(f"taken_before ({taken_before}) must be later than taken_after ({taken_after})")
         where = near if isinstance(near, Near) or near in (None, "") else Near.parse(near)
         words = tuple(words_of(camera)) if camera else ()
         if camera and not words:
-            raise ValueError(f"camera: {camera!r} has no letters or digits to match")
+            raise UsageError(f"camera: {camera!r} has no letters or digits to match")
         return cls(after, before, where or None, words)
 
     def __bool__(self) -> bool:

@@ -11,20 +11,20 @@ written, so a run that stops half-way never loses rows.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from .errors import ImageError, VitsearchError
 from .exif import read_exif
 from .images import Failure, check_file
+from .progress import Callback, emit
 from .sources import Entry, Folders, Source
 from .store import EXIF_SOURCE, ROW_FIELDS, SOURCE_FIELDS, Store, exif_of, make_row, user_fields
 
@@ -36,23 +36,6 @@ if TYPE_CHECKING:
 FLUSH_ROWS = 256
 FLUSH_SECONDS = 5.0  # a killed run keeps all but the last few seconds of its work
 STORED_FIELDS = ROW_FIELDS + SOURCE_FIELDS + [EXIF_SOURCE]  # what the comparison with a listing reads
-
-
-class Progress(Protocol):
-    def update(self, n: int = 1) -> None: ...
-
-
-ProgressFactory = Callable[[int, str], ContextManager[Progress]]
-
-
-class _NoProgress:
-    def update(self, n: int = 1) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def no_progress(total: int, desc: str):
-    yield _NoProgress()
 
 
 @dataclass
@@ -150,7 +133,7 @@ class Indexer:
         encoder_factory: Callable[[], "Encoder"],
         *,
         batch_size: int | None = None,
-        progress: ProgressFactory = no_progress,
+        progress: Callback | None = None,
         fetcher: "Fetcher | None" = None,
     ):
         self.store = store
@@ -304,33 +287,35 @@ class Indexer:
         pending: list[dict] = []
         chunk = FLUSH_ROWS if relay else max(1, len(mine))
         rounds = -(-len(work[0::world]) // chunk) if relay else 1  # rank 0's shard is the longest
-        with self.progress(len(mine), "embedding") as bar:
-            for r in range(rounds):
-                groups = mine[r * chunk : (r + 1) * chunk]
-                firsts = {group[0][0].path: group for group in groups}
-                results = encoder.encode_files(list(firsts), batch_size=self.batch_size) if groups else ()
-                for res in results:
-                    group = firsts[res.path]
-                    if res.vector is None:
-                        summary.failed.extend(Failure(item[0].path, res.error or "cannot decode") for item in group)
-                    else:
-                        summary.embedded += 1
-                        for entry, sha, fields, old, exif in group:
-                            pending.append(_row(entry, sha, res.vector, res.width, res.height, exif, fields, old))
-                            if old is not None:
-                                summary.updated += 1
-                            else:
-                                summary.added += 1
-                        if not relay:
-                            self._flush(pending)
-                    bar.update(1)
-                if relay:
-                    gathered = dist.gather(pending)
-                    if dist.is_main:
-                        for rows in gathered:
-                            self.store.upsert(rows)
-                            self._wrote = self._wrote or bool(rows)
-                    pending = []
+        done = 0
+        emit(self.progress, "embedding", done=done, total=len(mine))
+        for r in range(rounds):
+            groups = mine[r * chunk : (r + 1) * chunk]
+            firsts = {group[0][0].path: group for group in groups}
+            results = encoder.encode_files(list(firsts), batch_size=self.batch_size) if groups else ()
+            for res in results:
+                group = firsts[res.path]
+                if res.vector is None:
+                    summary.failed.extend(Failure(item[0].path, res.error or "cannot decode") for item in group)
+                else:
+                    summary.embedded += 1
+                    for entry, sha, fields, old, exif in group:
+                        pending.append(_row(entry, sha, res.vector, res.width, res.height, exif, fields, old))
+                        if old is not None:
+                            summary.updated += 1
+                        else:
+                            summary.added += 1
+                    if not relay:
+                        self._flush(pending)
+                done += 1
+                emit(self.progress, "embedding", done=done, total=len(mine))
+            if relay:
+                gathered = dist.gather(pending)
+                if dist.is_main:
+                    for rows in gathered:
+                        self.store.upsert(rows)
+                        self._wrote = self._wrote or bool(rows)
+                pending = []
         self._flush(pending, force=True)
 
     def _fetch(self, plan: _Plan, summary: IndexSummary) -> None:
@@ -373,23 +358,23 @@ class Indexer:
         unchanged: list[Entry] = []
         pending: list[dict] = []
         recent: dict[str, dict] = {}  # content embedded by this run and not yet written
-        with self.progress(len(jobs), "fetching") as bar:
-            for entry, outcome in self.fetcher.stream(jobs, prepare):
-                if outcome is None:
-                    row = plan.existing[entry.path]
-                    unchanged.append(replace(entry, size=row["size"], mtime=row["mtime"], etag=row.get("etag")))
-                    summary.unchanged += 1
-                elif isinstance(outcome, Exception):
-                    summary.failed.append(Failure(entry.path, str(outcome)))
-                else:
-                    summary.fetched += 1
-                    got = outcome.entry
-                    window.append((replace(entry, size=got.size, mtime=got.mtime, etag=got.etag), outcome))
-                if len(window) >= batch:
-                    self._index_downloads(window, plan, summary, encoder, pending, recent)
-                    window = []
-                bar.update(1)
-            self._index_downloads(window, plan, summary, encoder, pending, recent)
+        emit(self.progress, "fetching", done=0, total=len(jobs))
+        for done, (entry, outcome) in enumerate(self.fetcher.stream(jobs, prepare), start=1):
+            if outcome is None:
+                row = plan.existing[entry.path]
+                unchanged.append(replace(entry, size=row["size"], mtime=row["mtime"], etag=row.get("etag")))
+                summary.unchanged += 1
+            elif isinstance(outcome, Exception):
+                summary.failed.append(Failure(entry.path, str(outcome)))
+            else:
+                summary.fetched += 1
+                got = outcome.entry
+                window.append((replace(entry, size=got.size, mtime=got.mtime, etag=got.etag), outcome))
+            if len(window) >= batch:
+                self._index_downloads(window, plan, summary, encoder, pending, recent)
+                window = []
+            emit(self.progress, "fetching", done=done, total=len(jobs))
+        self._index_downloads(window, plan, summary, encoder, pending, recent)
         self._flush(pending, force=True)
         self._refresh(unchanged, plan.existing, plan.metadata, summary)
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import UsageError
 from .options import LOSSES
 TEMPERATURES = {"normsoftmax": 0.05, "supcon": 0.1, "infonce": 0.1}
 
@@ -72,10 +73,10 @@ class InfoNCE(nn.Module):
 
 def build_loss(name: str, dim: int, classes: int, temperature: float | None = None) -> nn.Module:
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+        raise UsageError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
     t = temperature or TEMPERATURES[name]
     if t <= 0:
-        raise ValueError(f"temperature must be positive, not {t}")
+        raise UsageError(f"temperature must be positive, not {t}")
     if name == "normsoftmax":
         return NormSoftmax(dim, classes, t)
     return SupCon(t) if name == "supcon" else InfoNCE(t)

@@ -22,7 +22,7 @@ from torch import nn
 
 from . import vit
 from .checkpoint import FAMILIES, ModelSpec, load_spec, write_json, write_record  # load_spec also re-exported
-from .errors import ModelError
+from .errors import ModelError, UsageError
 from .preprocess import Preprocessing
 
 # How each kind of tower gives the final CLS token after its final norm (as data).
@@ -118,7 +118,7 @@ def resize_backbone(backbone: VitBackbone, image_size: int) -> VitBackbone:
     patch = patch_size(backbone)
     if image_size % patch:
         lower, upper = image_size // patch * patch, (image_size // patch + 1) * patch
-        raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch} (try {lower or upper} or {upper})")
+        raise UsageError(f"image size {image_size} is not a multiple of the patch size {patch} (try {lower or upper} or {upper})")
     model = backbone.model
     if isinstance(model, vit.VisionTransformer):
         if model.config.grid == (image_size // patch,) * 2:
@@ -141,9 +141,9 @@ def resize_backbone(backbone: VitBackbone, image_size: int) -> VitBackbone:
 def scratch_backbone(preset: str, image_size: int, patch: int = 16) -> VitBackbone:
     """A randomly initialised ViT of a named size (the built-in core; saved as a transformers ``ViTModel``)."""
     if preset not in SCRATCH_PRESETS:
-        raise ValueError(f"unknown size {preset!r}; valid: {', '.join(SCRATCH_PRESETS)}")
+        raise UsageError(f"unknown size {preset!r}; valid: {', '.join(SCRATCH_PRESETS)}")
     if image_size % patch:
-        raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch}")
+        raise UsageError(f"image size {image_size} is not a multiple of the patch size {patch}")
     model = vit.init_weights(vit.VisionTransformer(vit.scratch_config(SCRATCH_PRESETS[preset], image_size, patch)))
     return VitBackbone(model, "core")
 

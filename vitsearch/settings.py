@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import UsageError
+
 DEFAULT_COLLECTION = "images"
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -40,5 +42,5 @@ def resolve_model(model: str | None = None) -> str | None:
 def resolve_choice(value: str | None, env: str, choices: tuple[str, ...]) -> str:
     value = (value or os.environ.get(env) or "auto").lower()
     if value not in choices:
-        raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        raise UsageError(f"{value!r} is not one of {', '.join(choices)}")
     return value

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from .errors import FilterError, StoreError, StoreLockedError
+from .errors import FilterError, StoreError, StoreLockedError, UsageError
 from .exif import CAMERA_WORDS, camera_words
 from .exif import FIELDS as EXIF_TYPES
 
@@ -624,7 +624,7 @@ class Store:
     ) -> list[list[dict[str, Any]]]:
         """Top-``k`` rows per query vector: ``[{"id", "score", **fields}]``, best first."""
         if not 1 <= k <= MAX_K:
-            raise ValueError(f"k must be between 1 and {MAX_K}, not {k}")
+            raise UsageError(f"k must be between 1 and {MAX_K}, not {k}")
         self._ensure_loaded()
         try:
             res = self._retrying(

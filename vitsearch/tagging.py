@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UsageError
 from .metadata import check_field
 from .search import Hit, search_until, to_hits
 from .store import Store
@@ -74,9 +75,9 @@ def tag_vectors(
     """Tag each vector from its ``k`` nearest rows that have ``field_name`` (rows in ``exclude[i]`` skipped)."""
     check_field(field_name, "--field")
     if not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"min_confidence must be between 0 and 1, not {min_confidence}")
+        raise UsageError(f"min_confidence must be between 0 and 1, not {min_confidence}")
     if k < 1:
-        raise ValueError(f"k must be at least 1, not {k}")
+        raise UsageError(f"k must be at least 1, not {k}")
     skip = exclude or [set() for _ in vectors]
 
     def labelled(i: int, rows: list[dict]) -> list[dict]:

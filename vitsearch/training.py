@@ -50,7 +50,7 @@ from .checkpoint import ModelSpec, load_spec
 from .data import ImageSet, read_images, split
 from .device import Normalise, autocast, choose_device, choose_precision, default_workers
 from .embed import Encoder, worker_init
-from .errors import ImageError, VitsearchError
+from .errors import ImageError, TrainingInterrupted, UsageError, VitsearchError
 from .evaluation import embed_set, retrieval_metrics
 from .images import Failure, load_image
 from .losses import InfoNCE, SimilarityDistillation, build_loss
@@ -63,8 +63,8 @@ from .model import (
 )
 from .options import TrainOptions
 from .preprocess import Preprocessing
+from .progress import Callback, emit
 
-Callback = Callable[[dict], None]
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
 TEACHER_FILE = "teacher.pt"
@@ -75,10 +75,6 @@ SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloa
 # Options that may differ between an interrupted run and its resumption (they do not change the maths).
 _RESUMABLE_CHANGES = {"device", "precision", "num_workers", "keep_checkpoint"}
 SAVE_EVERY_SECONDS = 600.0  # a checkpoint at least this often, so a killed run loses minutes, not an epoch
-
-
-class TrainingInterrupted(VitsearchError):
-    """Training stopped on request; the checkpoint it left resumes it."""
 
 
 @dataclass
@@ -160,7 +156,7 @@ def freeze_lower_layers(backbone: VitBackbone, layers: int) -> int:
     config = getattr(backbone.model.config, "vision_config", None) or backbone.model.config
     total = int(config.num_hidden_layers)
     if layers >= total:
-        raise ValueError(f"freeze_layers must leave a block to train: the model has {total}, not more than {total - 1}")
+        raise UsageError(f"freeze_layers must leave a block to train: the model has {total}, not more than {total - 1}")
     frozen = 0
     for name, param in backbone.named_parameters():
         if _layer_id(name, total) <= layers:
@@ -231,7 +227,7 @@ class _Run:
     def __init__(self, data: ImageSet, out: Path, opts: TrainOptions, progress: Callback | None):
         self.data, self.out, self.opts = data, out, opts
         self.base_dir: Path | None = None
-        self.emit = progress or (lambda event: None)
+        self.progress = progress
         self.device = choose_device(opts.device)
         self.precision = choose_precision(self.device, opts.precision)
         self.loss_name = opts.loss if opts.loss != "auto" else ("normsoftmax" if data.labelled else "infonce")
@@ -389,7 +385,8 @@ class _Run:
         n = len(self.train_idx)
         batch = max(self.opts.batch_size, 32)
         batches = [list(range(i, min(i + batch, n))) for i in range(0, n, batch)]
-        self.emit({"event": "teacher", "images": n, "size": teacher.size})
+        emit(self.progress, "teacher", message=f"teacher: features of {n} images at {teacher.size} px (once, cached)",
+             info={"images": n, "size": teacher.size})
         rows = None
         with torch.inference_mode():
             for pixels, _, positions, failed in self._loader(batches, self.preprocessing.at_size(teacher.size)):
@@ -431,12 +428,15 @@ class _Run:
         opts = self.opts
         self.teacher_features()
         self.backbone.train()
-        self.emit({
-            "event": "start", "epochs": opts.epochs, "epoch": self.epoch, "batches": self.batches_per_epoch,
+        start = {
+            "epochs": opts.epochs, "epoch": self.epoch, "batches": self.batches_per_epoch,
             "position": self.position, "train": len(self.train_idx), "val": len(self.val_idx),
             "classes": len(self.data.classes), "loss": self.loss_name, "device": self.device,
             "precision": self.precision, "image_size": self.image_size,
-        })
+        }
+        emit(self.progress, "start", info=start, message=(
+            f"training on {start['train']} images ({start['classes'] or 'no'} classes, {start['val']} held out), "
+            f"{start['loss']}, {start['image_size']} px, {start['device']}/{start['precision']}"))
         while self.epoch < opts.epochs:
             started = time.perf_counter()
             batches = _epoch_batches(len(self.train_idx), opts.batch_size, opts.seed, self.epoch)
@@ -460,11 +460,14 @@ class _Run:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.position, self.step = b + 1, self.step + 1
                 try:
-                    self.emit({
-                        "event": "step", "epoch": self.epoch, "batch": b + 1, "batches": len(batches),
+                    step = {
+                        "epoch": self.epoch, "batch": b + 1, "batches": len(batches),
                         "step": self.step, "loss": losses[-1] if losses else float("nan"),
                         "lr": self.base_lr * self.schedule.lr_lambdas[0](self.schedule.last_epoch),
-                    })
+                    }
+                    emit(self.progress, "step", done=b + 1, total=len(batches), unit="batch", info=step,
+                         task=f"epoch {self.epoch + 1}/{opts.epochs}",
+                         message=f"loss {step['loss']:.4f}, lr {step['lr']:.2e}")
                 except KeyboardInterrupt:  # raised by the caller's callback: a clean stop, like Ctrl-C
                     stop.set = True
                 if not stop.set and time.monotonic() - self.saved_at > SAVE_EVERY_SECONDS:
@@ -485,7 +488,7 @@ class _Run:
             }
             self.history.append(record)
             self.save_state()
-            self.emit({"event": "epoch", **record})
+            emit(self.progress, "epoch", info=record, message=_epoch_line(record, opts.epochs))
 
     def save_model(self) -> None:
         record = {
@@ -535,6 +538,14 @@ class _Run:
         return "\n".join(lines) + "\n"
 
 
+def _epoch_line(record: dict, epochs: int) -> str:
+    val = record["val"]
+    shown = f", val P@{val['k']} {val['precision_at_k']:.4f}" if val else ""
+    loss = record["loss"] if record["loss"] is not None else float("nan")
+    return (f"epoch {record['epoch']}/{epochs}: loss {loss:.4f}{shown} "
+            f"({record['seconds']:.0f}s, {record['images_per_second'] or 0:.1f} img/s)")
+
+
 def _resume_options(out: Path, given: dict) -> TrainOptions:
     path = out / CHECKPOINT_DIR / STATE_FILE
     if not path.is_file():
@@ -545,7 +556,7 @@ def _resume_options(out: Path, given: dict) -> TrainOptions:
         raise VitsearchError(f"cannot read the checkpoint {path}: {exc}") from None
     for key, value in given.items():
         if key not in _RESUMABLE_CHANGES and key in saved and saved[key] != value:
-            raise ValueError(f"--resume continues the interrupted run as it was; {key} was {saved[key]!r}, not {value!r}")
+            raise UsageError(f"--resume continues the interrupted run as it was; {key} was {saved[key]!r}, not {value!r}")
     return TrainOptions(**{**saved, **{k: v for k, v in given.items() if k in _RESUMABLE_CHANGES}})
 
 
@@ -562,12 +573,14 @@ def train(
 
     Options are the fields of :class:`TrainOptions` (``base``, ``epochs``, ``batch_size``, ``lr``,
     ``image_size``, ``loss``...). ``resume=True`` continues the interrupted run in ``out`` with the
-    options it had. ``progress`` receives one dict per event (start, step, epoch).
+    options it had. ``progress`` is called with a :class:`~vitsearch.progress.Progress` per event: notes
+    ``teacher``, ``start`` and ``epoch``, a count of the epoch's batches per ``step``; each event's ``info``
+    holds its figures (loss, lr, held-out P@k, images/s...).
     Raises :class:`TrainingInterrupted` after Ctrl-C, once the checkpoint is written.
     """
     unknown = set(options) - {f.name for f in dataclasses.fields(TrainOptions)}
     if unknown:
-        raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        raise UsageError(f"unknown training option(s): {', '.join(sorted(unknown))}")
     out = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
     started = time.perf_counter()
     if resume:

@@ -7,5 +7,5 @@
 ``metrics``  Prometheus instruments, and the middleware that measures and logs every request
 ``logs``     the access log and the server's other log lines, as text or JSON lines
 ``run``      uvicorn with a graceful shutdown on SIGTERM / SIGINT
-``errors``   ``ApiError``: an error that answers with an HTTP status
+``errors``   ``ApiError`` (defined in vitsearch.errors): an error that answers with an HTTP status
 """

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 
 from fastapi import Request
 
+from ..errors import UsageError
 from .errors import ApiError
 
 OPEN, READ, WRITE = "open", "read", "write"
@@ -34,7 +35,7 @@ SHORT_KEY = 16
 def access(level: str) -> dict:
     """``openapi_extra`` for a route of this level: ``@app.get(..., openapi_extra=access(READ))``."""
     if level not in LEVELS:
-        raise ValueError(f"access level must be one of {', '.join(LEVELS)}, not {level!r}")
+        raise UsageError(f"access level must be one of {', '.join(LEVELS)}, not {level!r}")
     return {ACCESS: level}
 
 
@@ -51,9 +52,9 @@ def check_key(key: str) -> str:
     """A key as given, or ValueError: printable ASCII without spaces or commas (the message never
     quotes the key)."""
     if not key:
-        raise ValueError("an API key cannot be empty")
+        raise UsageError("an API key cannot be empty")
     if not all(33 <= ord(c) <= 126 for c in key) or "," in key:
-        raise ValueError("an API key must be printable ASCII without spaces or commas")
+        raise UsageError("an API key must be printable ASCII without spaces or commas")
     return key
 
 

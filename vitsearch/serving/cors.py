@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from ..errors import UsageError
+
 METHODS = ["GET", "POST", "DELETE"]
 HEADERS = ["Authorization", "Content-Type"]
 
@@ -16,9 +18,9 @@ def check_origin(origin: str) -> str:
         return origin
     parts = urlsplit(origin)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"a CORS origin looks like https://shop.example or http://localhost:3000, not {origin!r}")
+        raise UsageError(f"a CORS origin looks like https://shop.example or http://localhost:3000, not {origin!r}")
     if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
-        raise ValueError(f"a CORS origin is a scheme, a host and a port only: "
+        raise UsageError(f"a CORS origin is a scheme, a host and a port only: "
                          f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}, not {origin!r}")
     return f"{parts.scheme}://{parts.netloc}"
 

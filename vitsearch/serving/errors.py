@@ -1,14 +1,8 @@
-"""The error every room of the server raises to answer a request with a status."""
+"""The error every room of the server raises to answer a request with a status (defined with the
+others in :mod:`vitsearch.errors`; importable from here too)."""
 
 from __future__ import annotations
 
-from ..errors import VitsearchError
+from ..errors import ApiError
 
-
-class ApiError(VitsearchError):
-    """An error with the HTTP status it answers with (and any headers that answer needs)."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.headers = headers
+__all__ = ["ApiError"]
