@@ -75,7 +75,7 @@ def test_defaults_follow_the_device_and_share_cores_between_torchrun_ranks(monke
 
 
 def test_embedding_and_training_take_the_same_default_workers(tiny_models, tmp_path, monkeypatch):
-    from conftest import labelled_folder
+    from helpers import labelled_folder
 
     from vitsearch.data import read_images
     from vitsearch.embed import Encoder

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import photo, tiny_model
+from helpers import photo, tiny_model
 
 from vitsearch import __version__, checkpoint
 from vitsearch.checkpoint import BUNDLED_DIR, load_spec, read_record
