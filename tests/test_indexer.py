@@ -70,7 +70,7 @@ def test_first_run_adds_everything_and_second_run_loads_no_model(setup):
 
 
 def test_progress_counts_the_images_embedded(setup):
-    indexer, store, folder, made = setup
+    indexer, _, folder, _ = setup
     events = []
     indexer.progress = events.append
     indexer.sync([folder])
@@ -235,7 +235,7 @@ def test_a_feed_of_urls_is_indexed_then_a_rerun_downloads_nothing(remote, tmp_pa
 
 
 def test_progress_counts_the_images_fetched(remote, tmp_path):
-    indexer, store, host, made = remote
+    indexer, _, host, _ = remote
     events = []
     indexer.progress = events.append
     indexer.sync([_feed(tmp_path / "feed.csv", [(f"s{i}", host.image(f"/{i}.png", _png(i)), i) for i in range(3)])])
