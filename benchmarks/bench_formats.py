@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # photofiles: the DNG writer the tests use
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import results  # noqa: E402
-from photofiles import dng_bytes, exif_bytes  # noqa: E402
+import results
+from photofiles import dng_bytes, exif_bytes
 
-from vitsearch import formats  # noqa: E402
-from vitsearch.exif import read_exif  # noqa: E402
-from vitsearch.images import load_image  # noqa: E402
+from vitsearch import formats
+from vitsearch.exif import read_exif
+from vitsearch.images import load_image
 
 TAGS = dict(taken="2024:07:14 18:00:00", offset="+02:00", make="Apple", model="iPhone 15 Pro", gps=(48.8584, 2.2945))
 

@@ -218,7 +218,7 @@ def decode_alone(files: list[Path], input_size: tuple[int, int], workers: list[i
             return [torch.nn.functional.interpolate(im[None].float(), size=(h, w), mode="bilinear", antialias=True)
                     for im in imgs]
 
-        rate = _rate(call, "cuda", bs, 3.0)  # noqa: B023 - called at once, inside this iteration
+        rate = _rate(call, "cuda", bs, 3.0)
         report(step="nvjpeg", kind="large", batch=bs, images_per_s=round(rate, 1),
                note="file bytes already in memory; decode + antialiased resize on the GPU")
 

@@ -39,7 +39,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import results  # noqa: E402
+import results
 
 
 def make_images(folder: Path, n: int) -> list[Path]:

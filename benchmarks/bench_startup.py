@@ -39,7 +39,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import results  # noqa: E402
+import results
+
 SAMPLES = ROOT / "sample_images"
 PY = sys.executable
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -114,10 +114,12 @@ def machine() -> dict[str, Any]:
 def check(record: Any, where: str = "result") -> dict:
     """``record`` if it has the shape of a results file, else ValueError naming what is wrong."""
     if not isinstance(record, dict):
-        raise ValueError(f"{where}: not a JSON object")
+        raise ValueError(f"{where}: not a JSON object")  # noqa: TRY004 - a bad file is a bad value
     for key, kind in (("benchmark", str), ("date", str), ("machine", dict), ("figures", dict)):
         if not isinstance(record.get(key), kind):
-            raise ValueError(f"{where}: {key!r} must be a {'string' if kind is str else 'JSON object'}")
+            raise ValueError(  # noqa: TRY004 - a bad file is a bad value
+                f"{where}: {key!r} must be a {'string' if kind is str else 'JSON object'}"
+            )
     if not _NAME.match(record["benchmark"]):
         raise ValueError(f"{where}: benchmark name {record['benchmark']!r} must be lower-case letters, digits and _")
     try:

@@ -49,7 +49,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import results  # noqa: E402
+import results
 
 PHOTOS = sorted((ROOT / "sample_images" / "photos").glob("*.jpg"))
 KEY = "soak-" + os.urandom(16).hex()

@@ -31,9 +31,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from vitsearch.data import read_images  # noqa: E402
-from vitsearch.evaluation import embed_set, near_dup_report, retrieval_metrics, sample  # noqa: E402
-from vitsearch.images import load_image  # noqa: E402
+from vitsearch.data import read_images
+from vitsearch.evaluation import embed_set, near_dup_report, retrieval_metrics, sample
+from vitsearch.images import load_image
 
 PHOTOS = os.path.join(os.path.dirname(HERE), "sample_images", "photos")
 NEAR_DUP_PER_SET = 500

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
-
 from helpers import photo
 from photofiles import dng_bytes, exif_bytes
+from PIL import Image, ImageOps
 
 try:
     import pillow_heif

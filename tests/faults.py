@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import socket
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 def free_port() -> int:
@@ -26,7 +30,7 @@ class Proxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "Proxy":
+    def __enter__(self) -> Self:
         return self.up()
 
     def __exit__(self, *exc) -> None:
@@ -40,7 +44,7 @@ class Proxy:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def up(self) -> "Proxy":
+    def up(self) -> Proxy:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))

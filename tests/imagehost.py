@@ -15,8 +15,12 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class ImageHost:
@@ -33,7 +37,7 @@ class ImageHost:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def __enter__(self) -> "ImageHost":
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

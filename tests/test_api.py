@@ -105,9 +105,9 @@ def test_a_collection_of_an_earlier_bundled_model_asks_for_reindex(lite_uri, pho
     store = Store(lite_uri)
     store.create({"model": "old-bundled", "fingerprint": "0123abcd", "dim": 384, "bundled": True})
     store.close()
-    with VisualSearch(lite_uri, device="cpu") as vs:
-        with pytest.raises(ModelMismatchError, match="earlier bundled model.*--reindex"):
-            vs.query(photos / "coffee.jpg")
+    mismatch = pytest.raises(ModelMismatchError, match="earlier bundled model.*--reindex")
+    with VisualSearch(lite_uri, device="cpu") as vs, mismatch:
+        vs.query(photos / "coffee.jpg")
 
 
 def test_another_model_is_refused_with_what_to_do(vs, photos, tiny_models, lite_uri):

@@ -8,13 +8,11 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import ROOT, SAMPLES
+from PIL import Image
 
 from vitsearch.checkpoint import BUNDLED_DIR, RECORD_FILE, load_spec
 from vitsearch.images import load_image
-
 
 CLIPART = ROOT / "tests" / "data" / "clipart"  # subjects held out of training (tests/data/README.md)
 

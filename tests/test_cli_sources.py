@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import SAMPLES
 from imagehost import ImageHost
 from test_feeds import write_feed

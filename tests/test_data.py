@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import labelled_folder, photo
+
 from vitsearch.data import read_images, split
 from vitsearch.errors import VitsearchError
 

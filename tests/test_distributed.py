@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import photo, tiny_model
+
 from vitsearch.store import ROW_FIELDS, Store
 
 pytestmark = pytest.mark.slow

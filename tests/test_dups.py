@@ -6,11 +6,10 @@ import json
 import shutil
 
 import pytest
-
 from click.testing import CliRunner
+from helpers import SAMPLES
 from PIL import Image
 
-from helpers import SAMPLES
 from vitsearch import VisualSearch
 from vitsearch.cli import main
 from vitsearch.dups import keeper

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from helpers import SAMPLES, photo
 from PIL import Image
 
-from helpers import SAMPLES, photo
 from vitsearch import Encoder
 from vitsearch.errors import ImageError
 
@@ -124,7 +124,7 @@ def test_decode_workers_let_go_of_an_inherited_milvus_lite_lock(tmp_path):
 
     lock_dir = tmp_path / "store.db"
     lock_dir.mkdir()
-    fh = open(lock_dir / "LOCK", "w")
+    fh = open(lock_dir / "LOCK", "w")  # noqa: SIM115 - held (locked) until the test ends
     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()

@@ -6,8 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from helpers import SAMPLES, labelled_folder
+
 from vitsearch.data import read_images
 from vitsearch.errors import VitsearchError
 from vitsearch.evaluation import evaluate, near_dup_recall, retrieval_metrics, sample

@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import photo
 from photofiles import dng_bytes, exif_bytes, save_photo, tiff_bytes
+from PIL import Image
+
 from vitsearch.exif import CAMERA_WORDS, FIELDS, camera_words, parse_exif_time, read_exif
 
 TAGS = dict(taken="2024:06:01 10:00:00", offset="+09:00", make="Apple", model="iPhone 15 Pro",

@@ -7,12 +7,12 @@ import os
 import time
 
 import pytest
-
 from helpers import photo
 from imagehost import ImageHost
+
 from vitsearch.fetch import (
-    FetchError,
     Fetcher,
+    FetchError,
     FetchOptions,
     TooLargeError,
     address_kind,

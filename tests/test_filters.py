@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import photo, tiny_model
 from photofiles import dng_bytes, save_photo
+
 from vitsearch import VisualSearch
 from vitsearch.filters import Near, PhotoFilter, parse_time
 

@@ -6,10 +6,10 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import ROOT
 from photofiles import dng_bytes, save_photo, write_dng
+from PIL import Image
+
 from vitsearch import formats, images
 from vitsearch.errors import ImageError
 from vitsearch.images import discover, load_image
@@ -154,8 +154,8 @@ def test_a_phone_folder_of_50_heic_and_50_jpeg_photos_indexes_all_100(tmp_path):
     import json
 
     from click.testing import CliRunner
-
     from helpers import photo, tiny_model
+
     from vitsearch.cli import main
 
     folder = tmp_path / "DCIM"

@@ -10,11 +10,11 @@ import tempfile
 
 import numpy as np
 import pytest
+from helpers import photo
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from helpers import photo
 from vitsearch.errors import FilterError, ImageError, VitsearchError
 from vitsearch.images import load_image
 from vitsearch.metadata import infer, read_metadata

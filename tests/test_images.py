@@ -4,9 +4,9 @@ import time
 
 import numpy as np
 import pytest
+from helpers import photo, write_bad_files
 from PIL import Image
 
-from helpers import photo, write_bad_files
 from vitsearch.errors import ImageError, VitsearchError
 from vitsearch.images import Failure, check_file, check_roots, discover, load_image
 
@@ -154,7 +154,7 @@ def test_large_images_under_the_limit_load_quietly_and_over_it_are_refused(tmp_p
     refuses is closed at once."""
     import warnings
 
-    import vitsearch.images as images
+    from vitsearch import images
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL warns above 1,000 pixels, refuses above 2,000
     monkeypatch.setattr(images, "MAX_PIXELS", 1500)

@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 import pytest
-
 from helpers import photo, write_bad_files
 from photofiles import save_photo
+
 import vitsearch.indexer as indexer_module
 from vitsearch.embed import FileResult
 from vitsearch.images import Failure, load_image
@@ -78,7 +78,7 @@ def test_progress_counts_the_images_embedded(setup):
 
 
 def test_changed_files_are_re_embedded_and_touched_files_are_not(setup):
-    indexer, store, folder, made = setup
+    indexer, _store, folder, made = setup
     indexer.sync([folder])
     photo(42).save(folder / "1.png")
     os.utime(folder / "2.png", (time.time() + 5, time.time() + 5))
@@ -104,7 +104,7 @@ def test_moves_and_copies_reuse_stored_vectors(setup):
 
 
 def test_identical_new_files_are_embedded_once(setup):
-    indexer, store, folder, made = setup
+    indexer, _store, folder, _made = setup
     for name in ("a.png", "b.png", "c.png"):
         photo(77).save(folder / name)
     summary = indexer.sync([folder])
@@ -112,7 +112,7 @@ def test_identical_new_files_are_embedded_once(setup):
 
 
 def test_vanished_files_are_removed_unless_kept_and_only_under_the_indexed_roots(setup, tmp_path):
-    indexer, store, folder, made = setup
+    indexer, store, folder, _made = setup
     other = tmp_path / "other"
     other.mkdir()
     photo(50).save(other / "x.png")
@@ -128,7 +128,7 @@ def test_vanished_files_are_removed_unless_kept_and_only_under_the_indexed_roots
 
 
 def test_bad_files_are_reported_and_the_good_ones_indexed(setup):
-    indexer, store, folder, made = setup
+    indexer, store, folder, _made = setup
     expected = write_bad_files(folder / "bad")
     summary = indexer.sync([folder])
     assert summary.added == 5
@@ -141,7 +141,7 @@ def test_bad_files_are_reported_and_the_good_ones_indexed(setup):
 
 
 def test_a_failed_run_keeps_what_was_stored(setup):
-    indexer, store, folder, made = setup
+    indexer, store, folder, _made = setup
     indexer.sync([folder])
 
     class Boom(FakeEncoder):
@@ -189,6 +189,7 @@ def _png(seed: int) -> bytes:
 @pytest.fixture
 def remote(tmp_path):
     from imagehost import ImageHost
+
     from vitsearch.fetch import Fetcher, FetchOptions
 
     store = Store(str(tmp_path / "idx.db"), "t")
@@ -243,7 +244,7 @@ def test_progress_counts_the_images_fetched(remote, tmp_path):
 
 
 def test_a_changed_image_is_embedded_again_and_a_new_etag_on_the_same_bytes_is_not(remote, tmp_path):
-    indexer, store, host, made = remote
+    indexer, store, host, _made = remote
     rows = [(f"s{i}", host.image(f"/{i}.png", _png(i)), 1) for i in range(3)]
     feed = _feed(tmp_path / "feed.csv", rows)
     indexer.sync([feed])
@@ -255,7 +256,7 @@ def test_a_changed_image_is_embedded_again_and_a_new_etag_on_the_same_bytes_is_n
 
 
 def test_feed_metadata_changes_rewrite_rows_without_downloading(remote, tmp_path):
-    indexer, store, host, made = remote
+    indexer, store, host, _made = remote
     rows = [(f"s{i}", host.image(f"/{i}.png", _png(i)), 1) for i in range(3)]
     indexer.sync([_feed(tmp_path / "feed.csv", rows)])
     rows[1] = ("s1", rows[1][1], 99)
@@ -267,7 +268,7 @@ def test_feed_metadata_changes_rewrite_rows_without_downloading(remote, tmp_path
 
 
 def test_urls_that_leave_the_feed_are_removed_and_failing_ones_kept(remote, tmp_path):
-    indexer, store, host, made = remote
+    indexer, store, host, _made = remote
     rows = [(f"s{i}", host.image(f"/{i}.png", _png(i)), 1) for i in range(4)]
     indexer.sync([_feed(tmp_path / "feed.csv", rows)])
     assert indexer.sync([_feed(tmp_path / "feed.csv", rows[1:])], keep_missing=True).removed == 0
@@ -278,7 +279,7 @@ def test_urls_that_leave_the_feed_are_removed_and_failing_ones_kept(remote, tmp_
 
 
 def test_the_same_picture_at_several_urls_is_embedded_once(remote, tmp_path):
-    indexer, store, host, made = remote
+    indexer, store, host, _made = remote
     rows = [(f"s{i}", host.image(f"/{i}.png", _png(7)), 1) for i in range(9)]  # more than one model batch
     summary = indexer.sync([_feed(tmp_path / "feed.csv", rows)])
     assert (summary.added, summary.embedded, summary.reused) == (9, 1, 5)  # 4 in the first batch: one group
@@ -288,7 +289,7 @@ def test_the_same_picture_at_several_urls_is_embedded_once(remote, tmp_path):
 def test_a_run_that_dies_half_way_is_resumed_without_duplicates(remote, tmp_path, monkeypatch):
     import vitsearch.indexer as indexer_module
 
-    indexer, store, host, made = remote
+    indexer, store, host, _made = remote
     monkeypatch.setattr(indexer_module, "FLUSH_ROWS", 4)  # write every model batch
     rows = [(f"s{i}", host.image(f"/{i}.png", _png(i)), 1) for i in range(12)]
     feed = _feed(tmp_path / "feed.csv", rows)
@@ -310,7 +311,7 @@ def test_a_run_that_dies_half_way_is_resumed_without_duplicates(remote, tmp_path
 
 
 def test_undecodable_downloads_are_failures_with_the_servers_content_type(remote, tmp_path):
-    indexer, store, host, made = remote
+    indexer, _store, host, _made = remote
     rows = [("a", host.html("/page.jpg"), 1), ("b", host.image("/ok.png", _png(1)), 1)]
     summary = indexer.sync([_feed(tmp_path / "feed.csv", rows)])
     assert summary.added == 1
@@ -324,7 +325,7 @@ def _row(store, path):
 
 
 def test_exif_is_stored_and_refreshed_when_the_file_changes(setup):
-    indexer, store, folder, made = setup
+    indexer, store, folder, _made = setup
     path = save_photo(folder / "trip.jpg", photo(30), "JPEG", taken="2023:07:01 12:00:00", offset="+02:00",
                       make="Canon", model="Canon EOS 5D Mark II", gps=(48.8584, 2.2945))
     indexer.sync([folder])
@@ -344,7 +345,7 @@ def test_exif_is_stored_and_refreshed_when_the_file_changes(setup):
 
 
 def test_a_copy_or_move_reusing_a_vector_has_its_exif_too(setup):
-    indexer, store, folder, made = setup
+    indexer, store, folder, _made = setup
     save_photo(folder / "a.jpg", photo(32), "JPEG", make="FUJIFILM", model="X100V")
     indexer.sync([folder])
     shutil.copy(folder / "a.jpg", folder / "sub" / "a-copy.jpg")
@@ -354,7 +355,7 @@ def test_a_copy_or_move_reusing_a_vector_has_its_exif_too(setup):
 
 
 def test_a_users_metadata_of_the_same_name_wins_over_exif_and_stays(setup):
-    indexer, store, folder, made = setup
+    indexer, store, folder, _made = setup
     path = save_photo(folder / "old.jpg", photo(33), "JPEG", make="Canon", model="EOS 300D", lens="EF 50mm")
     mine = {str(path): {"camera_make": "Grandpa's camera", "album": "1999"}}
     indexer.sync([folder], metadata=mine)
@@ -392,7 +393,7 @@ def test_rows_written_before_exif_was_read_get_it_without_embedding(setup):
 def test_a_fetched_image_has_the_exif_of_its_bytes(remote, tmp_path):
     import io
 
-    indexer, store, host, made = remote
+    indexer, store, host, _made = remote
     buf = io.BytesIO()
     save_photo(buf, photo(36), "JPEG", make="Canon", model="EOS R5", taken="2024:05:06 07:08:09")
     rows = [("s0", host.image("/trip.jpg", buf.getvalue()), 1), ("s1", host.image("/plain.png", _png(37)), 1)]

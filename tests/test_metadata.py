@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from typing import ClassVar
 
 import pytest
-
 from helpers import photo
+
 from vitsearch import VisualSearch
 from vitsearch.errors import VitsearchError
 from vitsearch.metadata import infer, read_metadata
@@ -142,7 +143,7 @@ def test_best_per_group_keeps_the_first_row_of_each_value():
 
 def test_grouped_search_fetches_more_until_it_has_k_groups():
     class Store:  # 100 rows of one product, then one row each of two others
-        calls = []
+        calls: ClassVar[list] = []
 
         def search(self, vectors, limit, filter=None):
             self.calls.append(limit)

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from helpers import photo
 from transformers import AutoImageProcessor
 
-from helpers import photo
 from vitsearch.checkpoint import BUNDLED_DIR
 from vitsearch.images import load_image
 from vitsearch.preprocess import Preprocessing

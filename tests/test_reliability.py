@@ -18,10 +18,10 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from helpers import photo, tiny_model
 from corpus import write_corpus
 from faults import Proxy, free_port
+from helpers import photo, tiny_model
+
 from vitsearch import VisualSearch
 from vitsearch import indexer as indexer_module
 from vitsearch.cli import main

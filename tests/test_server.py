@@ -15,13 +15,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+from helpers import SAMPLES, headless_chrome, needs_browser, photo
 from PIL import Image
 
-from helpers import SAMPLES, headless_chrome, needs_browser, photo
-
 from vitsearch import VisualSearch
-from fastapi.testclient import TestClient
-
 from vitsearch.server import MicroBatcher, Service, create_app
 
 

@@ -9,8 +9,8 @@ import logging
 import urllib.request
 
 import pytest
-from helpers import headless_chrome, needs_browser, serve_process
 from fastapi.routing import APIRoute
+from helpers import headless_chrome, needs_browser, serve_process
 from PIL import Image
 
 from vitsearch.serving import auth

@@ -6,8 +6,8 @@ import io
 import os
 
 import pytest
-
 from helpers import photo
+
 from vitsearch.errors import VitsearchError
 from vitsearch.fetch import Fetcher
 from vitsearch.sources import Entry, Feed, Folders, Prefix, Url, open_sources

@@ -7,10 +7,10 @@ import math
 import shutil
 
 import pytest
-from PIL import Image
 from click.testing import CliRunner
-
 from helpers import SAMPLES
+from PIL import Image
+
 from vitsearch import VisualSearch
 from vitsearch.cli import main
 from vitsearch.errors import VitsearchError
@@ -20,7 +20,7 @@ NAMES = ("chelsea", "coffee", "astronaut", "rocket", "horse")
 
 
 def test_vote_weights_neighbours_by_similarity():
-    w = lambda score: math.exp(score / 0.07)  # noqa: E731 - the documented weight
+    w = lambda score: math.exp(score / 0.07)
     rows = [{"score": 0.80, "label": "cat"}, {"score": 0.78, "label": "dog"}, {"score": 0.77, "label": "dog"}]
     label, confidence, votes = vote(rows, "label")
     dog, cat = w(0.78) + w(0.77), w(0.80)

@@ -8,15 +8,16 @@ import re
 import numpy as np
 import pytest
 import torch
+from helpers import labelled_folder, photo
 from safetensors.torch import load_file
 
-from helpers import labelled_folder, photo
 from vitsearch.checkpoint import RECORD_FILE, load_spec
 from vitsearch.errors import ModelError
 from vitsearch.losses import SimilarityDistillation
 from vitsearch.model import load_backbone
 from vitsearch.teacher import EFFICIENTNET_LITE0, EfficientNetLite0, load_teacher
 from vitsearch.training import freeze_lower_layers, train
+
 
 def _block(name: str) -> int | None:
     """The transformer block a parameter belongs to (``layer.3.`` or ``layers.3.``), else None."""

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import labelled_folder, photo
 from safetensors.torch import load_file
 
-from helpers import labelled_folder, photo
 from vitsearch.checkpoint import RECORD_FILE, load_spec
 from vitsearch.embed import Encoder
 from vitsearch.errors import ModelError, VitsearchError
@@ -51,7 +51,7 @@ def test_training_lowers_the_loss_and_saves_a_model_every_command_loads(tmp_path
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 5 and losses[-1] < 0.7 * losses[0]
     assert result.train_images == 24 and result.val_images == 6 and result.classes == 3
-    assert [e.kind for e in events][0] == "start" and sum(e.kind == "epoch" for e in events) == 5
+    assert next(e.kind for e in events) == "start" and sum(e.kind == "epoch" for e in events) == 5
     assert all(h["val"] and 0 <= h["val"]["precision_at_k"] <= 1 for h in result.history)
 
     out = tmp_path / "out"

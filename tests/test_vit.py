@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import SAMPLES, labelled_folder, tiny_model
 from safetensors.torch import load_file, save_file
 
-from helpers import SAMPLES, labelled_folder, tiny_model
 from vitsearch import vit
 from vitsearch.checkpoint import load_spec
 from vitsearch.errors import ModelError

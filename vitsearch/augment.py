@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from PIL import Image, ImageEnhance, ImageOps

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from .errors import UsageError, VitsearchError
 from .images import Failure, discover, is_image_name
-
 from .options import LABEL_MODES
 
 
@@ -38,7 +37,7 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, indices) -> "ImageSet":
+    def subset(self, indices) -> ImageSet:
         indices = list(indices)
         return ImageSet(self.source, [self.paths[i] for i in indices], [self.labels[i] for i in indices], self.classes)
 

@@ -156,7 +156,7 @@ def sample(data: ImageSet, limit: int | None, seed: int = 0) -> ImageSet:
     return data.subset(sorted(chosen[:limit]))
 
 
-def embed_set(encoder: "Encoder", paths: list[str], progress: Callback | None = None) -> tuple[np.ndarray, list[int], list[Failure]]:
+def embed_set(encoder: Encoder, paths: list[str], progress: Callback | None = None) -> tuple[np.ndarray, list[int], list[Failure]]:
     """Embeddings of the readable files, their indices in ``paths``, and the failures."""
     vectors, kept, failed = [], [], []
     for result in encoder.encode_files(paths):
@@ -170,7 +170,7 @@ def embed_set(encoder: "Encoder", paths: list[str], progress: Callback | None = 
     return matrix, kept, failed
 
 
-def near_dup_report(encoder: "Encoder", paths: list[str], vectors: np.ndarray, seed: int = 0, progress: Callback | None = None) -> dict:
+def near_dup_report(encoder: Encoder, paths: list[str], vectors: np.ndarray, seed: int = 0, progress: Callback | None = None) -> dict:
     """Recall@1 of each original from one copy per edit (crop, rotate, JPEG, jitter, grayscale, downscale).
 
     ``recall_at_1``: the copies are mixed into the set, so a copy must find its original before the
@@ -185,7 +185,7 @@ def near_dup_report(encoder: "Encoder", paths: list[str], vectors: np.ndarray, s
     for i, path in enumerate(paths):
         try:
             img = load_image(path)
-        except Exception:  # noqa: BLE001 - it was embedded a moment ago; a vanished file is skipped
+        except Exception:  # noqa: BLE001, S112 - it was embedded a moment ago; a vanished file is skipped
             continue
         for name in edits:
             batch.append(NEAR_DUP_EDITS[name](img, rng))
@@ -207,8 +207,8 @@ def near_dup_report(encoder: "Encoder", paths: list[str], vectors: np.ndarray, s
     kinds_arr = np.asarray(kinds)
     return {
         "recall_at_1": float(hits.mean()),
-        "copies": int(len(hits)),
-        "originals": int(len(vectors)),
+        "copies": len(hits),
+        "originals": len(vectors),
         "by_edit": {name: float(hits[kinds_arr == name].mean()) for name in edits},
         # the copies as queries only: a copy then misses only where another original is nearer
         "recall_at_1_originals_only": float(alone.mean()),
@@ -219,7 +219,7 @@ def near_dup_report(encoder: "Encoder", paths: list[str], vectors: np.ndarray, s
 def evaluate(
     data: str | ImageSet,
     *,
-    model: "str | Encoder | None" = None,
+    model: str | Encoder | None = None,
     k: int = 10,
     near_dup: bool = False,
     limit: int | None = None,

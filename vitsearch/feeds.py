@@ -19,8 +19,8 @@ import decimal
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from .errors import VitsearchError
 from .metadata import Scalar, check_field, check_value, infer, json_lines

@@ -26,13 +26,17 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import UsageError, VitsearchError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # the default of `serve --max-upload-mb` too
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -279,7 +283,7 @@ class Fetcher:
             self._client.close()
         self._client = None
 
-    def __enter__(self) -> "Fetcher":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,9 +15,10 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -130,11 +131,11 @@ class Indexer:
     def __init__(
         self,
         store: Store,
-        encoder_factory: Callable[[], "Encoder"],
+        encoder_factory: Callable[[], Encoder],
         *,
         batch_size: int | None = None,
         progress: Callback | None = None,
-        fetcher: "Fetcher | None" = None,
+        fetcher: Fetcher | None = None,
     ):
         self.store = store
         self.encoder_factory = encoder_factory
@@ -150,7 +151,7 @@ class Indexer:
         *,
         keep_missing: bool = False,
         metadata: dict[str, dict] | None = None,
-        dist: "Dist | None" = None,
+        dist: Dist | None = None,
     ) -> IndexSummary:
         """Bring the store in line with the images that ``paths`` list: sources, or local files and folders.
 
@@ -276,7 +277,7 @@ class Indexer:
                 to_embed.setdefault(sha, []).append((entry, sha, fields, old, exif))
         return pending, to_embed
 
-    def _embed(self, work: list[list[tuple]], summary: IndexSummary, dist: "Dist | None") -> None:
+    def _embed(self, work: list[list[tuple]], summary: IndexSummary, dist: Dist | None) -> None:
         """Embed the first file of each group in ``work`` (this rank's shard of it) and write a row for
         every file of the group. Without a server to write to, the ranks hand their rows to rank 0
         in rounds of FLUSH_ROWS images, all ranks in step."""
@@ -337,7 +338,7 @@ class Indexer:
                     encoders.append(self.encoder_factory())
                 return encoders[0]
 
-        def prepare(fetched: "Fetched") -> _Download:
+        def prepare(fetched: Fetched) -> _Download:
             try:
                 pixels, width, height = encoder().prepare(fetched.data)
             except ImageError as exc:

@@ -22,6 +22,7 @@ from torch import nn
 
 from .errors import UsageError
 from .options import LOSSES
+
 TEMPERATURES = {"normsoftmax": 0.05, "supcon": 0.1, "infonce": 0.1}
 
 

@@ -14,10 +14,12 @@ import json
 import math
 import os
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .errors import VitsearchError
 from .store import RESERVED
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 Scalar = str | int | float | bool
 
@@ -37,7 +39,7 @@ def infer(text: str) -> Scalar | None:
         pass
     try:
         number = float(value)
-        if number == number and abs(number) != float("inf"):  # NaN and inf stay text
+        if math.isfinite(number):  # NaN and inf stay text
             return number
     except ValueError:
         pass

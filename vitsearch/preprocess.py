@@ -40,7 +40,7 @@ class Preprocessing:
     std: tuple[float, float, float]
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "Preprocessing":
+    def from_config(cls, cfg: dict) -> Preprocessing:
         """Build from a ``preprocessor_config.json`` dict (ViT, DeiT, BEiT, DINOv2/BiT, CLIP processors)."""
         kind = str(cfg.get("image_processor_type", "ViTImageProcessor")).removesuffix("Fast").removesuffix("Pil")
         cfg = {**PROCESSOR_DEFAULTS.get(kind, PROCESSOR_DEFAULTS["ViTImageProcessor"]), **cfg}
@@ -67,7 +67,7 @@ class Preprocessing:
         rescale = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0
         return cls(shortest, longest, height, width, int(cfg.get("resample", 2)), crop, rescale, mean, std)
 
-    def at_size(self, size: int) -> "Preprocessing":
+    def at_size(self, size: int) -> Preprocessing:
         """The same recipe for a model that takes ``size`` × ``size`` inputs (resize margin kept)."""
         if size < 1:
             raise ValueError(f"image size must be positive, not {size}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -148,7 +149,7 @@ def stored_vectors(store: Store, images: Sequence[ImageInput]) -> dict[int, list
     return {i: np.asarray(v, dtype=np.float32).tolist() for i, v in found.items()}
 
 
-def query_vectors(store: Store, images: Sequence[ImageInput], encoder: Callable[[], "Encoder"]) -> list[list[float]]:
+def query_vectors(store: Store, images: Sequence[ImageInput], encoder: Callable[[], Encoder]) -> list[list[float]]:
     """One vector per query image: stored ones where the collection has them (see
     :func:`stored_vectors`), the rest embedded in one call; ``encoder()`` is only called then."""
     vectors = stored_vectors(store, images)
@@ -160,7 +161,7 @@ def query_vectors(store: Store, images: Sequence[ImageInput], encoder: Callable[
 
 
 def search_images(
-    encoder: Callable[[], "Encoder"],
+    encoder: Callable[[], Encoder],
     store: Store,
     images: Sequence[ImageInput],
     *,

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import VitsearchError
 from .feeds import feed_format, read_feed
@@ -88,7 +89,7 @@ class Folders:
 class Prefix:
     """Every image object under an object-store URI (``s3://bucket/prefix``), listed recursively."""
 
-    def __init__(self, uri: str, fetcher: "Fetcher"):
+    def __init__(self, uri: str, fetcher: Fetcher):
         stripped = uri.rstrip("/")
         self.uri = uri if stripped.endswith(":") else stripped  # s3://bucket/prefix/ -> s3://bucket/prefix
         self.fetcher = fetcher
@@ -192,7 +193,7 @@ def open_sources(
     *,
     image_column: str | None = None,
     id_column: str | None = None,
-    fetcher: "Fetcher | None" = None,
+    fetcher: Fetcher | None = None,
 ) -> list[Source]:
     """The sources that ``paths`` name: feeds (with ``image_column``), URLs, object-store URIs, and
     local files and folders (one :class:`Folders` for all, so that overlapping folders count once)."""

@@ -13,7 +13,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from .errors import FilterError, StoreError, StoreLockedError, UsageError
 from .exif import CAMERA_WORDS, camera_words
@@ -241,7 +242,7 @@ def _message(exc: BaseException) -> str:
     if callable(details):  # a gRPC error: its details, not its multi-line repr
         try:
             return " ".join(str(details()).split())
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 - no details: the message below
             pass
     text = getattr(exc, "message", None) or str(exc)
     return " ".join(str(text).split())
@@ -343,7 +344,7 @@ class Store:
         try:
             try:
                 client = MilvusClient(uri=self.uri, timeout=self.timeout, **kwargs)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if not (self.is_server and is_transient(exc)):
                     raise
                 # Once more, on a new channel: pymilvus reuses a cached gRPC channel per address, and a
@@ -372,7 +373,7 @@ class Store:
             return
         try:
             self._client.close()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 - closing: a dead connection is closed enough
             pass
         self._client = None
         self._loaded = False
@@ -387,7 +388,7 @@ class Store:
                 from milvus_lite.server_manager import server_manager_instance
 
                 server_manager_instance.release_server(self.uri)
-            except Exception:  # noqa: BLE001 - an older Milvus Lite: released at exit instead
+            except Exception:  # noqa: BLE001, S110 - an older Milvus Lite: released at exit instead
                 pass
 
     def _retrying(self, fn: Callable, *args, _echo: str | None = None, **kwargs):
@@ -404,7 +405,7 @@ class Store:
                 return fn(*args, **kwargs)
             except StoreError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._waited = time.monotonic() - start
                 if not (self.is_server and is_transient(exc, _echo)) or self._waited + delay > self.retry_for:
                     raise
@@ -417,7 +418,7 @@ class Store:
             return self._retrying(fn, *args, **kwargs)
         except StoreError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._error(what, exc) from exc
 
     def _error(self, what: str, exc: BaseException, echo: str | None = None) -> StoreError:

@@ -36,9 +36,9 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -529,12 +529,12 @@ class _Run:
             f"{self.opts.epochs} epochs on {len(self.train_idx)} images"
             + (f" in {len(self.data.classes)} classes." if self.data.classes else " (unlabelled)."),
             "",
-            "The embedding is the final CLS token (`last_hidden_state[:, 0]`), L2-normalised; use it with "
-            "`vitsearch index --model DIR` or `AutoModel.from_pretrained(DIR)`.",
+            ("The embedding is the final CLS token (`last_hidden_state[:, 0]`), L2-normalised; use it with "
+             "`vitsearch index --model DIR` or `AutoModel.from_pretrained(DIR)`."),
         ]
         if val:
-            lines += ["", f"Validation ({len(self.val_idx)} held-out images): P@1 {val['precision_at_1']:.3f}, "
-                      f"P@{val['k']} {val['precision_at_k']:.3f}, mAP@R {val['map_at_r']:.3f}."]
+            lines += ["", (f"Validation ({len(self.val_idx)} held-out images): P@1 {val['precision_at_1']:.3f}, "
+                           f"P@{val['k']} {val['precision_at_k']:.3f}, mAP@R {val['map_at_r']:.3f}.")]
         return "\n".join(lines) + "\n"
 
 
