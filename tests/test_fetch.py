@@ -122,12 +122,11 @@ def test_stream_fetches_concurrently_within_the_per_host_limit(host):
     host.latency = 0.1
     urls = [host.image(f"/{i}.png", png(i)) for i in range(24)]
     f = fetcher(concurrency=16, per_host=4)
-    started = time.monotonic()
     got = dict(f.stream([(i, url, None, None) for i, url in enumerate(urls)]))
-    took = time.monotonic() - started
     assert sorted(got) == list(range(24)) and all(got[i].data == png(i) for i in range(24))
-    assert host.max_active == 4  # never more than per_host at once, and that many were used
-    assert took < 24 * 0.1 / 2  # concurrent, not one after another
+    # concurrent, and never more than per_host at once: the host saw exactly 4 requests in flight
+    # (a count, not a clock, so a loaded machine cannot fail it)
+    assert host.max_active == 4
 
 
 def test_stream_gives_each_failure_and_the_outcome_of_prepare(host):
