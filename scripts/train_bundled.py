@@ -41,10 +41,11 @@ COMMON = {"image_size": 112, "epochs": 1, "batch_size": 64, "loss": "normsoftmax
 # of both sources (and some invariance); stage 2 hardens the embedding against re-encoded,
 # downscaled copies (the "copies" augmentations) with a heavier instance term and a lower rate;
 # stage 3 repeats that with more emoji and half the rate.
-# Stage 4 (`--candidate`; measured, not shipped: see docs/models.md) broadens it: Openclipart's training subjects join the two sources, the first six
-# blocks stay as they are, and the student learns the neighbourhoods of an ImageNet CNN
-# (EfficientNet-Lite0, distilled on the very views the student sees, shown to it at 128 px) besides the classes
-# and its own copies. Whole top-level Openclipart subjects stay out (make_datasets.HELD_OUT).
+# Stage 4 (`--candidate`; measured, not shipped: see docs/models.md) broadens it: Openclipart's
+# training subjects join the two sources, the first four blocks stay as they are, and for four
+# epochs the student learns the neighbourhoods of an ImageNet CNN (EfficientNet-Lite0, which sees
+# each training image once, whole, at 224 px; its features are cached) besides the classes and its
+# own copies. Whole top-level Openclipart subjects stay out (make_datasets.HELD_OUT).
 STAGES = [
     {"name": "stage1", "fashion_per_class": 3600, "emoji_repeats": 8, "seed": 0,
      "options": {**COMMON, "instance_weight": 0.5, "augment": "robust", "seed": 0}},

@@ -12,11 +12,11 @@ from helpers import labelled_folder, photo
 from safetensors.torch import load_file
 
 from vitsearch.checkpoint import RECORD_FILE, load_spec
-from vitsearch.errors import ModelError
+from vitsearch.errors import ModelError, TrainingInterrupted
 from vitsearch.losses import SimilarityDistillation
 from vitsearch.model import load_backbone
 from vitsearch.teacher import EFFICIENTNET_LITE0, EfficientNetLite0, load_teacher
-from vitsearch.training import freeze_lower_layers, train
+from vitsearch.training import CHECKPOINT_DIR, TEACHER_FILE, freeze_lower_layers, train
 
 
 def _block(name: str) -> int | None:
@@ -95,6 +95,43 @@ def test_training_with_a_teacher_and_frozen_layers(tmp_path, tiny_models):
     without = train(data, tmp_path / "b", **{**options, "teacher": None})
     assert without.history[0]["loss"] != result.history[0]["loss"]
 
+
+
+def test_the_teacher_sees_each_image_once_and_a_resumed_run_reuses_its_features(tmp_path, tiny_models, monkeypatch):
+    import vitsearch.teacher
+
+    data = labelled_folder(tmp_path / "data", per_class=10)
+    options = {**FAST, "base": str(tiny_models["dinov2"]), "teacher": str(tiny_models["vit"]), "seed": 2}
+    seen = []
+    load = vitsearch.teacher.load_teacher
+
+    def counting(*args, **kwargs):
+        teacher = load(*args, **kwargs)
+        forward = teacher.forward
+        teacher.forward = lambda views: (seen.append(len(views)), forward(views))[1]
+        return teacher
+
+    monkeypatch.setattr(vitsearch.teacher, "load_teacher", counting)
+
+    def stop(event):
+        if event.kind == "step":
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(data, tmp_path / "out", progress=stop, **{**options, "keep_checkpoint": True})
+    trained = 24  # 30 images, 20 % held out for validation
+    assert sum(seen) == trained  # every training image once, before the first step; no step asks again
+    cache = tmp_path / "out" / CHECKPOINT_DIR / TEACHER_FILE
+    rows = torch.load(cache, weights_only=True)["rows"]
+    assert rows.shape[0] == trained and bool((rows.norm(dim=1) > 0).all())
+    seen.clear()
+    events = []
+    train(data, tmp_path / "out", resume=True, progress=events.append)
+    assert seen == [] and not any(e.kind == "teacher" for e in events)  # the cached rows, not the teacher again
+    seen.clear()
+    straight = []
+    train(data, tmp_path / "straight", progress=straight.append, **options)
+    assert sum(seen) == trained and [e.kind for e in straight][:2] == ["teacher", "start"]
 
 @pytest.mark.parametrize(
     "options, message",
