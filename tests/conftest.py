@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import SAMPLES, tiny_model
+from helpers import SAMPLES, tiny_model, wait_until_up
 
 try:  # the fuzz tests: the same inputs on every run, so that a test run is reproducible;
     # `pytest --hypothesis-profile=explore tests/test_fuzz.py` draws new ones (run it now and then)
@@ -139,15 +139,12 @@ def lite_server_uri(tmp_path_factory):
     proc = subprocess.Popen([exe, "server", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     uri = f"http://127.0.0.1:{port}"
+    def answers() -> bool:
+        Store(uri, "probe", retry_for=0).exists()  # raises StoreError until the server answers
+        return True
+
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                Store(uri, "probe", retry_for=0).exists()
-                break
-            except StoreError:
-                assert time.time() < deadline and proc.poll() is None, "milvus-lite server did not start"
-                time.sleep(0.3)
+        wait_until_up(proc, answers, seconds=60, errors=(StoreError,), failure=lambda: "milvus-lite server did not start")
         yield uri
     finally:
         proc.terminate()
@@ -176,17 +173,12 @@ def s3_server():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    try:
-        import socket
+    def answers() -> bool:
+        socket.create_connection(("127.0.0.1", port), 0.5).close()  # OSError until it listens
+        return True
 
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                assert time.time() < deadline and proc.poll() is None, "moto server did not start"
-                time.sleep(0.2)
+    try:
+        wait_until_up(proc, answers, seconds=60, interval=0.2, failure=lambda: "moto server did not start")
         yield env
     finally:
         proc.terminate()

@@ -66,6 +66,29 @@ def tiny_model(path: Path, kind: str = "vit", image: int = 32) -> Path:
 
 
 
+def wait_until_up(proc: subprocess.Popen, ready, *, seconds: float, failure, errors=(OSError,),
+                  interval: float = 0.3) -> None:
+    """Poll ``ready()`` until it returns true (one of ``errors`` raised counts as "not yet"). When ``proc``
+    ends or ``seconds`` pass first, the process is killed and the test fails with ``failure()``."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if ready():
+                return
+        except errors:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(failure())
+        time.sleep(interval)
+
+
+def healthy(url: str) -> bool:
+    """True when ``url`` (a /healthz) answers 200; an ``OSError`` while the server is not up yet."""
+    with urllib.request.urlopen(url, timeout=2) as reply:
+        return reply.status == 200
+
+
 @contextlib.contextmanager
 def serve_process(tmp_path: Path, lite_uri: str, *extra: str):
     """`vitsearch serve` on a fresh store and a free port: (process, port, path of its stderr log)."""
@@ -79,16 +102,8 @@ def serve_process(tmp_path: Path, lite_uri: str, *extra: str):
              "--upload-dir", str(tmp_path / "up"), "--thumbnail-dir", str(tmp_path / "th"), *extra],
             stdout=subprocess.DEVNULL, stderr=err)
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    proc.kill()
-                    pytest.fail(f"serve did not start: {log.read_text()}")
-                time.sleep(0.3)
+        wait_until_up(proc, lambda: healthy(f"http://127.0.0.1:{port}/healthz"), seconds=180,
+                      failure=lambda: f"serve did not start: {log.read_text()}")
         yield proc, port, log
     finally:
         if proc.poll() is None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import SAMPLES, headless_chrome, needs_browser, photo
+from faults import free_port
+from helpers import SAMPLES, headless_chrome, healthy, needs_browser, photo, wait_until_up
 from PIL import Image
 
 from vitsearch import VisualSearch
@@ -302,35 +303,20 @@ def test_the_served_lite_store_is_refused_to_another_process(service, lite_uri):
     assert time.perf_counter() - started < 30
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _serving(lite_uri, photos, tmp_path, *extra: str):
     """`vitsearch serve` as a user starts it, on a free port, over an indexed folder; its base URL."""
     subprocess.run([sys.executable, "-m", "vitsearch", "index", str(photos), "--uri", lite_uri], check=True,
                    capture_output=True, timeout=300)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "vitsearch", "serve", "--uri", lite_uri, "--port", str(port), "--log-level", "warning",
          "--upload-dir", str(tmp_path / "up"), "--thumbnail-dir", str(tmp_path / "th"), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"serve did not start: {proc.stdout.read()}")
-            time.sleep(0.3)
+    wait_until_up(proc, lambda: healthy(base + "/healthz"), seconds=120,
+                  failure=lambda: f"serve did not start: {proc.stdout.read()}")
     try:
         yield base
     finally:
