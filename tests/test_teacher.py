@@ -133,12 +133,55 @@ def test_the_teacher_sees_each_image_once_and_a_resumed_run_reuses_its_features(
     train(data, tmp_path / "straight", progress=straight.append, **options)
     assert sum(seen) == trained and [e.kind for e in straight][:2] == ["teacher", "start"]
 
+
+def test_an_ensemble_of_teachers_gives_each_one_centred_unit_rows_side_by_side(tmp_path, tiny_models):
+    data = labelled_folder(tmp_path / "data", per_class=10)
+    vit, clip = str(tiny_models["vit"]), str(tiny_models["clip"])
+    options = {**FAST, "epochs": 1, "base": str(tiny_models["dinov2"]), "teacher": f"{vit}, {clip}",
+               "keep_checkpoint": True}
+    events = []
+    train(data, tmp_path / "out", progress=events.append, **options)
+    assert [e.info["teacher"] for e in events if e.kind == "teacher"] == [vit, clip]
+    rows = torch.load(tmp_path / "out" / CHECKPOINT_DIR / TEACHER_FILE, weights_only=True)["rows"]
+    widths = [load_teacher(name)(torch.rand(1, 3, 32, 32)).shape[1] for name in (vit, clip)]
+    assert rows.shape == (24, sum(widths))
+    for part in rows.split(widths, dim=1):  # each teacher weighs the same: unit rows around its own mean
+        assert torch.allclose(part.norm(dim=1), torch.ones(24), atol=1e-5)
+        assert part.sum(0).abs().max() < part.norm(dim=1).sum() * 0.2
+
+
+def test_distill_only_limits_the_term_to_matching_labels(tmp_path, tiny_models, monkeypatch):
+    import vitsearch.training
+
+    data = labelled_folder(tmp_path / "data", per_class=10)
+    sizes = []
+    real = vitsearch.training.SimilarityDistillation
+
+    class Counting(real):
+        def forward(self, z, teacher):
+            sizes.append(len(z))
+            return super().forward(z, teacher)
+
+    monkeypatch.setattr(vitsearch.training, "SimilarityDistillation", Counting)
+    options = {**FAST, "epochs": 1, "batch_size": 24, "base": str(tiny_models["dinov2"]),
+               "teacher": str(tiny_models["vit"]), "instance_weight": 1.0}
+    train(data, tmp_path / "all", **options)
+    assert sizes == [48]  # 24 images, two views each
+    sizes.clear()
+    train(data, tmp_path / "stripes", distill_only="stripes$", **options)
+    assert sizes == [32]  # hstripes and vstripes, 8 training images each; not checks
+    with pytest.raises(ValueError, match="matches none"):
+        train(data, tmp_path / "none", distill_only="^dogs", **options)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
         ({"distill_weight": -1.0}, "distill weight"),
         ({"freeze_layers": -1}, "freeze_layers"),
         ({"teacher_size": 4}, "teacher size"),
+        ({"teacher": "efficientnet-lite0,"}, "empty name"),
+        ({"distill_only": "(unclosed"}, "regular expression"),
     ],
 )
 def test_bad_distillation_options(tmp_path, options, message):

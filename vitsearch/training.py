@@ -14,7 +14,11 @@ saves is a ``save_pretrained`` directory that every command accepts with ``--mod
   (``teacher_size``, 224 for EfficientNet-Lite0), before the first step; its feature rows are cached
   in the checkpoint folder, so every later step and epoch costs the student alone, and a resumed run
   reuses them. Both views of an image share its row. The embedding stays the final CLS token; no head
-  or token is added to what is saved.
+  or token is added to what is saved. Several teachers (comma-separated) form one ensemble: each
+  one's rows are centred on their mean over the training images and L2-normalised, then joined, so
+  each teacher weighs the same in the target similarities (the base model itself can be one of them,
+  which keeps what it knew where the other teacher is weaker). ``distill_only`` (a regular
+  expression over label names) limits the term to the images of matching classes.
 * ``freeze_layers=N`` keeps the patch embedding and the first N transformer blocks as they are:
   back-propagation stops above them, so a step costs about half as much with half the blocks frozen,
   and what the lower layers know is not forgotten.
@@ -42,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
@@ -247,6 +252,14 @@ class _Run:
         self.preprocessing = base_prep.at_size(self.image_size)
         self.teacher_rows: torch.Tensor | None = None  # one feature row per training image, once computed
         self.distill = SimilarityDistillation() if opts.teacher and opts.distill_weight > 0 else None
+        self.distilled_classes = None  # which label ids the distillation term sees (None: all)
+        if self.distill is not None and opts.distill_only is not None:
+            if not self.labelled:
+                raise UsageError("--distill-only selects images by label; this run has no labels")
+            pattern = re.compile(opts.distill_only)
+            self.distilled_classes = torch.tensor([bool(pattern.search(c)) for c in data.classes])
+            if not self.distilled_classes.any():
+                raise UsageError(f"--distill-only {opts.distill_only!r} matches none of the {len(data.classes)} labels")
         dim = self.backbone.model.config.hidden_size
         self.head = build_loss(self.loss_name, dim, len(data.classes), opts.temperature).to(self.device)
         self.instance = InfoNCE() if self.labelled and opts.instance_weight > 0 else None
@@ -342,6 +355,9 @@ class _Run:
         if self.instance is not None:
             loss = loss + self.opts.instance_weight * self.instance(z)
         if teacher is not None:
+            if self.distilled_classes is not None:
+                keep = self.distilled_classes.to(self.device)[target]
+                z, teacher = z[keep], teacher[keep]
             loss = loss + self.opts.distill_weight * self.distill(z, teacher.float())
         return loss
 
@@ -366,10 +382,11 @@ class _Run:
         return self.out / CHECKPOINT_DIR / TEACHER_FILE
 
     def teacher_features(self) -> None:
-        """The teacher's feature row of every training image (whole, at the teacher's resolution), cached.
+        """The teachers' feature rows of every training image (whole, at each teacher's resolution), cached.
 
-        The cache is keyed by the teacher, its size and the data; a row of an image that fails to
-        decode stays zero (the image never reaches a step either).
+        The cache is keyed by the teachers, their size and the data. Each teacher's rows are centred on
+        their mean and L2-normalised, then the teachers' rows are joined side by side. The row of an
+        image that fails to decode stays zero (the image never reaches a step either).
         """
         if self.distill is None:
             return
@@ -379,15 +396,25 @@ class _Run:
             if json.loads(cached["key"]) == key:
                 self.teacher_rows = cached["rows"]
                 return
+        parts = [self._teacher_rows(name.strip()) for name in self.opts.teacher.split(",")]
+        self.teacher_rows = torch.cat(parts, 1)
+        self.teacher_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.teacher_path.with_suffix(".tmp")
+        torch.save({"key": json.dumps(key), "rows": self.teacher_rows}, tmp)
+        os.replace(tmp, self.teacher_path)
+
+    def _teacher_rows(self, name: str) -> torch.Tensor:
+        """One teacher's rows: centred on the mean of the images that decoded, then L2-normalised."""
         from .teacher import load_teacher
 
-        teacher = load_teacher(self.opts.teacher, self.opts.teacher_size).to(self.device)
+        teacher = load_teacher(name, self.opts.teacher_size).to(self.device)
         n = len(self.train_idx)
         batch = max(self.opts.batch_size, 32)
         batches = [list(range(i, min(i + batch, n))) for i in range(0, n, batch)]
-        emit(self.progress, "teacher", message=f"teacher: features of {n} images at {teacher.size} px (once, cached)",
-             info={"images": n, "size": teacher.size})
-        rows = None
+        emit(self.progress, "teacher",
+             message=f"teacher {name}: features of {n} images at {teacher.size} px (once, cached)",
+             info={"images": n, "size": teacher.size, "teacher": name})
+        rows, seen = None, torch.zeros(n, dtype=torch.bool)
         with torch.inference_mode():
             for pixels, _, positions, failed in self._loader(batches, self.preprocessing.at_size(teacher.size)):
                 for failure in failed:
@@ -399,11 +426,11 @@ class _Run:
                 if rows is None:
                     rows = torch.zeros(n, out.shape[1])
                 rows[positions] = out
-        self.teacher_rows = rows if rows is not None else torch.zeros(n, 1)
-        self.teacher_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.teacher_path.with_suffix(".tmp")
-        torch.save({"key": json.dumps(key), "rows": self.teacher_rows}, tmp)
-        os.replace(tmp, self.teacher_path)
+                seen[positions] = True
+            if rows is None:
+                return torch.zeros(n, 1)
+            rows[seen] = F.normalize(rows[seen] - rows[seen].mean(0, keepdim=True), dim=-1)
+        return rows
 
     def validate(self) -> dict | None:
         if not self.labelled or len(self.val_idx) < 2:
