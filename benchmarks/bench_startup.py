@@ -14,7 +14,12 @@ machine; a ratio is taken within each run (its measures are interleaved), then t
   into a fresh store, against ``floor``: a process that imports torch, loads the model and embeds
   as many pictures, already decoded, in batches of 32 at the same precision (the model alone);
   target: at most 1.3 x ``floor``;
-* ``first_batch``: process start to the first embedded batch of that index run; target: 3 s;
+* ``first_batch``: process start to the first embedded batch of that index run, as the CLI runs it
+  (the model in a second process, :mod:`vitsearch.encoder_process`); target: 3 s;
+* ``first_batch_in_process``: the same with the model in the indexing process (the Python API's way,
+  ``VITSEARCH_ENCODER_PROCESS=0`` for the CLI);
+* ``first_batch_floor``: what any first batch costs at least: ``import torch``, the weights and one
+  batch of 32 pictures already decoded;
 * ``naive`` (one run): the per-image pipeline of ``bench_index.py`` (transformers' processor, one
   model call and one insert per image) on the same pictures.
 
@@ -60,6 +65,7 @@ for start in range(0, n, 32):
 """
 
 # `vitsearch index` through the API, until the first batch comes out of the model: then it says when.
+# argv[4]: "process" (the model in a second process, as the CLI does) or "inline".
 FIRST_BATCH = """
 import os, sys, time
 from vitsearch.api import VisualSearch
@@ -69,7 +75,20 @@ def progress(event):
         print(time.time(), flush=True)
         os._exit(0)
 
-VisualSearch(sys.argv[2], precision=sys.argv[3]).index([sys.argv[1]], progress=progress)
+vs = VisualSearch(sys.argv[2], precision=sys.argv[3], encoder_process=sys.argv[4] == "process")
+vs.index([sys.argv[1]], progress=progress)
+"""
+
+# The least a first batch costs: import torch, the weights, 32 decoded pictures through the model.
+FIRST_FLOOR = """
+import sys, time
+import numpy as np
+from vitsearch.checkpoint import load_spec
+from vitsearch.embed import Encoder
+enc = Encoder(load_spec(None), device="cpu", precision=sys.argv[1], batch_size=32, num_workers=0)
+h, w = enc.preprocessing.input_size
+enc.embed_pixels(np.random.default_rng(0).integers(0, 256, (32, 3, h, w), dtype=np.uint8))
+print(time.time(), flush=True)
 """
 
 
@@ -119,6 +138,8 @@ RATIOS = {
     "query_indexed_over_import_torch": ("query_indexed", "import_torch"),
     "index_over_floor": ("index", "floor"),
     "first_batch_over_import_torch": ("first_batch", "import_torch"),
+    "first_batch_over_its_floor": ("first_batch", "first_batch_floor"),
+    "first_batch_in_process_over_its_floor": ("first_batch_in_process", "first_batch_floor"),
 }
 
 
@@ -151,7 +172,8 @@ def main() -> None:
     Image.open(SAMPLES / "photos" / "chelsea.jpg").rotate(7).save(new)
     indexed = min((SAMPLES / "photos").glob("*.jpg"))
 
-    samples: dict[str, list] = {k: [] for k in ("import_torch", "query_new", "query_indexed", "floor", "index", "first_batch")}
+    firsts = ("first_batch", "first_batch_in_process", "first_batch_floor")
+    samples: dict[str, list] = {k: [] for k in ("import_torch", "query_new", "query_indexed", "floor", "index", *firsts)}
     for r in range(args.runs):  # interleaved, so that a busy spell hits every measure alike
         samples["import_torch"].append(run([PY, "-c", "import torch"])[:2])
         samples["query_new"].append(run(vs + ["query", str(new), "-k", "10", "--uri", query_store, "--precision", precision])[:2])
@@ -159,15 +181,20 @@ def main() -> None:
         samples["floor"].append(run([PY, "-c", FLOOR, str(args.images), precision])[:2])
         db = str(out / f"index-{r}.db")
         samples["index"].append(run(vs + ["index", str(images), "--uri", db, "--json", "--precision", precision])[:2])
-        db = str(out / f"first-{r}.db")
+        for name, how in (("first_batch", "process"), ("first_batch_in_process", "inline")):
+            db = str(out / f"{name}-{r}.db")
+            start = time.time()
+            _, _, done = run([PY, "-c", FIRST_BATCH, str(images), db, precision, how])
+            samples[name].append((float(done.stdout) - start, 0.0))
         start = time.time()
-        _, _, done = run([PY, "-c", FIRST_BATCH, str(images), db, precision])
-        samples["first_batch"].append((float(done.stdout) - start, 0.0))
+        _, _, done = run([PY, "-c", FIRST_FLOOR, precision])
+        samples["first_batch_floor"].append((float(done.stdout) - start, 0.0))
         print(f"run {r + 1}/{args.runs}: " + ", ".join(f"{k} {v[-1][0]:.2f}s" for k, v in samples.items()), file=sys.stderr)
     figures = {k: medians(v) for k, v in samples.items()}
-    del figures["first_batch"]["cpu_s"]
+    for name in firsts:
+        del figures[name]["cpu_s"]
     for name, (top, bottom) in RATIOS.items():
-        figures[name] = ratio(samples[top], samples[bottom], cpu=top != "first_batch")
+        figures[name] = ratio(samples[top], samples[bottom], cpu=top not in firsts)
     figures["images"] = args.images
     if not args.no_naive:
         naive = run([PY, str(ROOT / "benchmarks" / "bench_index.py"), "--naive-run", str(images), str(out / "naive.db")])

@@ -30,6 +30,9 @@ def _isolate(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    # The CLI's index embeds in a second process (vitsearch.encoder_process); under pytest, whose process
+    # has torch loaded already, that only costs a start-up per run. Its own tests turn it on.
+    monkeypatch.setenv("VITSEARCH_ENCODER_PROCESS", "0")
     for var in ("VITSEARCH_URI", "VITSEARCH_COLLECTION", "VITSEARCH_MODEL", "VITSEARCH_TOKEN",
                 "VITSEARCH_DEVICE", "VITSEARCH_PRECISION", "VITSEARCH_API_KEYS", "VITSEARCH_KEYS_FOR_READS",
                 "VITSEARCH_CORS_ORIGINS", "VITSEARCH_LOG_JSON"):

@@ -78,6 +78,10 @@ class VisualSearch:
     built, in place of ``model``, ``device``, ``precision`` and ``num_workers``; its model is the one
     the collection is checked against). :meth:`close` closes the store, also one passed in.
 
+    ``encoder_process=True`` suits a process that indexes once and exits (the CLI does this): each
+    :meth:`index` of local files starts the model in a second process at once, so that its import
+    and weights load while the store opens, then closes it (:mod:`vitsearch.encoder_process`).
+
     Metadata is stored with the rows, and queries filter on it:
 
         >>> from pathlib import Path
@@ -104,6 +108,7 @@ class VisualSearch:
         fetch: FetchOptions | None = None,
         store: Store | None = None,
         encoder: Encoder | None = None,
+        encoder_process: bool = False,
     ):
         if store is not None and (uri, collection, token) != (None, None, None):
             raise ValueError("give a store, or its uri, collection and token, not both")
@@ -118,6 +123,7 @@ class VisualSearch:
         self.batch_size, self.num_workers = batch_size, num_workers
         self._spec: ModelSpec | None = encoder.spec if encoder is not None else None
         self._encoder: Encoder | None = encoder
+        self.encoder_process = encoder_process
 
     # -- model ------------------------------------------------------------------------------
     @property
@@ -225,11 +231,23 @@ class VisualSearch:
             if dist is not None and not all(isinstance(s, Folders) for s in sources):
                 raise VitsearchError("under torchrun, vitsearch indexes local files and folders; index feeds, "
                                      "URLs and buckets with one process")
-            return self._index(sources, fetcher, keep_missing, reindex, metadata, progress, dist)
+            early = None
+            if self.encoder_process and self._encoder is None and dist is None and all(
+                isinstance(s, Folders) for s in sources
+            ):
+                from .encoder_process import EncoderProcess
+
+                early = EncoderProcess(self.model_arg, device=self.device, precision=self.precision,
+                                       batch_size=self.batch_size, num_workers=self.num_workers)
+            try:
+                return self._index(sources, fetcher, keep_missing, reindex, metadata, progress, dist, early)
+            finally:
+                if early is not None:
+                    early.close()
         finally:
             fetcher.close()
 
-    def _index(self, sources, fetcher, keep_missing, reindex, metadata, progress, dist) -> IndexSummary:
+    def _index(self, sources, fetcher, keep_missing, reindex, metadata, progress, dist, early=None) -> IndexSummary:
         if metadata is not None and not isinstance(metadata, dict):
             metadata = read_metadata(metadata)
         elif metadata:
@@ -248,8 +266,14 @@ class VisualSearch:
             model = dist.broadcast(model)  # also: the collection exists before any rank writes to it
             if not dist.is_main:
                 self._spec = load_spec(model)
-        indexer = Indexer(self.store, lambda: self.encoder, batch_size=self.batch_size, progress=progress,
-                          fetcher=fetcher)
+        def encoder():
+            # The process started at the beginning guessed the model before the store said which one
+            # the collection has: its model if ours, else ours.
+            if early is not None and early.fingerprint == self.spec.fingerprint:
+                return early
+            return self.encoder
+
+        indexer = Indexer(self.store, encoder, batch_size=self.batch_size, progress=progress, fetcher=fetcher)
         return indexer.sync(sources, keep_missing=keep_missing, metadata=metadata, dist=dist)
 
     def put(

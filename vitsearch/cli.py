@@ -142,12 +142,12 @@ def model_options(fn):
 
 
 def _open(uri, collection, token, model=None, device="auto", precision="auto", batch_size=None, workers=None,
-          fetch=None):
+          fetch=None, encoder_process=False):
     from .api import VisualSearch
 
     return VisualSearch(
         uri, collection, model=model, token=token, device=device, precision=precision,
-        batch_size=batch_size, num_workers=workers, fetch=fetch,
+        batch_size=batch_size, num_workers=workers, fetch=fetch, encoder_process=encoder_process,
     )
 
 
@@ -290,6 +290,7 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, i
     Under torchrun (`torchrun --nproc-per-node N -m vitsearch index ...`) each process embeds its
     share of the images; rank 0 plans the run and prints the summary.
     """
+    from . import encoder_process
     from .distributed import init_from_env, shutdown, world_size_from_env
 
     dist = None
@@ -298,7 +299,8 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, i
     try:
         fetch = _fetch_options(concurrency, per_host, timeout, retries, max_image_mb, cache_dir)
         with (
-            _open(uri, collection, token, model, device, precision, batch_size, workers, fetch) as vs,
+            _open(uri, collection, token, model, device, precision, batch_size, workers, fetch,
+                  encoder_process=dist is None and encoder_process.enabled()) as vs,
             _ProgressDisplay() as display,
         ):
             summary = vs.index(

@@ -12,7 +12,6 @@ import os
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ import torch
 from .checkpoint import ModelSpec, load_spec
 from .device import Normalise, autocast, choose_device, choose_precision, default_batch_size, default_workers
 from .errors import ImageError
-from .images import ImageInput, describe, load_image
+from .images import FileResult, ImageInput, describe, load_image
 from .model import VitBackbone, load_backbone
 from .preprocess import Preprocessing
 
@@ -31,18 +30,6 @@ DECODE_CHUNK = 16  # files a decode worker takes at a time; model batches are as
 # small CPU) and through any pause of the model.
 LOOKAHEAD_BYTES = 64 << 20
 LOOKAHEAD_MAX = 1024
-
-
-@dataclass
-class FileResult:
-    """One file out of :meth:`Encoder.encode_files`: a vector, or the reason it has none."""
-
-    index: int
-    path: str
-    vector: np.ndarray | None
-    width: int = 0
-    height: int = 0
-    error: str | None = None
 
 
 class _FileDataset(torch.utils.data.Dataset):

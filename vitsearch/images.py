@@ -27,6 +27,20 @@ MAX_PIXELS = 120_000_000  # ~ 11000 x 11000; larger files are refused as decompr
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 
+@dataclass
+class FileResult:
+    """One file out of ``encode_files`` (:class:`vitsearch.embed.Encoder`, or the encoder process): a
+    vector, or the reason it has none. Defined here, free of torch, so that a result can cross from
+    the embedding process to one that never imports torch."""
+
+    index: int
+    path: str
+    vector: np.ndarray | None
+    width: int = 0
+    height: int = 0
+    error: str | None = None
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """A file found by :func:`discover`, with the stat fields the index compares."""
