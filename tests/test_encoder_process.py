@@ -116,3 +116,17 @@ def test_the_cli_index_never_imports_torch_in_its_own_process(tmp_path, tiny_mod
     summary, imported = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
     assert (summary["added"], len(summary["failed"])) == (5, 1)
     assert imported == {"torch": False}
+
+
+def test_weights_that_cannot_load_fail_the_run_as_in_process(tmp_path, tiny_models):
+    import shutil
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_models["vit"], broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    folder = _folder(tmp_path / "pics", 3, broken=False)
+    for how in (False, True):
+        with VisualSearch(str(tmp_path / f"{how}.db"), model=str(broken), encoder_process=how) as vs, \
+             pytest.raises(ModelError):
+            vs.index([folder])

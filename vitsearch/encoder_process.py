@@ -17,8 +17,9 @@ the start-up once.
 The protocol is pickled tuples, one per message. Parent to child: the options, then
 ``("encode", paths, batch_size)`` any number of times, then ``("close",)``. Child to parent:
 ``("spec", info)`` as soon as the model is known (before torch is imported), ``("ready", info)``
-once the weights are loaded, then for each request one ``("result", row)`` per path and
-``("done",)``; ``("error", kind, message)`` replaces whatever could not be done.
+once torch is (the weights load with the first request, while its first images decode), then for
+each request one ``("result", row)`` per path and ``("done",)``; ``("error", kind, message)``
+replaces whatever could not be done.
 """
 
 from __future__ import annotations
@@ -64,8 +65,7 @@ def _error(kind: str, message: str) -> VitsearchError:
 class EncoderProcess:
     """An :class:`~vitsearch.embed.Encoder` of ``model`` (None: the bundled one) in a child process.
 
-    It starts at once; :attr:`fingerprint` is known as soon as the child has read the model's record,
-    and :meth:`encode_files` waits for the weights. Offers ``encode_files`` only: what the indexer
+    It starts at once; :attr:`fingerprint` is known as soon as the child has read the model's record. Offers ``encode_files`` only: what the indexer
     needs for local files. Close it (or use it as a context manager) to end the child.
     """
 
@@ -136,7 +136,7 @@ class EncoderProcess:
         return self._spec["fingerprint"]
 
     def ready(self) -> dict:
-        """Wait for the weights; returns what the child chose (device, precision, batch size)."""
+        """Wait until the child can take requests; returns what it chose (device, precision, batch size)."""
         self.fingerprint  # noqa: B018 - the spec message comes first
         if self._ready is None:
             self._ready = self._next()[1]
@@ -223,7 +223,8 @@ def _child() -> int:
         send(("spec", {"fingerprint": spec.fingerprint, "name": spec.name}))
         from .embed import Encoder  # torch: the slow part, now in parallel with the parent
 
-        encoder = Encoder(spec, **options)
+        # Lazy: the first request's decode workers start before the weights load, and decode meanwhile.
+        encoder = Encoder(spec, lazy=True, **options)
         send(("ready", {"device": encoder.device, "precision": encoder.precision, "batch_size": encoder.batch_size}))
     except Exception as exc:  # noqa: BLE001 - whatever stops the model is the parent's to report
         fail(exc)
