@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +132,93 @@ def test_weights_that_cannot_load_fail_the_run_as_in_process(tmp_path, tiny_mode
         with VisualSearch(str(tmp_path / f"{how}.db"), model=str(broken), encoder_process=how) as vs, \
              pytest.raises(ModelError):
             vs.index([folder])
+
+
+def test_a_query_embeds_in_the_process_and_answers_as_in_process(tmp_path, tiny_models):
+    folder = _folder(tmp_path / "pics", 6, broken=False)
+    new = tmp_path / "new.png"
+    photo(99).save(new)
+    model = str(tiny_models["vit"])
+    with VisualSearch(str(tmp_path / "q.db"), model=model) as vs:
+        vs.index([folder])
+        expected = vs.query(str(new), k=3)
+    with VisualSearch(str(tmp_path / "q.db"), model=model, encoder_process=True) as vs:
+        got = vs.query([str(new), str(folder / "p01.png")], k=3)
+        assert [h.path for h in got[0]] == [h.path for h in expected]
+        assert [round(h.score, 4) for h in got[0]] == [round(h.score, 4) for h in expected]
+        assert got[1][0].path == str((folder / "p01.png").resolve())  # an indexed image: its stored vector
+        assert vs._encoder is None
+        bad = tmp_path / "bad.jpg"
+        bad.write_bytes(b"not an image at all")
+        with pytest.raises(VitsearchError, match="bad.jpg"):
+            vs.query(str(bad))
+
+
+def test_the_process_embeds_query_images_of_every_kind(tmp_path, tiny_models):
+    from PIL import Image
+
+    from vitsearch.embed import Encoder
+
+    path = tmp_path / "a.png"
+    photo(1).save(path)
+    images = [str(path), path.read_bytes(), Image.open(path).convert("RGB"), np.asarray(photo(2))]
+    with EncoderProcess(str(tiny_models["vit"]), device="cpu", num_workers=0) as proc:
+        got = proc.encode(images)
+    want = Encoder(str(tiny_models["vit"]), device="cpu", num_workers=0).encode(images)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def _child_of(pid: int, timeout: float = 120.0) -> int:
+    """The pid of ``pid``'s encoder process, once it has started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"vitsearch.encoder_process" in cmdline:
+                return int(entry)
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} started no encoder process")
+
+
+def _gone(pid: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":  # exited; its parent has not reaped it yet
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
+def test_no_encoder_process_outlives_an_interrupted_or_killed_index(tmp_path, tiny_models, how):
+    folder = _folder(tmp_path / "pics", 400, broken=False)
+    env = {**os.environ, ENV: "1"}
+    cmd = [sys.executable, "-m", "vitsearch", "index", str(folder), "--uri", str(tmp_path / "i.db"),
+           "--model", str(tiny_models["vit"]), "--batch-size", "4"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        child = _child_of(proc.pid)
+        time.sleep(1.0)
+        if how == "ctrl-c":  # a terminal sends SIGINT to the whole foreground group
+            os.killpg(proc.pid, signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode != 0 and b"Traceback" not in err
+        else:
+            proc.kill()
+            proc.wait(timeout=60)
+        assert _gone(child), f"the encoder process {child} outlived its parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -106,6 +106,7 @@ def test_kill_9_at_random_moments_then_a_rerun_gives_exactly_one_row_per_valid_i
         photo(i, (40, 32)).save(sub / f"{i}.png")
     (folder / "d0" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     valid = sorted(str(p) for p in folder.rglob("*.png"))
+    monkeypatch.setenv("VITSEARCH_ENCODER_PROCESS", "1")  # as users run it: the model in a second process
 
     reference = str(tmp_path / "ref.db")  # an uninterrupted run, timed, to aim the kills
     started = time.perf_counter()

@@ -78,9 +78,10 @@ class VisualSearch:
     built, in place of ``model``, ``device``, ``precision`` and ``num_workers``; its model is the one
     the collection is checked against). :meth:`close` closes the store, also one passed in.
 
-    ``encoder_process=True`` suits a process that indexes once and exits (the CLI does this): each
-    :meth:`index` of local files starts the model in a second process at once, so that its import
-    and weights load while the store opens, then closes it (:mod:`vitsearch.encoder_process`).
+    ``encoder_process=True`` suits a process that indexes or queries once and exits (the CLI does
+    this): each :meth:`index` of local files and each :meth:`query` starts the model in a second
+    process at once, so that its import and weights load while the store opens, then ends it
+    (:mod:`vitsearch.encoder_process`).
 
     Metadata is stored with the rows, and queries filter on it:
 
@@ -231,14 +232,8 @@ class VisualSearch:
             if dist is not None and not all(isinstance(s, Folders) for s in sources):
                 raise VitsearchError("under torchrun, vitsearch indexes local files and folders; index feeds, "
                                      "URLs and buckets with one process")
-            early = None
-            if self.encoder_process and self._encoder is None and dist is None and all(
-                isinstance(s, Folders) for s in sources
-            ):
-                from .encoder_process import EncoderProcess
-
-                early = EncoderProcess(self.model_arg, device=self.device, precision=self.precision,
-                                       batch_size=self.batch_size, num_workers=self.num_workers)
+            local = dist is None and all(isinstance(s, Folders) for s in sources)
+            early = self._start_encoder_process() if local else None
             try:
                 return self._index(sources, fetcher, keep_missing, reindex, metadata, progress, dist, early)
             finally:
@@ -266,15 +261,26 @@ class VisualSearch:
             model = dist.broadcast(model)  # also: the collection exists before any rank writes to it
             if not dist.is_main:
                 self._spec = load_spec(model)
-        def encoder():
-            # The process started at the beginning guessed the model before the store said which one
-            # the collection has: its model if ours, else ours.
-            if early is not None and early.fingerprint == self.spec.fingerprint:
-                return early
-            return self.encoder
-
-        indexer = Indexer(self.store, encoder, batch_size=self.batch_size, progress=progress, fetcher=fetcher)
+        indexer = Indexer(self.store, lambda: self._encoder_for(early), batch_size=self.batch_size,
+                          progress=progress, fetcher=fetcher)
         return indexer.sync(sources, keep_missing=keep_missing, metadata=metadata, dist=dist)
+
+    def _start_encoder_process(self):
+        """With ``encoder_process``: the model starting in a second process now, before the store
+        opens, with a guess of the model (the one asked for, else the bundled one); else None."""
+        if not self.encoder_process or self._encoder is not None:
+            return None
+        from .encoder_process import EncoderProcess
+
+        return EncoderProcess(self.model_arg, device=self.device, precision=self.precision,
+                              batch_size=self.batch_size, num_workers=self.num_workers)
+
+    def _encoder_for(self, early):
+        """The encoder to embed with: ``early`` (from :meth:`_start_encoder_process`) when its guess is
+        the model this collection needs, else the in-process one."""
+        if early is not None and early.fingerprint == self.spec.fingerprint:
+            return early
+        return self.encoder
 
     def put(
         self,
@@ -335,11 +341,17 @@ class VisualSearch:
         """
         single = not isinstance(images, (list, tuple))
         photo = PhotoFilter.build(taken_after=taken_after, taken_before=taken_before, near=near, camera=camera)
-        self.require()
-        items = self.fetch_images([images] if single else list(images))
-        results = search_images(
-            lambda: self.encoder, self.store, items, k=k, filter=filter, group_by=group_by, photo=photo,
-        )
+        early = self._start_encoder_process()  # ended unused if every query is an indexed image
+        try:
+            self.require()
+            items = self.fetch_images([images] if single else list(images))
+            results = search_images(
+                lambda: self._encoder_for(early), self.store, items, k=k, filter=filter, group_by=group_by,
+                photo=photo,
+            )
+        finally:
+            if early is not None:
+                early.close()
         return results[0] if single else results
 
     def fetch_images(self, images: list[ImageInput]) -> list[ImageInput]:

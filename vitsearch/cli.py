@@ -364,10 +364,12 @@ def query(images, k, filter_, group_by, taken_after, taken_before, near, camera,
     --taken-after, --taken-before, --near and --camera keep the photos whose EXIF says so; each is a
     Milvus expression on the EXIF fields (see docs/photos.md) and combines with --filter.
     """
+    from . import encoder_process
     from .fetch import is_remote
 
     fetch = _fetch_options(1, 1, timeout, 3, max_image_mb, None)
-    with _open(uri, collection, token, model, device, precision, batch_size, fetch=fetch) as vs:
+    with _open(uri, collection, token, model, device, precision, batch_size, fetch=fetch,
+               encoder_process=encoder_process.enabled()) as vs:
         try:
             results = vs.query(list(images), k=k, filter=filter_, group_by=group_by, taken_after=taken_after,
                                taken_before=taken_before, near=near, camera=camera)

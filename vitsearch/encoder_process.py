@@ -9,17 +9,19 @@ The child builds the same :class:`~vitsearch.embed.Encoder` (decode workers, the
 and streams :class:`~vitsearch.images.FileResult` rows back over a pipe, while this process, which
 then never imports torch, plans the run and writes the rows.
 
-Used by :meth:`vitsearch.api.VisualSearch.index` when the instance was made with
-``encoder_process=True`` (the CLI does, unless ``VITSEARCH_ENCODER_PROCESS=0``) and every source is
-local. A long-lived process (a notebook, the server) keeps its encoder in-process instead: it pays
+Used by :meth:`vitsearch.api.VisualSearch.index` (when every source is local) and
+:meth:`~vitsearch.api.VisualSearch.query` when the instance was made with ``encoder_process=True``
+(the CLI's ``index`` and ``query`` do, unless ``VITSEARCH_ENCODER_PROCESS=0``). A query whose images
+are all indexed needs no model: its child is ended unused. A long-lived process (a notebook, the server) keeps its encoder in-process instead: it pays
 the start-up once.
 
-The protocol is pickled tuples, one per message. Parent to child: the options, then
-``("encode", paths, batch_size)`` any number of times, then ``("close",)``. Child to parent:
-``("spec", info)`` as soon as the model is known (before torch is imported), ``("ready", info)``
-once torch is (the weights load with the first request, while its first images decode), then for
-each request one ``("result", row)`` per path and ``("done",)``; ``("error", kind, message)``
-replaces whatever could not be done.
+The protocol is pickled tuples, one per message. Parent to child: the options, then requests,
+``("encode", paths, batch_size)`` (files, streamed) or ``("embed", images, batch_size)`` (query
+images, one answer), then ``("close",)``. Child to parent: ``("spec", info)`` as soon as the model
+is known (before torch is imported), ``("ready", info)`` once torch is (the weights load with the
+first request, while its first images decode), then for ``encode`` one ``("result", row)`` per path
+and ``("done",)``, for ``embed`` one ``("vectors", array)``; ``("error", kind, message)`` replaces
+whatever could not be done.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ def _error(kind: str, message: str) -> VitsearchError:
 class EncoderProcess:
     """An :class:`~vitsearch.embed.Encoder` of ``model`` (None: the bundled one) in a child process.
 
-    It starts at once; :attr:`fingerprint` is known as soon as the child has read the model's record. Offers ``encode_files`` only: what the indexer
-    needs for local files. Close it (or use it as a context manager) to end the child.
+    It starts at once; :attr:`fingerprint` is known as soon as the child has read the model's record.
+    It offers what indexing local files and querying need, ``encode_files`` and ``encode``. Close it
+    (or use it as a context manager) to end the child.
     """
 
     def __init__(
@@ -163,6 +166,24 @@ class EncoderProcess:
                 self.close()
             self._busy = False
 
+    def encode(self, images: Sequence, *, batch_size: int | None = None):
+        """Like :meth:`vitsearch.embed.Encoder.encode` of a list: one L2-normalised row per image
+        (paths, bytes, PIL images or arrays); a bad image raises :class:`ImageError` naming it."""
+        self.ready()
+        if self._busy:
+            raise VitsearchError("the embedding process is still busy with an earlier request")
+        self._busy = True
+        finished = False
+        try:
+            self._send(("embed", list(images), batch_size))
+            vectors = self._next()[1]
+            finished = True
+            return vectors
+        finally:
+            if not finished:
+                self.close()
+            self._busy = False
+
     def close(self) -> None:
         """End the child: at once when it is still loading or mid-request (it holds nothing that
         needs saving; its decode workers die with it), else by asking it to exit."""
@@ -234,11 +255,14 @@ def _child() -> int:
             message = pickle.load(incoming)
         except EOFError:
             return 0
-        if message[0] != "encode":
+        kind, items, batch_size = message if message[0] in ("encode", "embed") else (None, None, None)
+        if kind is None:
             return 0
-        _, paths, batch_size = message
         try:
-            for res in encoder.encode_files(paths, batch_size=batch_size):
+            if kind == "embed":
+                send(("vectors", encoder.encode(items, batch_size=batch_size)))
+                continue
+            for res in encoder.encode_files(items, batch_size=batch_size):
                 send(("result", (res.index, res.path, res.vector, res.width, res.height, res.error)))
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
             fail(exc)
