@@ -181,7 +181,8 @@ def test_distill_only_limits_the_term_to_matching_labels(tmp_path, tiny_models, 
         ({"freeze_layers": -1}, "freeze_layers"),
         ({"teacher_size": 4}, "teacher size"),
         ({"teacher": "efficientnet-lite0,"}, "empty name"),
-        ({"distill_only": "(unclosed"}, "regular expression"),
+        ({"teacher": "efficientnet-lite0", "distill_only": "(unclosed"}, "regular expression"),
+        ({"distill_only": "^clipart/"}, "give a teacher"),
     ],
 )
 def test_bad_distillation_options(tmp_path, options, message):

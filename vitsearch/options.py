@@ -97,6 +97,8 @@ class TrainOptions:
         if self.teacher is not None and not all(name.strip() for name in self.teacher.split(",")):
             raise UsageError(f"teacher: an empty name in {self.teacher!r}")
         if self.distill_only is not None:
+            if not self.teacher:
+                raise UsageError("distill_only chooses the images a teacher is distilled on: give a teacher too")
             try:
                 re.compile(self.distill_only)
             except re.error as exc:
