@@ -222,3 +222,19 @@ def test_no_encoder_process_outlives_an_interrupted_or_killed_index(tmp_path, ti
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_closed_process_says_so(tiny_models):
+    proc = EncoderProcess(str(tiny_models["vit"]))
+    proc.close()
+    with pytest.raises(VitsearchError, match="closed"):
+        list(proc.encode_files(["x.png"]))
+
+
+def test_the_child_starts_from_any_folder_without_pythonpath(tmp_path, tiny_models, monkeypatch):
+    """The child is told where this vitsearch lives (a script may have put a source tree on sys.path
+    by hand); it runs from another folder, with no PYTHONPATH set."""
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.chdir(tmp_path)  # not the repository root, where `-m` would find the package anyway
+    with EncoderProcess(str(tiny_models["vit"]), device="cpu", num_workers=0) as proc:
+        assert proc.encode([np.asarray(photo(3))]).shape == (1, 32)

@@ -82,8 +82,12 @@ class EncoderProcess:
         num_workers: int | None = None,
     ):
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child; close() closes it
+        # The child imports this very vitsearch, also when it was found through a sys.path entry
+        # that the environment does not name (a script run from a source tree).
+        home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        path = os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "vitsearch.encoder_process"],
+            [sys.executable, "-m", "vitsearch.encoder_process"], env={**os.environ, "PYTHONPATH": path},
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, close_fds=True,
         )
         self._messages: queue.Queue = queue.Queue()
@@ -110,7 +114,7 @@ class EncoderProcess:
         while True:
             try:
                 message = pickle.load(stream)
-            except (EOFError, OSError, ValueError, pickle.UnpicklingError):
+            except Exception:  # noqa: BLE001 - EOF, a closed pipe or a torn message: the child is gone
                 self._messages.put(("stopped",))
                 return
             self._messages.put(message)
@@ -125,6 +129,8 @@ class EncoderProcess:
         return message
 
     def _stopped(self) -> str:
+        if self._closed:
+            return "the embedding process was closed"
         code = self._proc.wait()
         self._stderr.seek(0)
         tail = self._stderr.read().decode("utf-8", "replace").strip()[-STDERR_TAIL:]
