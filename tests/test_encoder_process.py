@@ -202,14 +202,15 @@ def _gone(pid: int, timeout: float = 20.0) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
 def test_no_encoder_process_outlives_an_interrupted_or_killed_index(tmp_path, tiny_models, how):
-    folder = _folder(tmp_path / "pics", 400, broken=False)
+    folder = _folder(tmp_path / "pics", 1000, broken=False)
     env = {**os.environ, ENV: "1"}
     cmd = [sys.executable, "-m", "vitsearch", "index", str(folder), "--uri", str(tmp_path / "i.db"),
-           "--model", str(tiny_models["vit"]), "--batch-size", "4"]
+           "--model", str(tiny_models["vit"]), "--batch-size", "1"]  # a run of many seconds
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         child = _child_of(proc.pid)
-        time.sleep(1.0)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
         if how == "ctrl-c":  # a terminal sends SIGINT to the whole foreground group
             os.killpg(proc.pid, signal.SIGINT)
             _, err = proc.communicate(timeout=120)
