@@ -229,11 +229,11 @@ class VisualSearch:
         try:
             sources = open_sources([paths] if isinstance(paths, (str, os.PathLike)) else paths,
                                    image_column=image_column, id_column=id_column, fetcher=fetcher)
-            if dist is not None and not all(isinstance(s, Folders) for s in sources):
+            local = all(isinstance(s, Folders) for s in sources)
+            if dist is not None and not local:
                 raise VitsearchError("under torchrun, vitsearch indexes local files and folders; index feeds, "
                                      "URLs and buckets with one process")
-            local = dist is None and all(isinstance(s, Folders) for s in sources)
-            early = self._start_encoder_process() if local else None
+            early = self._start_encoder_process() if local and dist is None else None
             try:
                 return self._index(sources, fetcher, keep_missing, reindex, metadata, progress, dist, early)
             finally:

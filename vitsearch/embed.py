@@ -83,16 +83,10 @@ def worker_init(_worker_id: int) -> None:
     outlived a killed indexer (kill -9) kept the store locked. PR_SET_PDEATHSIG ends the worker when
     its parent dies, and closing the inherited lock descriptor means it never holds the store.
     """
-    import signal
+    from .encoder_process import follow_parent
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+    follow_parent()
     if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
         if os.getppid() == 1:  # the parent died before prctl took effect
             os._exit(1)
         try:

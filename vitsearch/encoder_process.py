@@ -12,8 +12,8 @@ then never imports torch, plans the run and writes the rows.
 Used by :meth:`vitsearch.api.VisualSearch.index` (when every source is local) and
 :meth:`~vitsearch.api.VisualSearch.query` when the instance was made with ``encoder_process=True``
 (the CLI's ``index`` and ``query`` do, unless ``VITSEARCH_ENCODER_PROCESS=0``). A query whose images
-are all indexed needs no model: its child is ended unused. A long-lived process (a notebook, the server) keeps its encoder in-process instead: it pays
-the start-up once.
+are all indexed needs no model: its child is ended unused. A long-lived process (a notebook, the
+server) keeps its encoder in-process instead: it pays the start-up once.
 
 The protocol is pickled tuples, one per message. Parent to child: the options, then requests,
 ``("encode", paths, batch_size)`` (files, streamed) or ``("embed", images, batch_size)`` (query
@@ -26,6 +26,7 @@ whatever could not be done.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import queue
@@ -51,6 +52,20 @@ STDERR_TAIL = 2000  # characters of the child's stderr quoted when it stops unex
 def enabled() -> bool:
     """Whether the CLI should embed in a second process (``$VITSEARCH_ENCODER_PROCESS``, default on)."""
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def follow_parent() -> None:
+    """Tie this process to its parent: Ctrl-C is left to the parent (which ends us), and on Linux the
+    kernel ends us when the parent dies (PR_SET_PDEATHSIG), so no child outlives a killed run. Used
+    by the encoder process and by the decode workers (:func:`vitsearch.embed.worker_init`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def _error(kind: str, message: str) -> VitsearchError:
@@ -151,44 +166,35 @@ class EncoderProcess:
             self._ready = self._next()[1]
         return self._ready
 
-    def encode_files(self, paths: Sequence[str], *, batch_size: int | None = None) -> Iterator[FileResult]:
-        """Like :meth:`vitsearch.embed.Encoder.encode_files`: one result per path, in order."""
-        self.ready()
-        if self._busy:
-            raise VitsearchError("the embedding process is still busy with an earlier request")
-        paths = list(paths)
-        self._busy = True
-        self._send(("encode", paths, batch_size))
-        finished = False
-        try:
-            while True:
-                message = self._next()
-                if message[0] == "done":
-                    finished = True
-                    return
-                yield FileResult(*message[1])
-        finally:
-            if not finished:  # left mid-way: the child's remaining rows would answer the next request
-                self.close()
-            self._busy = False
-
-    def encode(self, images: Sequence, *, batch_size: int | None = None):
-        """Like :meth:`vitsearch.embed.Encoder.encode` of a list: one L2-normalised row per image
-        (paths, bytes, PIL images or arrays); a bad image raises :class:`ImageError` naming it."""
+    @contextlib.contextmanager
+    def _request(self, message):
+        """Send one request; if the caller leaves before its answer is read whole, the child's
+        remaining messages would answer the next request, so the child is ended instead."""
         self.ready()
         if self._busy:
             raise VitsearchError("the embedding process is still busy with an earlier request")
         self._busy = True
         finished = False
         try:
-            self._send(("embed", list(images), batch_size))
-            vectors = self._next()[1]
+            self._send(message)
+            yield
             finished = True
-            return vectors
         finally:
             if not finished:
                 self.close()
             self._busy = False
+
+    def encode_files(self, paths: Sequence[str], *, batch_size: int | None = None) -> Iterator[FileResult]:
+        """Like :meth:`vitsearch.embed.Encoder.encode_files`: one result per path, in order."""
+        with self._request(("encode", list(paths), batch_size)):
+            while (message := self._next())[0] != "done":
+                yield FileResult(*message[1])
+
+    def encode(self, images: Sequence, *, batch_size: int | None = None):
+        """Like :meth:`vitsearch.embed.Encoder.encode` of a list: one L2-normalised row per image
+        (paths, bytes, PIL images or arrays); a bad image raises :class:`ImageError` naming it."""
+        with self._request(("embed", list(images), batch_size)):
+            return self._next()[1]
 
     def close(self) -> None:
         """End the child: at once when it is still loading or mid-request (it holds nothing that
@@ -225,14 +231,7 @@ class EncoderProcess:
 def _child() -> int:
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, never into the protocol
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends us
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the parent
-        except (OSError, AttributeError):
-            pass
+    follow_parent()
     incoming = sys.stdin.buffer
 
     def send(message) -> None:
@@ -261,9 +260,9 @@ def _child() -> int:
             message = pickle.load(incoming)
         except EOFError:
             return 0
-        kind, items, batch_size = message if message[0] in ("encode", "embed") else (None, None, None)
-        if kind is None:
+        if message[0] not in ("encode", "embed"):  # ("close",)
             return 0
+        kind, items, batch_size = message
         try:
             if kind == "embed":
                 send(("vectors", encoder.encode(items, batch_size=batch_size)))

@@ -257,7 +257,7 @@ class _Run:
             if not self.labelled:
                 raise UsageError("--distill-only selects images by label; this run has no labels")
             pattern = re.compile(opts.distill_only)
-            self.distilled_classes = torch.tensor([bool(pattern.search(c)) for c in data.classes])
+            self.distilled_classes = torch.tensor([bool(pattern.search(c)) for c in data.classes], device=self.device)
             if not self.distilled_classes.any():
                 raise UsageError(f"--distill-only {opts.distill_only!r} matches none of the {len(data.classes)} labels")
         dim = self.backbone.model.config.hidden_size
@@ -356,7 +356,7 @@ class _Run:
             loss = loss + self.opts.instance_weight * self.instance(z)
         if teacher is not None:
             if self.distilled_classes is not None:
-                keep = self.distilled_classes.to(self.device)[target]
+                keep = self.distilled_classes[target]
                 z, teacher = z[keep], teacher[keep]
             loss = loss + self.opts.distill_weight * self.distill(z, teacher.float())
         return loss
