@@ -61,7 +61,8 @@ STAGES = [
 # Candidate stages after the shipped ones, trained only with --candidate.
 CANDIDATE = [
     {"name": "stage4", "fashion_per_class": 300, "emoji_repeats": 2, "clipart": True, "seed": 3,
-     "options": {**COMMON, "epochs": 3, "instance_weight": 1.0, "augment": "copies", "lr": 4e-5, "seed": 3,
+     "options": {**COMMON, "epochs": 2, "instance_weight": 1.0, "augment": "copies", "lr": 4e-5, "seed": 3,
+                 "whole_image": True,
                  "teacher": "efficientnet-lite0,{base}", "distill_only": "^(clipart|emoji)/",
                  "distill_weight": 2.0, "freeze_layers": 4}},
 ]
@@ -152,7 +153,8 @@ def main() -> None:
             cmd.append("--resume")
         else:
             for key, value in stage["options"].items():
-                cmd += [f"--{key.replace('_', '-')}", str(value).replace("{base}", base)]
+                flag = f"--{key.replace('_', '-')}"
+                cmd += [flag] if value is True else [flag, str(value).replace("{base}", base)]
         subprocess.run(cmd, check=True)
         base = out
     if args.install:

@@ -41,6 +41,25 @@ def test_similarity_distillation_is_smallest_when_the_student_copies_the_teacher
     assert loss(torch.randn(2, 8), torch.randn(2, 4)).item() == 0.0  # too few views for a neighbourhood
 
 
+def test_similarity_distillation_leaves_an_images_own_views_out():
+    # Two views of each of 6 images share one teacher row. Counting the sibling view, a sharp teacher
+    # puts nearly all its mass on it and asks only for what the instance term asks already; left out,
+    # the target is how the teacher ranks the other images.
+    torch.manual_seed(0)
+    rows = torch.randn(6, 8)
+    teacher, images = rows.repeat(2, 1), torch.arange(6).repeat(2)
+    loss = SimilarityDistillation(temperature=0.1, teacher_temperature=0.05)
+    # a student whose two views of an image agree, but whose other images are ranked at random
+    student = torch.randn(6, 8).repeat(2, 1)
+    assert loss(student, teacher).item() < 0.5 * loss(student, teacher, images).item()
+    # a student that ranks the other images as the teacher does, whatever its views' agreement
+    copied = (rows - rows.mean(0)).repeat(2, 1) + 0.01 * torch.randn(12, 8)
+    assert loss(copied, teacher, images).item() < 0.05
+    assert loss(copied, teacher, images).item() < loss(student, teacher, images).item() / 10
+    # fewer than two rows of other images for some view: nothing to match
+    assert loss(torch.randn(4, 8), torch.randn(4, 8), torch.tensor([0, 0, 0, 1])).item() == 0.0
+
+
 def test_efficientnet_teacher_sees_views_as_imagenet_does():
     teacher = load_teacher(EFFICIENTNET_LITE0, size=96)
     views = torch.stack([torch.from_numpy(np.asarray(photo(i, (64, 64)), np.float32) / 255).permute(2, 0, 1)
@@ -158,9 +177,9 @@ def test_distill_only_limits_the_term_to_matching_labels(tmp_path, tiny_models, 
     real = vitsearch.training.SimilarityDistillation
 
     class Counting(real):
-        def forward(self, z, teacher):
+        def forward(self, z, teacher, images=None):
             sizes.append(len(z))
-            return super().forward(z, teacher)
+            return super().forward(z, teacher, images)
 
     monkeypatch.setattr(vitsearch.training, "SimilarityDistillation", Counting)
     options = {**FAST, "epochs": 1, "batch_size": 24, "base": str(tiny_models["dinov2"]),

@@ -164,6 +164,22 @@ def test_training_at_another_resolution_resamples_positions(tmp_path, data, tiny
     assert vector.shape == (32,) and np.isfinite(vector).all()
 
 
+def test_whole_image_training_saves_a_model_that_sees_the_whole_picture(tmp_path, data, tiny_models):
+    out = tmp_path / "whole"
+    train(data, out, base=str(tiny_models["dinov2"]), image_size=48, whole_image=True, **{**FAST, "epochs": 1})
+    prep = load_spec(str(out)).preprocessing
+    assert (prep.height, prep.width, prep.crop, prep.shortest_edge) == (48, 48, None, None)
+    # a wide picture is squashed, not cut: its right edge still reaches the input
+    wide = np.zeros((20, 80, 3), np.uint8)
+    wide[:, -8:] = 255
+    from PIL import Image
+
+    pixels = prep.to_uint8(Image.fromarray(wide))
+    assert pixels.shape == (3, 48, 48) and pixels[:, :, -2:].mean() > 200
+    cropped = load_spec(str(tiny_models["dinov2"])).preprocessing.at_size(48).to_uint8(Image.fromarray(wide))
+    assert cropped[:, :, -2:].mean() < 50  # the base model's centre crop loses it
+
+
 def test_unlabelled_images_train_self_supervised(tmp_path, tiny_models):
     flat = tmp_path / "flat"
     flat.mkdir()

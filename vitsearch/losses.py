@@ -84,23 +84,29 @@ def build_loss(name: str, dim: int, classes: int, temperature: float | None = No
 
 
 class SimilarityDistillation(nn.Module):
-    """KL(teacher ‖ student) between the row-softmaxes of the two batch similarity matrices.
+    """KL(teacher ‖ student) between the row-softmaxes of the two batch similarities, over *other* images.
 
     Teacher features are centred on the batch mean before the cosine (post-ReLU CNN features are all
-    positive, so their raw cosines crowd near 1); the diagonal (a view and itself) is left out.
+    positive, so their raw cosines crowd near 1). ``images`` names the image each row comes from: a
+    view's own image (itself and its sibling view) is left out of both softmaxes. The teacher's rows
+    of two views of one image are the same row, so the sibling would otherwise take nearly all of a
+    sharp teacher's mass and the term would repeat the instance term instead of passing on the
+    teacher's neighbourhoods.
     """
 
     def __init__(self, temperature: float = 0.1, teacher_temperature: float = 0.05):
         super().__init__()
         self.temperature, self.teacher_temperature = temperature, teacher_temperature
 
-    def forward(self, z: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, teacher: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         n = z.shape[0]
-        if n < 3:  # one "other" view or none: no neighbourhood to match
+        if images is None:
+            images = torch.arange(n, device=z.device)
+        same = images[:, None] == images[None, :]
+        if (~same).sum(1).min() < 2:  # some view has fewer than two other images: no neighbourhood to match
             return z.sum() * 0.0
-        eye = torch.eye(n, dtype=torch.bool, device=z.device)
         z = F.normalize(z, dim=-1)
         t = F.normalize(teacher - teacher.mean(0, keepdim=True), dim=-1)
-        student = (z @ z.T / self.temperature).masked_fill(eye, -float("inf")).log_softmax(1)
-        target = (t @ t.T / self.teacher_temperature).masked_fill(eye, -float("inf")).softmax(1)
-        return (target * (target.clamp_min(1e-12).log() - student.masked_fill(eye, 0.0))).sum(1).mean()
+        student = (z @ z.T / self.temperature).masked_fill(same, -float("inf")).log_softmax(1)
+        target = (t @ t.T / self.teacher_temperature).masked_fill(same, -float("inf")).softmax(1)
+        return (target * (target.clamp_min(1e-12).log() - student.masked_fill(same, 0.0))).sum(1).mean()

@@ -42,6 +42,9 @@ class TrainOptions:
     accumulate: int = _option(1, "Batches per optimiser step (gradient accumulation).", min=1)
     clip_grad: float | None = _option(1.0, "Clip the gradient norm to this (0: no clipping).", min=0)
     image_size: int | None = _option(None, "Train at this resolution (default: the model's).", min=8)
+    whole_image: bool = _option(
+        False, "Train (and save) the model to see the whole picture, squashed to its input size, instead of its "
+        "resize + centre crop: nothing at the edges is cut off.", flag=True)
     val_fraction: float = _option(0.1, "Share of each class held out for validation P@k.", min=0, max=1,
                                   max_open=True)
     val_k: int = _option(10, min=1)

@@ -82,6 +82,15 @@ class Preprocessing:
             return replace(self, height=round(self.height * scale), width=round(self.width * scale), crop=crop)
         return replace(self, height=size, width=size, crop=crop)
 
+    def whole(self) -> Preprocessing:
+        """The whole picture squashed to the input size: no aspect-keeping resize, no centre crop.
+
+        Nothing at the edges is cut off (a bottle's neck, a logo in a corner), at the price of
+        stretching pictures that are far from square.
+        """
+        height, width = self.input_size
+        return replace(self, shortest_edge=None, longest_edge=None, height=height, width=width, crop=None)
+
     def to_config(self) -> dict:
         """A ``preprocessor_config.json`` that transformers' image processors and :meth:`from_config` read alike."""
         cfg: dict = {"do_resize": True, "resample": self.resample, "do_convert_rgb": True}

@@ -13,7 +13,8 @@ saves is a ``save_pretrained`` directory that every command accepts with ``--mod
   ``distill_weight``). The teacher sees each training image once, whole, at its own resolution
   (``teacher_size``, 224 for EfficientNet-Lite0), before the first step; its feature rows are cached
   in the checkpoint folder, so every later step and epoch costs the student alone, and a resumed run
-  reuses them. Both views of an image share its row. The embedding stays the final CLS token; no head
+  reuses them. Both views of an image share its row, and an image's own views are left out of its
+  neighbourhood (the term passes on how the teacher ranks *other* images). The embedding stays the final CLS token; no head
   or token is added to what is saved. Several teachers (comma-separated) form one ensemble: each
   one's rows are centred on their mean over the training images and L2-normalised, then joined, so
   each teacher weighs the same in the target similarities (the base model itself can be one of them,
@@ -250,6 +251,8 @@ class _Run:
         if opts.freeze_layers:
             freeze_lower_layers(self.backbone, opts.freeze_layers)
         self.preprocessing = base_prep.at_size(self.image_size)
+        if opts.whole_image:
+            self.preprocessing = self.preprocessing.whole()
         self.teacher_rows: torch.Tensor | None = None  # one feature row per training image, once computed
         self.distill = SimilarityDistillation() if opts.teacher and opts.distill_weight > 0 else None
         self.distilled_classes = None  # which label ids the distillation term sees (None: all)
@@ -344,10 +347,11 @@ class _Run:
         else:
             views = torch.cat([self.views(x), self.views(x)])
             target = labels.to(self.device).repeat(2) if self.labelled else None
-        teacher = None
+        teacher = images = None
         if self.teacher_rows is not None:
             teacher = self.teacher_rows[positions.to(self.teacher_rows.device)].to(self.device)
             teacher = teacher.repeat(len(views) // len(teacher), 1)
+            images = positions.to(self.device).repeat(len(views) // len(positions))
         views = self.normalise(views)
         with self._autocast():
             z = self.backbone.cls_token(views).float()
@@ -357,8 +361,8 @@ class _Run:
         if teacher is not None:
             if self.distilled_classes is not None:
                 keep = self.distilled_classes[target]
-                z, teacher = z[keep], teacher[keep]
-            loss = loss + self.opts.distill_weight * self.distill(z, teacher.float())
+                z, teacher, images = z[keep], teacher[keep], images[keep]
+            loss = loss + self.opts.distill_weight * self.distill(z, teacher.float(), images)
         return loss
 
     def _loader(self, batches: list[list[int]], prep: Preprocessing | None = None):
