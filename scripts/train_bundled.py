@@ -61,7 +61,7 @@ STAGES = [
 # Candidate stages after the shipped ones, trained only with --candidate.
 CANDIDATE = [
     {"name": "stage4", "fashion_per_class": 300, "emoji_repeats": 2, "clipart": True, "seed": 3,
-     "options": {**COMMON, "epochs": 2, "instance_weight": 1.0, "augment": "copies", "lr": 4e-5, "seed": 3,
+     "options": {**COMMON, "epochs": 3, "instance_weight": 1.0, "augment": "copies", "lr": 4e-5, "seed": 3,
                  "whole_image": True,
                  "teacher": "efficientnet-lite0,{base}", "distill_only": "^(clipart|emoji)/",
                  "distill_weight": 2.0, "freeze_layers": 4}},
