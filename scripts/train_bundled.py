@@ -61,7 +61,7 @@ STAGES = [
 # Candidate stages after the shipped ones, trained only with --candidate.
 CANDIDATE = [
     {"name": "stage4", "fashion_per_class": 300, "emoji_repeats": 2, "clipart": True, "seed": 3,
-     "options": {**COMMON, "epochs": 3, "instance_weight": 1.0, "augment": "copies", "lr": 4e-5, "seed": 3,
+     "options": {**COMMON, "epochs": 2, "instance_weight": 1.0, "augment": "copies", "lr": 4e-5, "seed": 3,
                  "whole_image": True,
                  "teacher": "efficientnet-lite0,{base}", "distill_only": "^(clipart|emoji)/",
                  "distill_weight": 2.0, "freeze_layers": 4}},
@@ -147,7 +147,7 @@ def main() -> None:
         rows = manifest(datasets, data, stage["fashion_per_class"], stage["emoji_repeats"], stage["seed"],
                         stage.get("clipart", False))
         print(f"{stage['name']}: training on {rows} manifest rows from {base}", flush=True)
-        resume = os.path.isdir(os.path.join(out, "checkpoint"))
+        resume = os.path.isfile(os.path.join(out, "checkpoint", "state.pt"))  # a teacher cache alone is reused
         cmd = [sys.executable, "-m", "vitsearch", "train", data, "--out", out, "--base", base, "--keep-checkpoint"]
         if resume:
             cmd.append("--resume")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -151,6 +152,13 @@ def test_the_teacher_sees_each_image_once_and_a_resumed_run_reuses_its_features(
     straight = []
     train(data, tmp_path / "straight", progress=straight.append, **options)
     assert sum(seen) == trained and [e.kind for e in straight][:2] == ["teacher", "start"]
+    # a run killed before its first checkpoint leaves only the cache: the same command again (not
+    # --resume: there is no state to resume) starts from the cached rows
+    (tmp_path / "again" / CHECKPOINT_DIR).mkdir(parents=True)
+    shutil.copy(cache, tmp_path / "again" / CHECKPOINT_DIR / TEACHER_FILE)
+    seen.clear()
+    train(data, tmp_path / "again", **options)
+    assert seen == [] and (tmp_path / "again" / "model.safetensors").is_file()
 
 
 def test_an_ensemble_of_teachers_gives_each_one_centred_unit_rows_side_by_side(tmp_path, tiny_models):

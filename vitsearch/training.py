@@ -620,7 +620,9 @@ def train(
         opts = TrainOptions(**options)
         if (out / CHECKPOINT_DIR / STATE_FILE).is_file() and not overwrite:
             raise VitsearchError(f"{out} holds an interrupted run; resume it with --resume, or choose another --out")
-        if out.is_dir() and any(out.iterdir()) and not overwrite:
+        # a run killed before its first checkpoint leaves only the teacher's cache (keyed by the teachers
+        # and the data): the same command again starts from it instead of refusing the folder
+        if out.is_dir() and any(p.name != CHECKPOINT_DIR for p in out.iterdir()) and not overwrite:
             raise VitsearchError(f"{out} is not empty; choose another --out (or --overwrite)")
         if out.exists() and not out.is_dir():
             raise VitsearchError(f"{out} exists and is not a folder")
