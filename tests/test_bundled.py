@@ -105,3 +105,26 @@ def test_an_edited_clip_art_copy_finds_its_original(bundled_encoder, originals):
     candidates = np.concatenate([vectors, bundled_encoder.encode([str(p) for p in clip])])
     found = (bundled_encoder.encode([_edit(p) for p in clip]) @ candidates.T).argmax(1)
     assert (found == np.arange(len(paths), len(paths) + len(clip))).mean() >= 0.95
+
+
+PREVIOUS_BUNDLED = "870620506b0f7cd6"  # the first bundled 112-px model (2026-11-22), before the clip-art stage
+
+
+def test_a_store_of_the_previous_bundled_model_is_told_to_reindex(lite_uri, photos, bundled_encoder):
+    from click.testing import CliRunner
+
+    from vitsearch.api import VisualSearch
+    from vitsearch.cli import main
+    from vitsearch.store import Store
+
+    assert load_spec(None).fingerprint != PREVIOUS_BUNDLED
+    store = Store(lite_uri)
+    store.create({"model": BUNDLED_DIR.name, "fingerprint": PREVIOUS_BUNDLED, "dim": 384, "bundled": True,
+                  "vitsearch": "0.1.0"})
+    store.close()
+    result = CliRunner().invoke(main, ["query", str(photos / "coffee.jpg"), "--uri", lite_uri])
+    assert result.exit_code != 0 and "earlier bundled model" in result.output and "--reindex" in result.output
+    assert "Traceback" not in result.output
+    with VisualSearch(lite_uri, encoder=bundled_encoder) as vs:
+        assert vs.index(photos, reindex=True).added == 7
+        assert vs.info()["fingerprint"] == load_spec(None).fingerprint
