@@ -103,7 +103,7 @@ class SimilarityDistillation(nn.Module):
         if images is None:
             images = torch.arange(n, device=z.device)
         same = images[:, None] == images[None, :]
-        if (~same).sum(1).min() < 2:  # some view has fewer than two other images: no neighbourhood to match
+        if (~same).sum(1).min() < 2:  # some view has fewer than two rows of other images: nothing to match
             return z.sum() * 0.0
         z = F.normalize(z, dim=-1)
         t = F.normalize(teacher - teacher.mean(0, keepdim=True), dim=-1)
