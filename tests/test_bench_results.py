@@ -53,6 +53,26 @@ def test_bf16_means_native_bf16_instructions(flags, expected):
     assert results.cpu_has_bf16(flags.split()) is expected
 
 
+@pytest.mark.parametrize("lscpu, cpuinfo, flags, expected", [
+    ({"CPU family": "23", "Model": "1"}, {}, "fpu avx avx2 fma", "family 23 model 1, AVX2"),
+    ({}, {"cpu family": "25", "model": "17"}, "avx2 avx512f avx512bw", "family 25 model 17, AVX-512"),
+    ({}, {}, "fp asimd", "NEON"),
+    ({}, {}, "", None),
+])
+def test_cpu_id_tells_apart_machines_of_one_model_name(lscpu, cpuinfo, flags, expected):
+    assert results.cpu_id(lscpu, cpuinfo, flags.split()) == expected
+
+
+def test_the_cpu_id_is_part_of_the_machine_label_and_of_its_grouping():
+    zen2 = {**AMD, "cpu_id": "family 23 model 1, AVX2"}
+    zen4 = {**AMD, "cpu_id": "family 25 model 17, AVX-512"}
+    assert "family 23 model 1, AVX2" in results.machine_label(zen2)
+    assert results.machine_label(AMD) == results.machine_label({**AMD, "cpu_id": None})
+    runs = [{"benchmark": "bench_x", "date": f"2026-11-2{i}T00:00:00Z", "machine": m, "figures": {}}
+            for i, m in enumerate((zen2, zen4, zen2))]
+    assert [len(earlier) for _, earlier in results.latest_per_machine(runs)] == [1, 0]
+
+
 # -- writing and reading --------------------------------------------------------------------------
 def test_write_names_the_file_by_benchmark_and_time_and_records_the_run(tmp_path):
     path = results.write("bench_x", {"speedup": 3.5, "runs": [{"images": 80, "seconds": 12.5}]},
