@@ -217,7 +217,8 @@ def load(folder: str | os.PathLike = RESULTS_DIR) -> list[dict]:
 
 
 def machine_label(m: dict) -> str:
-    """A short name for a machine: its GPU or CPU model, the cores, and bf16 or not."""
+    """A short name for a machine: its GPU or CPU model (with its family and vector unit when recorded),
+    the cores, and bf16 or not."""
     cpu = m.get("cpu") or "CPU not recorded"
     cpu = f"{cpu} ({m['cpu_id']})" if m.get("cpu_id") else cpu
     cores = f"{m['cores']} cores" if m.get("cores") else "cores not recorded"

@@ -16,7 +16,7 @@ import numpy as np
 
 DEFAULT_CACHE = os.path.join("/tmp", "vitsearch-material")
 # npm packages of SVG emoji (Iconify JSON): the same emoji drawn by other designers (make_datasets.py)
-# (package → licence of its images; CC-BY sets are credited in docs/models.md)
+# (package → licence of its images; docs/models.md says where each is used)
 EMOJI_STYLE_PACKAGES = {"fluent-emoji-flat": "MIT", "noto-v1": "Apache-2.0", "emojione": "CC-BY-4.0",
                         "streamline-emojis": "CC-BY-4.0", "fxemoji": "Apache-2.0"}
 FASHION_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
