@@ -15,11 +15,12 @@ saves is a ``save_pretrained`` directory that every command accepts with ``--mod
   in the checkpoint folder, so every later step and epoch costs the student alone, and a resumed run
   reuses them. Both views of an image share its row, and an image's own views are left out of its
   neighbourhood (the term passes on how the teacher ranks *other* images). The embedding stays the
-  final CLS token; no head or token is added to what is saved. Several teachers (comma-separated) form one ensemble: each
-  one's rows are centred on their mean over the training images and L2-normalised, then joined, so
-  each teacher weighs the same in the target similarities (the base model itself can be one of them,
-  which keeps what it knew where the other teacher is weaker). ``distill_only`` (a regular
-  expression over label names) limits the term to the images of matching classes.
+  final CLS token; no head or token is added to what is saved. Several teachers (comma-separated)
+  form one ensemble: each one's rows are centred on their mean over the training images and
+  L2-normalised, then joined, so each teacher weighs the same in the target similarities (the base
+  model itself can be one of them, which keeps what it knew where the other teacher is weaker).
+  ``distill_only`` (a regular expression over label names) limits the term to the images of
+  matching classes.
 * ``freeze_layers=N`` keeps the patch embedding and the first N transformer blocks as they are:
   back-propagation stops above them, so a step costs about half as much with half the blocks frozen,
   and what the lower layers know is not forgotten.
