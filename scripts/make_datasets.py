@@ -63,14 +63,14 @@ def write_fashion(fashion_dir: str, out: str) -> int:
     return written
 
 
-def emoji_entries(emoji_tgz: str) -> list[tuple[dict, str, str]]:
-    """(emoji-datasource entry, subcategory label, "train" or "test") of every emoji with a Noto image.
+def emoji_entries(package: tarfile.TarFile) -> list[tuple[dict, str, str]]:
+    """(emoji-datasource entry, subcategory label, "train" or "test") of every emoji with a Noto image,
+    from the opened ``emoji-datasource-google`` package.
 
     Split by order within a subcategory (even → train, odd → test), so both halves cover every
     subcategory with two or more items; every style of an emoji falls on the same side.
     """
-    with tarfile.open(emoji_tgz) as tf:
-        meta = json.load(tf.extractfile("package/emoji.json"))
+    meta = json.load(package.extractfile("package/emoji.json"))
     by_sub: dict[str, list] = {}
     for e in sorted(meta, key=lambda e: e.get("sort_order", 0)):
         if e.get("has_img_google"):
@@ -92,7 +92,7 @@ def write_emoji(emoji_tgz: str, out: str) -> int:
         return 0
     written = 0
     with tarfile.open(emoji_tgz) as tf:
-        for e, sub, split in emoji_entries(emoji_tgz):
+        for e, sub, split in emoji_entries(tf):
             folder = os.path.join(root, split, sub)
             os.makedirs(folder, exist_ok=True)
             data = tf.extractfile(f"package/img/google/64/{e['image']}").read()
@@ -132,7 +132,8 @@ def write_emoji_styles(style_tgzs: dict[str, str], emoji_tgz: str, out: str) -> 
     root = os.path.join(out, "emoji-styles")
     if os.path.exists(os.path.join(root, ".complete")):
         return 0
-    entries = emoji_entries(emoji_tgz)
+    with tarfile.open(emoji_tgz) as tf:
+        entries = emoji_entries(tf)
     by_code = {}
     by_name = {}
     for e, sub, split in entries:
