@@ -242,6 +242,13 @@ def test_the_teacher_sees_each_image_once_and_a_resumed_run_reuses_its_features(
     seen.clear()
     train(data, tmp_path / "again", **options)
     assert seen == [] and (tmp_path / "again" / "model.safetensors").is_file()
+    # another seed holds out other images (the same counts): the rows of the cache would be other
+    # images' rows, so the teacher runs again
+    (tmp_path / "reseeded" / CHECKPOINT_DIR).mkdir(parents=True)
+    shutil.copy(cache, tmp_path / "reseeded" / CHECKPOINT_DIR / TEACHER_FILE)
+    seen.clear()
+    train(data, tmp_path / "reseeded", **{**options, "seed": 3})
+    assert sum(seen) == trained
 
 
 def test_an_ensemble_of_teachers_gives_each_one_centred_unit_rows_side_by_side(tmp_path, tiny_models):

@@ -36,6 +36,7 @@ saves is a ``save_pretrained`` directory that every command accepts with ``--mod
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -394,13 +395,17 @@ class _Run:
     def teacher_features(self) -> None:
         """The teachers' feature rows of every training image (whole, at each teacher's resolution), cached.
 
-        The cache is keyed by the teachers, their size and the data. Each teacher's rows are centred on
+        The cache is keyed by the teachers, their size and the training images in their order (a row
+        is found by its image's position, and another seed splits off other validation images, so
+        the same counts are not enough). Each teacher's rows are centred on
         their mean and L2-normalised, then the teachers' rows are joined side by side. The row of an
         image that fails to decode stays zero (the image never reaches a step either).
         """
         if self.distill is None:
             return
-        key = {"teacher": self.opts.teacher, "size": self.opts.teacher_size, "data": self.data_signature()}
+        images = hashlib.sha256("\0".join(self.data.paths[i] for i in self.train_idx).encode("utf-8", "surrogatepass"))
+        key = {"teacher": self.opts.teacher, "size": self.opts.teacher_size, "data": self.data_signature(),
+               "train_images": images.hexdigest()}
         if self.teacher_path.is_file():
             cached = torch.load(self.teacher_path, map_location="cpu", weights_only=True)
             if json.loads(cached["key"]) == key:
