@@ -397,9 +397,9 @@ class _Run:
 
         The cache is keyed by the teachers, their size and the training images in their order (a row
         is found by its image's position, and another seed splits off other validation images, so
-        the same counts are not enough). Each teacher's rows are centred on
-        their mean and L2-normalised, then the teachers' rows are joined side by side. The row of an
-        image that fails to decode stays zero (the image never reaches a step either).
+        the same counts are not enough). Each teacher's rows are centred on their mean and
+        L2-normalised, then the teachers' rows are joined side by side. The row of an image that
+        fails to decode stays zero (the image never reaches a step either).
         """
         if self.distill is None:
             return
