@@ -17,7 +17,7 @@ from vitsearch.checkpoint import RECORD_FILE, load_spec
 from vitsearch.errors import ModelError, TrainingInterrupted
 from vitsearch.losses import NeighbourBank, SimilarityDistillation
 from vitsearch.model import load_backbone
-from vitsearch.teacher import EFFICIENTNET_LITE0, EfficientNetLite, EfficientNetLite0, load_teacher
+from vitsearch.teacher import EFFICIENTNET_LITE0, EfficientNetLite, load_teacher
 from vitsearch.training import CHECKPOINT_DIR, TEACHER_FILE, freeze_lower_layers, train
 
 
@@ -109,7 +109,7 @@ def test_efficientnet_teacher_sees_views_as_imagenet_does():
     teacher.train()
     assert not teacher.training
     # the same network the baselines measure: its ImageNet logits are a proper classifier's
-    logits = EfficientNetLite0.pretrained()(torch.zeros(1, 3, 224, 224))
+    logits = EfficientNetLite.pretrained()(torch.zeros(1, 3, 224, 224))
     assert logits.shape == (1, 1000)
 
 

@@ -103,7 +103,6 @@ class EfficientNetLite(nn.Module):
     def __init__(self, name: str = EFFICIENTNET_LITE0):
         super().__init__()
         width, depth, self.size = EFFICIENTNET_LITES[name]
-        self.name = name
         stages = _lite_stages(width, depth)
         self._conv_stem = _Conv(3, 32, 3, stride=2, bias=False)
         self._bn0 = _bn(32)
@@ -142,9 +141,6 @@ class EfficientNetLite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self.features(x))
-
-
-EfficientNetLite0 = EfficientNetLite  # the name the baselines and earlier code use
 
 
 class Teacher(nn.Module):
