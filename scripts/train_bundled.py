@@ -37,7 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-NAME = "vitsearch-vits14-112"
+from vitsearch.checkpoint import BUNDLED_NAME as NAME
+
 COMMON = {"image_size": 112, "epochs": 1, "batch_size": 64, "loss": "normsoftmax", "val_fraction": 0.02,
           "save_dtype": "fp16"}
 # Four runs of `vitsearch train`, each starting from the one before. Stage 1 learns the classes

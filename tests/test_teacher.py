@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from helpers import labelled_folder, photo
 from safetensors.torch import load_file
 
-from vitsearch.checkpoint import RECORD_FILE, load_spec
+from vitsearch.checkpoint import BUNDLED_DIR, RECORD_FILE, load_spec
 from vitsearch.errors import ModelError, TrainingInterrupted
 from vitsearch.losses import NeighbourBank, SimilarityDistillation
 from vitsearch.model import load_backbone
@@ -114,20 +114,14 @@ def test_efficientnet_teacher_sees_views_as_imagenet_does():
 
 
 def test_the_cnn_baseline_sees_a_centre_crop_or_the_whole_picture():
-    import importlib.util
-    from pathlib import Path
-
     from PIL import Image
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "baselines.py"
-    spec = importlib.util.spec_from_file_location("baselines", path)
-    baselines = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(baselines)
+    baselines = _script("baselines")
     # a wide picture whose ends differ: the centre crop cannot tell the two apart, the whole picture can
     left, right = Image.new("RGB", (300, 100), "white"), Image.new("RGB", (300, 100), "white")
     left.paste((200, 30, 30), (0, 0, 60, 100))
     right.paste((30, 30, 200), (240, 0, 300, 100))
-    crop, whole = baselines.EfficientNetLite0(), baselines.EfficientNetLite0(whole=True)
+    crop, whole = baselines.EfficientNetLite(), baselines.EfficientNetLite(whole=True)
     assert crop.size == whole.size == 224 and "whole picture" in whole.name and "whole" not in crop.name
     a, b = crop.encode([left, right])
     assert np.allclose(np.linalg.norm([a, b], axis=1), 1.0, atol=1e-4) and float(a @ b) > 0.999
@@ -316,3 +310,36 @@ def test_bad_distillation_options(tmp_path, options, message):
     data = labelled_folder(tmp_path / "data", per_class=3)
     with pytest.raises(ValueError, match=message):
         train(data, tmp_path / "o", **options)
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_bundled_recipe_lays_out_its_manifests_for_the_shipped_size(tmp_path):
+    import csv
+
+    recipe = _script("train_bundled")
+    for source, classes in (("fashion-mnist/train", ("bag", "coat")), ("emoji/train", ("face",)),
+                            ("openclipart/train", ("signs",))):
+        for cls in classes:
+            (tmp_path / source / cls).mkdir(parents=True)
+            for i in range(3):
+                (tmp_path / source / cls / f"{i}.png").touch()
+    out = tmp_path / "m.csv"
+    assert recipe.manifest(str(tmp_path), str(out), 2, 2, seed=0) == 2 * 2 + 3 * 2  # the emoji repeated
+    with open(out, newline="") as fh:
+        assert {r["label"] for r in csv.DictReader(fh)} == {"fashion/bag", "fashion/coat", "emoji/face"}
+    assert recipe.manifest(str(tmp_path), str(out), 2, 1, seed=0, clipart=True) == 4 + 3 + 3
+    with open(out, newline="") as fh:
+        assert sum(r["label"] == "clipart/signs" for r in csv.DictReader(fh)) == 3
+    # the recipe's last stage is the model that ships, under the name vitsearch loads it by
+    assert recipe.NAME == BUNDLED_DIR.name
+    assert load_spec(None).preprocessing.input_size == (recipe.STAGES[-1]["options"]["image_size"],) * 2
