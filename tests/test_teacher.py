@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from helpers import labelled_folder, photo
 from safetensors.torch import load_file
 
-from vitsearch.checkpoint import BUNDLED_DIR, RECORD_FILE, load_spec
+from vitsearch.checkpoint import RECORD_FILE, load_spec
 from vitsearch.errors import ModelError, TrainingInterrupted
 from vitsearch.losses import NeighbourBank, SimilarityDistillation
 from vitsearch.model import load_backbone
@@ -25,6 +25,18 @@ def _block(name: str) -> int | None:
     """The transformer block a parameter belongs to (``layer.3.`` or ``layers.3.``), else None."""
     match = re.search(r"(?:^|\.)layers?\.(\d+)\.", name)
     return int(match.group(1)) if match else None
+
+
+def _script(name: str):
+    """A module of scripts/ (they are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 FAST = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "num_workers": 0, "device": "cpu", "val_fraction": 0.2}
@@ -312,17 +324,6 @@ def test_bad_distillation_options(tmp_path, options, message):
         train(data, tmp_path / "o", **options)
 
 
-def _script(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_bundled_recipe_lays_out_its_manifests_for_the_shipped_size(tmp_path):
     import csv
 
@@ -340,6 +341,5 @@ def test_the_bundled_recipe_lays_out_its_manifests_for_the_shipped_size(tmp_path
     assert recipe.manifest(str(tmp_path), str(out), 2, 1, seed=0, clipart=True) == 4 + 3 + 3
     with open(out, newline="") as fh:
         assert sum(r["label"] == "clipart/signs" for r in csv.DictReader(fh)) == 3
-    # the recipe's last stage is the model that ships, under the name vitsearch loads it by
-    assert recipe.NAME == BUNDLED_DIR.name
+    # the recipe's last stage trains at the shipped model's input size
     assert load_spec(None).preprocessing.input_size == (recipe.STAGES[-1]["options"]["image_size"],) * 2
