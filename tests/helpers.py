@@ -5,6 +5,7 @@ process, a headless browser. Fixtures live in conftest.py; pytest finds this mod
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +20,14 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_images"
+
+
+def load_module(name: str, path: Path):
+    """A Python file that is not in a package (scripts/, benchmarks/) as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def photo(seed: int, size=(96, 72)) -> Image.Image:

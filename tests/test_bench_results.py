@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from datetime import datetime, timezone
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, load_module
 
-_spec = importlib.util.spec_from_file_location("bench_results", ROOT / "benchmarks" / "results.py")
-results = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(results)
+results = load_module("bench_results", ROOT / "benchmarks" / "results.py")
 
 AMD = {"cpu": "AMD EPYC", "cores": 2, "bf16": False, "gpu": None, "python": "3.11.7", "torch": "2.13.0",
        "vitsearch": "0.1.0"}

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
 import sys
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, load_module
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def _load(name: str, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-export_openapi = _load("export_openapi", ROOT / "scripts" / "export_openapi.py")
+export_openapi = load_module("export_openapi", ROOT / "scripts" / "export_openapi.py")
 
 
 # -- the HTTP API's schema ------------------------------------------------------------------------
@@ -56,11 +48,11 @@ def test_export_check_fails_on_a_stale_file(tmp_path):
 @pytest.fixture(scope="module")
 def hooks():
     pytest.importorskip("mkdocs", reason="the docs extra is not installed")
-    return _load("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
+    return load_module("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
 
 
 def _results_folder(tmp_path, *benchmarks):
-    bench_results = _load("bench_results_for_hooks", ROOT / "benchmarks" / "results.py")
+    bench_results = load_module("bench_results_for_hooks", ROOT / "benchmarks" / "results.py")
     machine = {"cpu": "AMD EPYC", "cores": 2, "bf16": False, "gpu": None, "python": None, "torch": None,
                "vitsearch": "0.1.0"}
     for name in benchmarks:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import labelled_folder, photo
+from helpers import ROOT, labelled_folder, load_module, photo
 from safetensors.torch import load_file
 
 from vitsearch.checkpoint import RECORD_FILE, load_spec
@@ -25,18 +25,6 @@ def _block(name: str) -> int | None:
     """The transformer block a parameter belongs to (``layer.3.`` or ``layers.3.``), else None."""
     match = re.search(r"(?:^|\.)layers?\.(\d+)\.", name)
     return int(match.group(1)) if match else None
-
-
-def _script(name: str):
-    """A module of scripts/ (they are not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 FAST = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "num_workers": 0, "device": "cpu", "val_fraction": 0.2}
@@ -128,7 +116,7 @@ def test_efficientnet_teacher_sees_views_as_imagenet_does():
 def test_the_cnn_baseline_sees_a_centre_crop_or_the_whole_picture():
     from PIL import Image
 
-    baselines = _script("baselines")
+    baselines = load_module("baselines", ROOT / "scripts" / "baselines.py")
     # a wide picture whose ends differ: the centre crop cannot tell the two apart, the whole picture can
     left, right = Image.new("RGB", (300, 100), "white"), Image.new("RGB", (300, 100), "white")
     left.paste((200, 30, 30), (0, 0, 60, 100))
@@ -327,7 +315,7 @@ def test_bad_distillation_options(tmp_path, options, message):
 def test_the_bundled_recipe_lays_out_its_manifests_for_the_shipped_size(tmp_path):
     import csv
 
-    recipe = _script("train_bundled")
+    recipe = load_module("train_bundled", ROOT / "scripts" / "train_bundled.py")
     for source, classes in (("fashion-mnist/train", ("bag", "coat")), ("emoji/train", ("face",)),
                             ("openclipart/train", ("signs",))):
         for cls in classes:
