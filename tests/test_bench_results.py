@@ -185,3 +185,23 @@ def test_every_benchmark_writes_a_results_file():
     for script in scripts:
         text = script.read_text(encoding="utf-8")
         assert f'results.write("{script.stem}"' in text, f"{script.name} does not write its results"
+
+
+# -- a benchmark run end to end, on a tiny model -----------------------------------------------------
+def test_bench_model_times_both_forward_passes(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import tiny_model
+
+    model = tiny_model(tmp_path / "tiny", "dinov2")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_model.py"), "--model", str(model),
+                           "--sizes", "32,48", "--rounds", "1", "--batches", "1", "--batch", "2",
+                           "--results-dir", str(tmp_path / "results")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    (written,) = (tmp_path / "results").glob("bench_model-*.json")
+    figures = json.loads(written.read_text())["figures"]
+    own, larger = figures["fp32_32px"], figures["fp32_48px"]
+    assert own["all_tokens"] > 0 and own["cls_only"] > 0 and own["speedup"] > 0
+    assert larger["size_cost"] > 0 and "size_cost" not in own

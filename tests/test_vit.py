@@ -69,6 +69,21 @@ def test_cls_token_equals_transformers(models, kind, size):
     torch.testing.assert_close(tokens, want.last_hidden_state, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ["deit", "dinov2_registers"])
+def test_the_last_block_for_cls_alone_gives_the_same_gradients(models, kind):
+    """forward() runs the last block for the CLS token alone; training backpropagates through it,
+    so its gradients must be those of every token going through that block."""
+    shortcut = vit.from_pretrained(models[kind]).train()
+    whole = vit.from_pretrained(models[kind]).train()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    shortcut(x).square().sum().backward()
+    whole.forward_tokens(x)[:, 0].square().sum().backward()
+    grads = {name: p.grad for name, p in whole.named_parameters()}
+    for name, param in shortcut.named_parameters():
+        assert param.grad is not None and grads[name] is not None, name
+        torch.testing.assert_close(param.grad, grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
 @pytest.mark.parametrize("kind", ["vit", "dinov2", "dinov2_registers"])
 def test_another_input_size_is_resampled_on_the_fly_alike(models, kind):
     core = vit.from_pretrained(models[kind])  # native 32 px
