@@ -349,8 +349,8 @@ class VisionTransformer(nn.Module):
             return self.norm(x[:, 0])
         for block in self.layers[:-1]:
             x = block(x)
-        # only CLS is read, and the last block is the last place another token's output could reach
-        # it: there, and in the final norm (per token), the other tokens are keys and values alone
+        # only CLS is read: in the last block the other tokens matter as its keys and values alone,
+        # and the final norm is per token
         return self.norm(self.layers[-1].forward_first(x)[:, 0])
 
 
