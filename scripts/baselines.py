@@ -47,11 +47,12 @@ class EfficientNetLite:
     mean, std = 127.0, 128.0
 
     def __init__(self, weights: str | None = None, size: int | None = None, batch_size: int = 64,
-                 variant: str = "efficientnet-lite0", whole: bool = False):
+                 variant: str = "efficientnet-lite0", whole: bool = False, bf16: bool | None = None):
         self.model = Lite.pretrained(variant, weights).to(memory_format=torch.channels_last)
         self.name = f"EfficientNet-{variant.split('-')[1].capitalize()} (ImageNet, pooled 1280-d"
         self.name += ", whole picture)" if whole else ")"
-        self.bf16 = cpu_supports_bf16()  # emulated bf16 is slower than fp32
+        # bf16 autocast; by default where the CPU has it natively (emulated bf16 is slower than fp32)
+        self.bf16 = cpu_supports_bf16() if bf16 is None else bf16
         self.size, self.batch_size, self.whole = size or self.model.size, batch_size, whole
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:

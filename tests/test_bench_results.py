@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import pytest
-from helpers import ROOT, load_module
+from helpers import ROOT, load_module, tiny_model
 
 results = load_module("bench_results", ROOT / "benchmarks" / "results.py")
 
@@ -189,11 +191,6 @@ def test_every_benchmark_writes_a_results_file():
 
 # -- a benchmark run end to end, on a tiny model -----------------------------------------------------
 def test_bench_model_times_both_forward_passes(tmp_path):
-    import subprocess
-    import sys
-
-    from helpers import tiny_model
-
     model = tiny_model(tmp_path / "tiny", "dinov2")
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_model.py"), "--model", str(model),
                            "--sizes", "32,48", "--rounds", "1", "--batches", "1", "--batch", "2",

@@ -69,10 +69,11 @@ def retrieval_metrics(embeddings: np.ndarray, labels, k: int = 10, per_query: bo
         rel = (y[order] == y[rows][:, None]).float()
         kk = min(k, depth)
         totals["p1"] += rel[:, 0].sum().item()
-        pk = rel[:, :kk].sum(1) / k
+        hits = rel[:, :kk].sum(1)
+        pk = hits / k
         totals["pk"] += pk.sum().item()
         each_pk.append(pk)
-        totals["rk"] += (rel[:, :kk].sum(1) > 0).float().sum().item()
+        totals["rk"] += (hits > 0).float().sum().item()
         ranks = torch.arange(1, depth + 1, dtype=torch.float32)
         within = (ranks[None, :] <= r[:, None]).float()
         precision = rel.cumsum(1) / ranks
