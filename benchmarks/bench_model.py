@@ -11,9 +11,10 @@ both alike:
 * ``cls_only``: vitsearch's forward, whose last block computes the CLS token alone (the other
   tokens are its keys and values only; the same vector).
 
-Figures: the median images/s of each, and ``speedup``, the median over rounds of the ratio within a
-round. ``size_cost`` is the model's own size's ``cls_only`` rate over another size's: what a larger
-input would cost. Prints the figures and writes them to a results file (benchmarks/results.py).
+Every size is measured in every round too. Figures: the median images/s of each, and ``speedup``,
+the median over rounds of the ratio within a round. ``size_cost`` is the model's own size's
+``cls_only`` rate over another size's, within a round, then the median: what another input size
+would cost. Prints the figures and writes them to a results file (benchmarks/results.py).
 """
 
 from __future__ import annotations
@@ -69,24 +70,29 @@ def main() -> None:
     precisions = ["fp32"] + (["bf16"] if cpu_supports_bf16() else [])
     forwards = {"all_tokens": all_tokens, "cls_only": lambda model, x: model(x)}
     figures: dict = {}
+    models = {size: vit.from_pretrained(spec.path, image_size=size).eval() for size in sizes}
+    inputs = {size: torch.randn(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0)) for size in sizes}
     for precision in precisions:
-        for size in sizes:
-            model = vit.from_pretrained(spec.path, image_size=size).eval()
-            pixels = torch.randn(args.batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-            samples: dict[str, list[float]] = {name: [] for name in forwards}
-            with torch.inference_mode(), autocast("cpu", precision):
-                for forward in forwards.values():  # warm-up
-                    forward(model, pixels)
-                for _ in range(args.rounds):
+        # Every size and both passes within each round: a VM whose speed drifts over minutes then
+        # shifts the figures of one round alike, and the ratios (taken within a round) hold.
+        samples = {(size, name): [] for size in sizes for name in forwards}
+        with torch.inference_mode(), autocast("cpu", precision):
+            for size in sizes:  # warm-up
+                for forward in forwards.values():
+                    forward(models[size], inputs[size])
+            for _ in range(args.rounds):
+                for size in sizes:
                     for name, forward in forwards.items():
-                        samples[name].append(rate(forward, model, pixels, args.batches))
-            row = {name: round(statistics.median(v), 1) for name, v in samples.items()}
-            row["speedup"] = round(statistics.median(c / a for c, a in zip(samples["cls_only"], samples["all_tokens"])), 3)
+                        samples[size, name].append(rate(forward, models[size], inputs[size], args.batches))
+        own_rates = samples[own, "cls_only"]
+        for size in sizes:
+            row = {name: round(statistics.median(samples[size, name]), 1) for name in forwards}
+            ratios = zip(samples[size, "cls_only"], samples[size, "all_tokens"])
+            row["speedup"] = round(statistics.median(c / a for c, a in ratios), 3)
+            if size != own:
+                row["size_cost"] = round(statistics.median(o / c for o, c in zip(own_rates, samples[size, "cls_only"])), 2)
             figures[f"{precision}_{size}px"] = row
             print(json.dumps({precision: size, **row}), file=sys.stderr)
-        base = figures[f"{precision}_{own}px"]["cls_only"]
-        for size in sizes[1:]:
-            figures[f"{precision}_{size}px"]["size_cost"] = round(base / figures[f"{precision}_{size}px"]["cls_only"], 2)
     print(json.dumps(figures, indent=2))
     path = results.write("bench_model", figures, settings={**vars(args), "model": spec.name if args.model else "bundled"},
                          notes="model only, batch of pixels already normalised; a ratio is taken within a round, then the median",

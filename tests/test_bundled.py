@@ -41,7 +41,8 @@ def test_it_is_the_model_vitsearch_trained():
     spec = load_spec(None)
     record = json.loads((BUNDLED_DIR / RECORD_FILE).read_text())
     assert spec.is_bundled and spec.dim == 384
-    assert spec.preprocessing.input_size == (112, 112)
+    assert spec.preprocessing.input_size == (126, 126)  # trained at 112 px, shipped at 126
+    assert record["trained_image_size"] == 112 and record["options"]["distill_bank"] > 0
     assert record["options"]["instance_weight"] > 0 and record["loss"] == "normsoftmax"
     assert not any(c.startswith("clipart/" + subject) for c in record["classes"]
                    for subject in ("animals", "food", "plants", "transportation", "tools", "buildings"))
@@ -107,19 +108,22 @@ def test_an_edited_clip_art_copy_finds_its_original(bundled_encoder, originals):
     assert (found == np.arange(len(paths), len(paths) + len(clip))).mean() >= 0.95
 
 
-PREVIOUS_BUNDLED = "870620506b0f7cd6"  # the first bundled 112-px model (2026-11-22), before the clip-art stage
+# The earlier bundled models, by fingerprint: the first (2026-11-22, before the clip art) and the
+# second (2026-12-02, stage 4, 112 px), both named vitsearch-vits14-112.
+PREVIOUS_BUNDLED = ("870620506b0f7cd6", "300df3cbfb581411")
 
 
-def test_a_store_of_the_previous_bundled_model_is_told_to_reindex(lite_uri, photos, bundled_encoder):
+@pytest.mark.parametrize("previous", PREVIOUS_BUNDLED)
+def test_a_store_of_a_previous_bundled_model_is_told_to_reindex(lite_uri, photos, bundled_encoder, previous):
     from click.testing import CliRunner
 
     from vitsearch.api import VisualSearch
     from vitsearch.cli import main
     from vitsearch.store import Store
 
-    assert load_spec(None).fingerprint != PREVIOUS_BUNDLED
+    assert load_spec(None).fingerprint != previous
     store = Store(lite_uri)
-    store.create({"model": BUNDLED_DIR.name, "fingerprint": PREVIOUS_BUNDLED, "dim": 384, "bundled": True,
+    store.create({"model": "vitsearch-vits14-112", "fingerprint": previous, "dim": 384, "bundled": True,
                   "vitsearch": "0.1.0"})
     store.close()
     result = CliRunner().invoke(main, ["query", str(photos / "coffee.jpg"), "--uri", lite_uri])

@@ -312,12 +312,12 @@ def test_bad_distillation_options(tmp_path, options, message):
         train(data, tmp_path / "o", **options)
 
 
-def test_the_bundled_recipe_lays_out_its_manifests_for_the_shipped_size(tmp_path):
+def test_the_bundled_recipe_lays_out_its_manifests(tmp_path):
     import csv
 
     recipe = load_module("train_bundled", ROOT / "scripts" / "train_bundled.py")
     for source, classes in (("fashion-mnist/train", ("bag", "coat")), ("emoji/train", ("face",)),
-                            ("openclipart/train", ("signs",))):
+                            ("openclipart/train", ("signs",)), ("openclipart-crops", ("signs",))):
         for cls in classes:
             (tmp_path / source / cls).mkdir(parents=True)
             for i in range(3):
@@ -329,5 +329,34 @@ def test_the_bundled_recipe_lays_out_its_manifests_for_the_shipped_size(tmp_path
     assert recipe.manifest(str(tmp_path), str(out), 2, 1, seed=0, clipart=True) == 4 + 3 + 3
     with open(out, newline="") as fh:
         assert sum(r["label"] == "clipart/signs" for r in csv.DictReader(fh)) == 3
-    # the recipe's last stage trains at the shipped model's input size
-    assert load_spec(None).preprocessing.input_size == (recipe.STAGES[-1]["options"]["image_size"],) * 2
+    assert recipe.manifest(str(tmp_path), str(out), 2, 1, seed=0, clipart=True, crops=True) == 4 + 3 + 3 + 3
+    with open(out, newline="") as fh:
+        crops = [r for r in csv.DictReader(fh) if "openclipart-crops" in r["path"]]
+    assert len(crops) == 3 and {r["label"] for r in crops} == {"clipart/signs"}  # a crop keeps its subject
+
+
+def test_the_bundled_recipe_installs_at_the_shipped_size(tmp_path):
+    """Every stage trains at one size; --install writes the same weights for the shipped size."""
+    from helpers import tiny_model
+
+    from vitsearch import vit
+
+    recipe = load_module("train_bundled", ROOT / "scripts" / "train_bundled.py")
+    assert {stage["options"]["image_size"] for stage in recipe.STAGES} == {112}
+    assert load_spec(None).preprocessing.input_size == (recipe.SHIPPED_SIZE,) * 2
+    trained = tiny_model(tmp_path / "trained", "vit", image=32)
+    (trained / RECORD_FILE).write_text(json.dumps({"image_size": 32, "loss": "normsoftmax"}))
+    (trained / "LICENSE").write_text("MIT")
+    recipe.install(str(trained), str(tmp_path / "shipped"), 40)
+    spec = load_spec(str(tmp_path / "shipped"))
+    record = json.loads((tmp_path / "shipped" / RECORD_FILE).read_text())
+    assert spec.preprocessing.input_size == (40, 40) and record["image_size"] == 40
+    assert record["trained_image_size"] == 32 and record["loss"] == "normsoftmax"
+    assert json.loads((tmp_path / "shipped" / "config.json").read_text())["image_size"] == 40  # stored at 5 x 5
+    assert (tmp_path / "shipped" / "README.md").read_text() == recipe.CARD
+    assert (tmp_path / "shipped" / "LICENSE").read_text() == "MIT"
+    x = torch.randn(3, 3, 40, 40)
+    with torch.inference_mode():  # what the trained model gives at 40 px, up to the fp16 of the stored weights
+        shipped = load_backbone(spec)(x)
+        resampled = F.normalize(vit.from_pretrained(str(trained), image_size=40)(x), dim=-1)
+    assert (shipped * resampled).sum(1).min() > 0.999

@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import ModelError
 from .preprocess import Preprocessing
 
-BUNDLED_NAME = "vitsearch-vits14-112"
+BUNDLED_NAME = "vitsearch-vits14-126"
 BUNDLED_DIR = Path(__file__).resolve().parent / "models" / BUNDLED_NAME
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 RECORD_FILE = "vitsearch.json"  # what vitsearch adds to a save_pretrained directory it writes
@@ -149,7 +149,7 @@ def load_spec(name: str | None = None) -> ModelSpec:
 
         >>> spec = load_spec()
         >>> spec.dim, spec.is_bundled, spec.preprocessing.input_size
-        (384, True, (112, 112))
+        (384, True, (126, 126))
     """
     recorded, local = resolve_checkpoint(name)
     path = Path(local)
