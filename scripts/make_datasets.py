@@ -12,16 +12,17 @@ Writes (one folder per class, the layout `vitsearch train DATA` reads):
                                                the subjects of every top-level folder but those below
   datasets/openclipart/heldout-<set>/<subject>/*.png   whole top-level subjects that never enter
                                                training, one category set each (HELD_OUT)
-  datasets/emoji-styles/heldout-fxemoji/<subcategory>/*.png   every emoji of Mozilla's fxemoji, a
-                                               style never trained on (STYLE_HELD_OUT): a held-out set
-  datasets/emoji-styles/train/<subcategory>/*.png   the train-half emoji as four more designers
-                                               drew them; tried as a fifth stage, which did not help
-                                               (docs/models.md), so the bundled recipe leaves them out
   datasets/openclipart-crops/<subject>/*_c0.png   one stored random crop of each training clip-art
                                                picture (CROP_AREA, CROP_ASPECT, mirrored half the
                                                time): new views whose teacher rows are their own
-  Both emoji-styles sets come from npm ``@iconify-json`` SVG sets (material.py's EMOJI_STYLE_PACKAGES, with their
-  licences), rendered at 64 px with resvg (PyPI ``resvg-py``, the ``datasets`` extra).
+  datasets/emoji-styles/heldout-fxemoji/<subcategory>/*.png   every emoji of Mozilla's fxemoji, a
+                                               style never trained on (STYLE_HELD_OUT): a held-out set
+  datasets/emoji-styles/train/<subcategory>/*.png   the train-half emoji as four more designers
+                                               drew them; tried (try 5 of docs/models.md), which did
+                                               not help, so the bundled recipe leaves them out
+  Both emoji-styles sets come from npm ``@iconify-json`` SVG sets (material.py's
+  EMOJI_STYLE_PACKAGES, with their licences), rendered at 64 px with resvg (PyPI ``resvg-py``, the
+  ``datasets`` extra).
 Fashion-MNIST items are inverted to dark-on-white, like product photos on a white background (the
 same convention as ``sample_images/fashion``). Emoji are split by their order within a
 subcategory (even → train, odd → test), so both halves cover every subcategory with two or more items.
