@@ -344,6 +344,7 @@ def test_the_bundled_recipe_installs_at_the_shipped_size(tmp_path):
     recipe = load_module("train_bundled", ROOT / "scripts" / "train_bundled.py")
     assert {stage["options"]["image_size"] for stage in recipe.STAGES} == {112}
     assert load_spec(None).preprocessing.input_size == (recipe.SHIPPED_SIZE,) * 2
+    assert (ROOT / "vitsearch" / "models" / recipe.NAME / "README.md").read_text() == recipe.CARD  # card as installed
     trained = tiny_model(tmp_path / "trained", "vit", image=32)
     (trained / RECORD_FILE).write_text(json.dumps({"image_size": 32, "loss": "normsoftmax"}))
     (trained / "LICENSE").write_text("MIT")
