@@ -188,19 +188,16 @@ def main() -> None:
 
 def install(trained: str, target: str, size: int) -> None:
     """Write the trained model at ``size`` px into ``target``: its weights with the position table
-    resampled once to the larger grid, stored as trained (fp16), the card, the licence, the record."""
-    import torch
-
+    resampled once to the larger grid, stored in the stages' ``save_dtype``, the card, the licence,
+    the record."""
     from vitsearch.model import load_backbone, resize_backbone, save_model
+    from vitsearch.training import SAVE_DTYPES
 
     spec = load_spec(trained)
-    record = read_record(trained)
-    trained_size = spec.preprocessing.input_size[0]
-    record["image_size"] = size
-    record["trained_image_size"] = trained_size
+    record = {**read_record(trained), "image_size": size, "trained_image_size": spec.preprocessing.input_size[0]}
     backbone = resize_backbone(load_backbone(spec), size)
-    save_model(backbone, target, spec.preprocessing.at_size(size), record=record, dtype=torch.float16,
-               licence=os.path.join(trained, "LICENSE"))
+    save_model(backbone, target, spec.preprocessing.at_size(size), record=record,
+               dtype=SAVE_DTYPES[COMMON["save_dtype"]], licence=os.path.join(trained, "LICENSE"))
     with open(os.path.join(target, "README.md"), "w", encoding="utf-8") as fh:
         fh.write(CARD)
     for name in os.listdir(target):

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import ROOT, labelled_folder, load_module, photo
+from helpers import ROOT, labelled_folder, load_module, photo, tiny_model
 from safetensors.torch import load_file
 
+from vitsearch import vit
 from vitsearch.checkpoint import RECORD_FILE, load_spec
 from vitsearch.errors import ModelError, TrainingInterrupted
 from vitsearch.losses import NeighbourBank, SimilarityDistillation
@@ -337,10 +338,6 @@ def test_the_bundled_recipe_lays_out_its_manifests(tmp_path):
 
 def test_the_bundled_recipe_installs_at_the_shipped_size(tmp_path):
     """Every stage trains at one size; --install writes the same weights for the shipped size."""
-    from helpers import tiny_model
-
-    from vitsearch import vit
-
     recipe = load_module("train_bundled", ROOT / "scripts" / "train_bundled.py")
     assert {stage["options"]["image_size"] for stage in recipe.STAGES} == {112}
     assert load_spec(None).preprocessing.input_size == (recipe.SHIPPED_SIZE,) * 2
