@@ -77,14 +77,16 @@ def cpu_has_bf16(flags: Iterable[str]) -> bool:
 
 
 def cpu_id(lscpu: dict[str, str], cpuinfo: dict[str, str], flags: Iterable[str]) -> str | None:
-    """CPU family, model and widest vector unit ("family 23 model 1, AVX2"): what tells apart two
-    machines that both call themselves "AMD EPYC" but differ twofold in speed; None when unknown."""
+    """CPU family, model, widest vector unit and bf16 unit ("family 23 model 1, AVX2"; "family 6 model
+    143, AVX-512, AMX"): what tells apart two machines that both call themselves "AMD EPYC" but
+    differ twofold in speed, or AMX from AVX512-BF16 (about twofold in bf16); None when unknown."""
     family = lscpu.get("CPU family") or cpuinfo.get("cpu family")
     model = lscpu.get("Model") or cpuinfo.get("model")
     flags = set(flags)
     vector = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("neon", "NEON"), ("asimd", "NEON"))
                    if flag in flags), None)
-    parts = [f"family {family} model {model}" if family and model else None, vector]
+    bf16 = next((name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16")) if flag in flags), None)
+    parts = [f"family {family} model {model}" if family and model else None, vector, bf16]
     return ", ".join(p for p in parts if p) or None
 
 

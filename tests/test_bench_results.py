@@ -55,6 +55,8 @@ def test_bf16_means_native_bf16_instructions(flags, expected):
 @pytest.mark.parametrize("lscpu, cpuinfo, flags, expected", [
     ({"CPU family": "23", "Model": "1"}, {}, "fpu avx avx2 fma", "family 23 model 1, AVX2"),
     ({}, {"cpu family": "25", "model": "17"}, "avx2 avx512f avx512bw", "family 25 model 17, AVX-512"),
+    ({}, {"cpu family": "25", "model": "17"}, "avx2 avx512f avx512_bf16", "family 25 model 17, AVX-512, AVX512-BF16"),
+    ({"CPU family": "6", "Model": "143"}, {}, "avx512f avx512_bf16 amx_bf16 amx_tile", "family 6 model 143, AVX-512, AMX"),
     ({}, {}, "fp asimd", "NEON"),
     ({}, {}, "", None),
 ])
