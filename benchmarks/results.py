@@ -109,8 +109,8 @@ def _vitsearch_version() -> str | None:
 
 
 def machine() -> dict[str, Any]:
-    """What ran the benchmark: CPU model (and its family, model number and vector unit), cores, native
-    bf16, GPU, and the Python, torch and vitsearch versions."""
+    """What ran the benchmark: CPU model (and its family, model number, vector and bf16 units), cores,
+    native bf16, GPU, and the Python, torch and vitsearch versions."""
     lscpu, cpuinfo = _lscpu(), _cpuinfo()
     flags = (lscpu.get("Flags") or cpuinfo.get("flags") or "").split()
     torch_version, gpu = _torch()
@@ -219,7 +219,7 @@ def load(folder: str | os.PathLike = RESULTS_DIR) -> list[dict]:
 
 
 def machine_label(m: dict) -> str:
-    """A short name for a machine: its GPU or CPU model (with its family and vector unit when recorded),
+    """A short name for a machine: its GPU or CPU model (with its family, vector and bf16 units when recorded),
     the cores, and bf16 or not."""
     cpu = m.get("cpu") or "CPU not recorded"
     cpu = f"{cpu} ({m['cpu_id']})" if m.get("cpu_id") else cpu
