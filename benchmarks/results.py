@@ -71,9 +71,13 @@ def cpu_model(lscpu: dict[str, str] | None = None, cpuinfo: dict[str, str] | Non
     return lscpu.get("Model name") or cpuinfo.get("model name") or platform.processor() or platform.machine()
 
 
+# cpu flag -> its name in a record: the native bf16 units, the stronger first
+BF16_UNITS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"))
+
+
 def cpu_has_bf16(flags: Iterable[str]) -> bool:
     """Native bf16 matrix instructions: AMX-BF16 or AVX512-BF16 (what vitsearch's --precision auto looks for)."""
-    return bool({"amx_bf16", "avx512_bf16"} & set(flags))
+    return bool({flag for flag, _ in BF16_UNITS} & set(flags))
 
 
 def cpu_id(lscpu: dict[str, str], cpuinfo: dict[str, str], flags: Iterable[str]) -> str | None:
@@ -85,7 +89,7 @@ def cpu_id(lscpu: dict[str, str], cpuinfo: dict[str, str], flags: Iterable[str])
     flags = set(flags)
     vector = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("neon", "NEON"), ("asimd", "NEON"))
                    if flag in flags), None)
-    bf16 = next((name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16")) if flag in flags), None)
+    bf16 = next((name for flag, name in BF16_UNITS if flag in flags), None)
     parts = [f"family {family} model {model}" if family and model else None, vector, bf16]
     return ", ".join(p for p in parts if p) or None
 
