@@ -20,6 +20,10 @@ Writes (one folder per class, the layout `vitsearch train DATA` reads):
   datasets/emoji-styles/train/<subcategory>/*.png   the train-half emoji as four more designers
                                                drew them; tried (try 5 of docs/models.md), which did
                                                not help, so the bundled recipe leaves them out
+  datasets/icons/<category>/*.png            Material Design Icons (material.ICON_PACKAGE, Apache-2.0)
+                                               of the categories that name things (ICON_CATEGORIES),
+                                               black on white at 96 px: concepts, not subjects, of
+                                               another source (the held-out subjects stay Openclipart's)
   Both emoji-styles sets come from npm ``@iconify-json`` SVG sets (material.py's
   EMOJI_STYLE_PACKAGES, with their licences), rendered at 64 px with resvg (PyPI ``resvg-py``, the
   ``datasets`` extra).
@@ -40,6 +44,7 @@ import io
 import json
 import os
 import random
+import re
 import tarfile
 
 from material import DEFAULT_CACHE, FASHION_CLASSES, fashion_split, fetch
@@ -169,6 +174,42 @@ def write_emoji_styles(style_tgzs: dict[str, str], emoji_tgz: str, out: str) -> 
     return written
 
 
+# Material Design Icons: every icon of the package's categories that name things (animals, plants,
+# food, vehicles, tools, sport ...), not those of user-interface actions, file types or brands. An
+# icon listed in several categories belongs to the first of this order; the label is the category's
+# slug ("Food / Drink" -> "food-drink"). Drawn black on white, one size.
+ICON_CATEGORIES = ("Animal", "Nature", "Food / Drink", "Agriculture", "Sport", "Clothing", "Holiday",
+                   "Medical / Hospital", "Music", "Weather", "Places", "Hardware / Tools",
+                   "Transportation + Road", "Transportation + Other", "Transportation + Flying",
+                   "Transportation + Water", "Automotive", "Science", "Gaming / RPG", "People / Family",
+                   "Shopping", "Home Automation", "Drawing / Art", "Religion", "Health / Beauty")
+ICON_SIDE = 96
+
+
+def icon_label(category: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", category.lower()).strip("-")
+
+
+def write_icons(icons_tgz: str, out: str) -> int:
+    root = os.path.join(out, "icons")
+    if os.path.exists(os.path.join(root, ".complete")):
+        return 0
+    with tarfile.open(icons_tgz) as tf:
+        icons = json.load(tf.extractfile("package/icons.json"))
+        categories = json.load(tf.extractfile("package/metadata.json"))["categories"]
+    seen: set[str] = set()
+    for category in ICON_CATEGORIES:
+        folder = os.path.join(root, icon_label(category))
+        for name in sorted(categories[category]):
+            if name in seen or name not in icons["icons"]:  # listed before, or an alias
+                continue
+            seen.add(name)
+            os.makedirs(folder, exist_ok=True)
+            render_icon(icons, name, ICON_SIDE).save(os.path.join(folder, f"{name}.png"))
+    open(os.path.join(root, ".complete"), "w").close()
+    return len(seen)
+
+
 # Leave-one-domain-out: these top-level Openclipart subjects never enter training; each named set is
 # a held-out category set of its own (P@k among its subjects). 28 subjects, 1,358 images.
 HELD_OUT = {"nature": ("animals", "food", "plants"), "objects": ("transportation", "tools", "buildings")}
@@ -278,7 +319,7 @@ def main() -> None:
     src = fetch(args.cache)
     n = write_fashion(src["fashion"], args.out) + write_emoji(src["emoji"], args.out)
     n += write_clipart(src["openclipart"], args.out) + write_emoji_styles(src["emoji_styles"], src["emoji"], args.out)
-    n += write_clipart_crops(args.out)
+    n += write_clipart_crops(args.out) + write_icons(src["icons"], args.out)
     print(f"wrote {n} images under {args.out}")
 
 

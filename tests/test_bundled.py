@@ -41,8 +41,9 @@ def test_it_is_the_model_vitsearch_trained():
     spec = load_spec(None)
     record = json.loads((BUNDLED_DIR / RECORD_FILE).read_text())
     assert spec.is_bundled and spec.dim == 384
-    assert spec.preprocessing.input_size == (126, 126)  # trained at 112 px, shipped at 126
-    assert record["trained_image_size"] == 112 and record["options"]["distill_bank"] > 0
+    assert spec.preprocessing.input_size == (126, 126)  # its last stage trained at 126 px, as shipped
+    assert record["trained_image_size"] == 126 and record["options"]["distill_bank"] > 0
+    assert any(c.startswith("icons/") for c in record["classes"])
     assert record["options"]["instance_weight"] > 0 and record["loss"] == "normsoftmax"
     assert not any(c.startswith("clipart/" + subject) for c in record["classes"]
                    for subject in ("animals", "food", "plants", "transportation", "tools", "buildings"))
@@ -108,13 +109,14 @@ def test_an_edited_clip_art_copy_finds_its_original(bundled_encoder, originals):
     assert (found == np.arange(len(paths), len(paths) + len(clip))).mean() >= 0.95
 
 
-# The earlier bundled models, by fingerprint: the first (2026-11-22, before the clip art) and the
-# second (2026-12-02, stage 4, 112 px), both named vitsearch-vits14-112.
-PREVIOUS_BUNDLED = ("870620506b0f7cd6", "300df3cbfb581411")
+# The earlier bundled models (name, fingerprint): the first (2026-11-22, before the clip art), the
+# second (2026-12-02, stage 4, 112 px) and the third (2026-12-02, stage 5 resampled to 126 px).
+PREVIOUS_BUNDLED = (("vitsearch-vits14-112", "870620506b0f7cd6"), ("vitsearch-vits14-112", "300df3cbfb581411"),
+                    ("vitsearch-vits14-126", "7c4ef2c5e7df2ad8"))
 
 
-@pytest.mark.parametrize("previous", PREVIOUS_BUNDLED)
-def test_a_store_of_a_previous_bundled_model_is_told_to_reindex(lite_uri, photos, bundled_encoder, previous):
+@pytest.mark.parametrize("name, previous", PREVIOUS_BUNDLED)
+def test_a_store_of_a_previous_bundled_model_is_told_to_reindex(lite_uri, photos, bundled_encoder, name, previous):
     from click.testing import CliRunner
 
     from vitsearch.api import VisualSearch
@@ -123,7 +125,7 @@ def test_a_store_of_a_previous_bundled_model_is_told_to_reindex(lite_uri, photos
 
     assert load_spec(None).fingerprint != previous
     store = Store(lite_uri)
-    store.create({"model": "vitsearch-vits14-112", "fingerprint": previous, "dim": 384, "bundled": True,
+    store.create({"model": name, "fingerprint": previous, "dim": 384, "bundled": True,
                   "vitsearch": "0.1.0"})
     store.close()
     result = CliRunner().invoke(main, ["query", str(photos / "coffee.jpg"), "--uri", lite_uri])

@@ -318,7 +318,8 @@ def test_the_bundled_recipe_lays_out_its_manifests(tmp_path):
 
     recipe = load_module("train_bundled", ROOT / "scripts" / "train_bundled.py")
     for source, classes in (("fashion-mnist/train", ("bag", "coat")), ("emoji/train", ("face",)),
-                            ("openclipart/train", ("signs",)), ("openclipart-crops", ("signs",))):
+                            ("openclipart/train", ("signs",)), ("openclipart-crops", ("signs",)),
+                            ("icons", ("animal", "weather"))):
         for cls in classes:
             (tmp_path / source / cls).mkdir(parents=True)
             for i in range(3):
@@ -334,12 +335,53 @@ def test_the_bundled_recipe_lays_out_its_manifests(tmp_path):
     with open(out, newline="") as fh:
         crops = [r for r in csv.DictReader(fh) if "openclipart-crops" in r["path"]]
     assert len(crops) == 3 and {r["label"] for r in crops} == {"clipart/signs"}  # a crop keeps its subject
+    assert recipe.manifest(str(tmp_path), str(out), 2, 1, seed=0, clipart=True, crops=True, icons=True) == 13 + 6
+    with open(out, newline="") as fh:
+        icons = [r["label"] for r in csv.DictReader(fh)][13:]  # after the rows of the stage before, in order
+    assert icons == ["icons/animal"] * 3 + ["icons/weather"] * 3
+
+
+def test_the_icons_are_laid_out_by_category_each_once(tmp_path, monkeypatch):
+    """make_datasets.write_icons: the chosen categories only, an icon under the first that lists it,
+    aliases skipped, and a finished set not written again."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    layout = load_module("make_datasets", ROOT / "scripts" / "make_datasets.py")
+    rendered = []
+    monkeypatch.setattr(layout, "ICON_CATEGORIES", ("Animal", "Nature"))
+    monkeypatch.setattr(layout, "render_icon", lambda icons, name, side: rendered.append((name, side))
+                        or Image.new("RGB", (side, side), "white"))
+    body = {"body": "<path d='M0 0h24v24H0z'/>"}
+    package = {"icons.json": {"icons": {"cat": body, "dog": body, "tree": body, "cog": body}, "width": 24, "height": 24},
+               "metadata.json": {"categories": {"Animal": ["dog", "cat", "cat-alias"], "Nature": ["tree", "cat"],
+                                                "Settings": ["cog"]}}}
+    tgz = tmp_path / "mdi.tgz"
+    with tarfile.open(tgz, "w:gz") as tf:
+        for name, content in package.items():
+            data = json.dumps(content).encode()
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    out = tmp_path / "datasets"
+    assert layout.write_icons(str(tgz), str(out)) == 3
+    found = sorted(str(p.relative_to(out / "icons")) for p in (out / "icons").rglob("*.png"))
+    assert found == ["animal/cat.png", "animal/dog.png", "nature/tree.png"]  # cat once, no cog, no alias
+    assert {side for _, side in rendered} == {layout.ICON_SIDE}
+    assert layout.icon_label("Food / Drink") == "food-drink" and layout.icon_label("Transportation + Road") == "transportation-road"
+    assert layout.write_icons(str(tgz), str(out)) == 0  # complete: nothing rendered again
 
 
 def test_the_bundled_recipe_installs_at_the_shipped_size(tmp_path):
-    """Every stage trains at one size; --install writes the same weights for the shipped size."""
+    """The stages train at 112 px until one starts from its base resampled to the shipped size;
+    --install writes the same weights for the shipped size."""
     recipe = load_module("train_bundled", ROOT / "scripts" / "train_bundled.py")
-    assert {stage["options"]["image_size"] for stage in recipe.STAGES} == {112}
+    sizes = [stage.get("base_size") or 112 for stage in recipe.STAGES]
+    assert [stage["options"]["image_size"] for stage in recipe.STAGES] == sizes
+    assert sizes[-1] == recipe.SHIPPED_SIZE and set(sizes) == {112, recipe.SHIPPED_SIZE}
     assert load_spec(None).preprocessing.input_size == (recipe.SHIPPED_SIZE,) * 2
     assert (ROOT / "vitsearch" / "models" / recipe.NAME / "README.md").read_text() == recipe.CARD  # card as installed
     trained = tiny_model(tmp_path / "trained", "vit", image=32)
