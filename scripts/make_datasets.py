@@ -20,13 +20,10 @@ Writes (one folder per class, the layout `vitsearch train DATA` reads):
   datasets/emoji-styles/train/<subcategory>/*.png   the train-half emoji as four more designers
                                                drew them; tried (try 5 of docs/models.md), which did
                                                not help, so the bundled recipe leaves them out
-  datasets/<icon set>/<category>/*.png       the icon sets of material.ICON_PACKAGES: icons/ Material
-                                               Design Icons (Apache-2.0), icon-park/ IconPark
-                                               (Apache-2.0), fa6-solid/ Font Awesome 6 Free (CC BY 4.0),
-                                               each of its categories that name things
-                                               (ICON_CATEGORIES), at 96 px on white: concepts, not
-                                               subjects, of other sources (the held-out subjects stay
-                                               Openclipart's)
+  datasets/icons/<category>/*.png            Material Design Icons (material.ICON_PACKAGE, Apache-2.0)
+                                               of the categories that name things (ICON_CATEGORIES),
+                                               black on white at 96 px: concepts, not subjects, of
+                                               another source (the held-out subjects stay Openclipart's)
   Both emoji-styles sets come from npm ``@iconify-json`` SVG sets (material.py's
   EMOJI_STYLE_PACKAGES, with their licences), rendered at 64 px with resvg (PyPI ``resvg-py``, the
   ``datasets`` extra).
@@ -177,23 +174,15 @@ def write_emoji_styles(style_tgzs: dict[str, str], emoji_tgz: str, out: str) -> 
     return written
 
 
-# Each icon set's categories that name things (animals, plants, food, vehicles, tools, sport ...), not
-# those of user-interface actions, files, arrows, letters, brands, charts or emoji. An icon listed in
-# several categories belongs to the first of its set's order; the label is the category's slug
-# ("Food / Drink" -> "food-drink"). Drawn in the set's own colours (black, IconPark's blue) on white.
-ICON_CATEGORIES = {
-    "icons": ("Animal", "Nature", "Food / Drink", "Agriculture", "Sport", "Clothing", "Holiday",
-              "Medical / Hospital", "Music", "Weather", "Places", "Hardware / Tools",
-              "Transportation + Road", "Transportation + Other", "Transportation + Flying",
-              "Transportation + Water", "Automotive", "Science", "Gaming / RPG", "People / Family",
-              "Shopping", "Home Automation", "Drawing / Art", "Religion", "Health / Beauty"),
-    "icon-park": ("Animals", "Foods", "Energy", "Clothes", "Sports", "Travel", "Build", "Industry", "Life",
-                  "Makeups", "Baby", "Music", "Health", "Weather", "Game", "Hardware"),
-    "fa6-solid": ("Animals", "Fruits & Vegetables", "Food", "Beverage", "Camping", "Vehicles", "Maritime",
-                  "Buildings", "Household", "Construction", "Childhood", "Clothing", "Sports", "Fitness",
-                  "Music", "Weather", "Medical", "Science", "Travel", "Autumn", "Spring", "Summer", "Winter",
-                  "Halloween", "Holiday", "Tabletop Gaming", "Energy", "Objects"),
-}
+# Material Design Icons: every icon of the package's categories that name things (animals, plants,
+# food, vehicles, tools, sport ...), not those of user-interface actions, file types or brands. An
+# icon listed in several categories belongs to the first of this order; the label is the category's
+# slug ("Food / Drink" -> "food-drink"). Drawn black on white, one size.
+ICON_CATEGORIES = ("Animal", "Nature", "Food / Drink", "Agriculture", "Sport", "Clothing", "Holiday",
+                   "Medical / Hospital", "Music", "Weather", "Places", "Hardware / Tools",
+                   "Transportation + Road", "Transportation + Other", "Transportation + Flying",
+                   "Transportation + Water", "Automotive", "Science", "Gaming / RPG", "People / Family",
+                   "Shopping", "Home Automation", "Drawing / Art", "Religion", "Health / Beauty")
 ICON_SIDE = 96
 
 
@@ -201,23 +190,22 @@ def icon_label(category: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", category.lower()).strip("-")
 
 
-def write_icons(icons_tgz: str, out: str, folder: str = "icons") -> int:
-    """Lay out one icon set (an Iconify JSON package) as ``out/<folder>/<category>/<icon>.png``."""
-    root = os.path.join(out, folder)
+def write_icons(icons_tgz: str, out: str) -> int:
+    root = os.path.join(out, "icons")
     if os.path.exists(os.path.join(root, ".complete")):
         return 0
     with tarfile.open(icons_tgz) as tf:
         icons = json.load(tf.extractfile("package/icons.json"))
         categories = json.load(tf.extractfile("package/metadata.json"))["categories"]
     seen: set[str] = set()
-    for category in ICON_CATEGORIES[folder]:
-        category_dir = os.path.join(root, icon_label(category))
+    for category in ICON_CATEGORIES:
+        folder = os.path.join(root, icon_label(category))
         for name in sorted(categories[category]):
             if name in seen or name not in icons["icons"]:  # listed before, or an alias
                 continue
             seen.add(name)
-            os.makedirs(category_dir, exist_ok=True)
-            render_icon(icons, name, ICON_SIDE).save(os.path.join(category_dir, f"{name}.png"))
+            os.makedirs(folder, exist_ok=True)
+            render_icon(icons, name, ICON_SIDE).save(os.path.join(folder, f"{name}.png"))
     open(os.path.join(root, ".complete"), "w").close()
     return len(seen)
 
@@ -331,7 +319,7 @@ def main() -> None:
     src = fetch(args.cache)
     n = write_fashion(src["fashion"], args.out) + write_emoji(src["emoji"], args.out)
     n += write_clipart(src["openclipart"], args.out) + write_emoji_styles(src["emoji_styles"], src["emoji"], args.out)
-    n += write_clipart_crops(args.out) + sum(write_icons(tgz, args.out, folder) for folder, tgz in src["icons"].items())
+    n += write_clipart_crops(args.out) + write_icons(src["icons"], args.out)
     print(f"wrote {n} images under {args.out}")
 
 

@@ -19,12 +19,9 @@ DEFAULT_CACHE = os.path.join("/tmp", "vitsearch-material")
 # (package → licence of its images; docs/models.md says where each is used)
 EMOJI_STYLE_PACKAGES = {"fluent-emoji-flat": "MIT", "noto-v1": "Apache-2.0", "emojione": "CC-BY-4.0",
                         "streamline-emojis": "CC-BY-4.0", "fxemoji": "Apache-2.0"}
-# npm Iconify JSON sets of SVG icons whose categories name things (make_datasets.write_icons): the
-# folder each is laid out in -> (set, version, licence of its images). Pinned, as the bundled model's
-# last stages were trained on these versions' icons.
-ICON_PACKAGES = {"icons": ("mdi", "1.2.3", "Apache-2.0"),  # Material Design Icons
-                 "icon-park": ("icon-park", "1.2.4", "Apache-2.0"),  # ByteDance IconPark, two-tone
-                 "fa6-solid": ("fa6-solid", "1.2.4", "CC-BY-4.0")}  # Font Awesome 6 Free, solid
+# npm package of SVG icons whose categories name things (make_datasets.write_icons): name, version,
+# licence. Pinned, as the bundled model's last stage was trained on this version's icons.
+ICON_PACKAGE = ("mdi", "1.2.3", "Apache-2.0")
 FASHION_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
 
 
@@ -38,11 +35,10 @@ def fetch(cache: str) -> dict[str, str]:
     for style in EMOJI_STYLE_PACKAGES:
         if not glob.glob(os.path.join(cache, f"iconify-json-{style}-[0-9]*.tgz")):
             run("npm", "pack", f"@iconify-json/{style}")
-    icon_tgzs = {}
-    for folder, (icon_set, version, _) in ICON_PACKAGES.items():
-        icon_tgzs[folder] = os.path.join(cache, f"iconify-json-{icon_set}-{version}.tgz")
-        if not os.path.isfile(icon_tgzs[folder]):
-            run("npm", "pack", f"@iconify-json/{icon_set}@{version}")
+    icon_name, icon_version, _ = ICON_PACKAGE
+    icons_tgz = os.path.join(cache, f"iconify-json-{icon_name}-{icon_version}.tgz")
+    if not os.path.isfile(icons_tgz):
+        run("npm", "pack", f"@iconify-json/{icon_name}@{icon_version}")
     if not glob.glob(os.path.join(cache, "dataset-fashion-mnist_*.deb")):
         run("apt-get", "download", "dataset-fashion-mnist")
     if not glob.glob(os.path.join(cache, "openclipart-png_*.deb")):
@@ -61,7 +57,7 @@ def fetch(cache: str) -> dict[str, str]:
         "openclipart": os.path.join(clipart_dir, "usr", "share", "openclipart", "png"),
         "emoji_styles": {style: glob.glob(os.path.join(cache, f"iconify-json-{style}-[0-9]*.tgz"))[0]
                          for style in EMOJI_STYLE_PACKAGES},
-        "icons": icon_tgzs,
+        "icons": icons_tgz,
     }
 
 

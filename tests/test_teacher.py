@@ -319,7 +319,7 @@ def test_the_bundled_recipe_lays_out_its_manifests(tmp_path):
     recipe = load_module("train_bundled", ROOT / "scripts" / "train_bundled.py")
     for source, classes in (("fashion-mnist/train", ("bag", "coat")), ("emoji/train", ("face",)),
                             ("openclipart/train", ("signs",)), ("openclipart-crops", ("signs",)),
-                            ("icons", ("animal", "weather")), ("icon-park", ("foods",))):
+                            ("icons", ("animal", "weather"))):
         for cls in classes:
             (tmp_path / source / cls).mkdir(parents=True)
             for i in range(3):
@@ -335,32 +335,10 @@ def test_the_bundled_recipe_lays_out_its_manifests(tmp_path):
     with open(out, newline="") as fh:
         crops = [r for r in csv.DictReader(fh) if "openclipart-crops" in r["path"]]
     assert len(crops) == 3 and {r["label"] for r in crops} == {"clipart/signs"}  # a crop keeps its subject
-    assert recipe.manifest(str(tmp_path), str(out), 2, 1, seed=0, clipart=True, crops=True, icons=("icons",)) == 13 + 6
+    assert recipe.manifest(str(tmp_path), str(out), 2, 1, seed=0, clipart=True, crops=True, icons=True) == 13 + 6
     with open(out, newline="") as fh:
         icons = [r["label"] for r in csv.DictReader(fh)][13:]  # after the rows of the stage before, in order
     assert icons == ["icons/animal"] * 3 + ["icons/weather"] * 3
-    assert recipe.manifest(str(tmp_path), str(out), 2, 1, seed=0, clipart=True, crops=True,
-                           icons=("icons", "icon-park")) == 13 + 6 + 3
-    with open(out, newline="") as fh:
-        icons = [r["label"] for r in csv.DictReader(fh)][13:]
-    assert icons == ["icons/animal"] * 3 + ["icons/weather"] * 3 + ["icon-park/foods"] * 3  # each set its labels
-
-
-def test_every_icon_set_is_pinned_and_chosen_by_category(monkeypatch):
-    """Each icon set the recipe trains on is fetched at a fixed version, under a licence that lets the
-    weights be shipped, with the categories it is laid out by."""
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    material = load_module("material", ROOT / "scripts" / "material.py")
-    layout = load_module("make_datasets", ROOT / "scripts" / "make_datasets.py")
-    recipe = load_module("train_bundled", ROOT / "scripts" / "train_bundled.py")
-    assert set(layout.ICON_CATEGORIES) == set(material.ICON_PACKAGES)
-    for icon_set, version, licence in material.ICON_PACKAGES.values():
-        assert version.count(".") == 2 and licence in {"Apache-2.0", "MIT", "CC-BY-4.0"}, icon_set
-    trained = {folder for stage in recipe.STAGES for folder in stage.get("icons", ())}
-    assert trained == set(material.ICON_PACKAGES)
-    for stage in recipe.STAGES:  # every set a stage trains on is distilled like the clip art
-        for folder in stage.get("icons", ()):
-            assert re.match(stage["options"]["distill_only"], f"{folder}/animals"), (stage["name"], folder)
 
 
 def test_the_icons_are_laid_out_by_category_each_once(tmp_path, monkeypatch):
@@ -374,7 +352,7 @@ def test_the_icons_are_laid_out_by_category_each_once(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     layout = load_module("make_datasets", ROOT / "scripts" / "make_datasets.py")
     rendered = []
-    monkeypatch.setattr(layout, "ICON_CATEGORIES", {"icons": ("Animal", "Nature"), "other": ("Settings",)})
+    monkeypatch.setattr(layout, "ICON_CATEGORIES", ("Animal", "Nature"))
     monkeypatch.setattr(layout, "render_icon", lambda icons, name, side: rendered.append((name, side))
                         or Image.new("RGB", (side, side), "white"))
     body = {"body": "<path d='M0 0h24v24H0z'/>"}
@@ -395,17 +373,13 @@ def test_the_icons_are_laid_out_by_category_each_once(tmp_path, monkeypatch):
     assert {side for _, side in rendered} == {layout.ICON_SIDE}
     assert layout.icon_label("Food / Drink") == "food-drink" and layout.icon_label("Transportation + Road") == "transportation-road"
     assert layout.write_icons(str(tgz), str(out)) == 0  # complete: nothing rendered again
-    assert layout.write_icons(str(tgz), str(out), "other") == 1  # another set: its own folder and categories
-    assert [str(p.relative_to(out / "other")) for p in (out / "other").rglob("*.png")] == ["settings/cog.png"]
 
 
 def test_the_bundled_recipe_installs_at_the_shipped_size(tmp_path):
-    """The stages train at 112 px until one starts from its base resampled to the shipped size, and
-    at that size from then on; --install writes the same weights for the shipped size."""
+    """The stages train at 112 px until one starts from its base resampled to the shipped size;
+    --install writes the same weights for the shipped size."""
     recipe = load_module("train_bundled", ROOT / "scripts" / "train_bundled.py")
-    first = next(i for i, stage in enumerate(recipe.STAGES) if stage.get("base_size"))
-    assert [stage.get("base_size") for stage in recipe.STAGES].count(recipe.SHIPPED_SIZE) == 1  # resampled once
-    sizes = [112] * first + [recipe.SHIPPED_SIZE] * (len(recipe.STAGES) - first)
+    sizes = [stage.get("base_size") or 112 for stage in recipe.STAGES]
     assert [stage["options"]["image_size"] for stage in recipe.STAGES] == sizes
     assert sizes[-1] == recipe.SHIPPED_SIZE and set(sizes) == {112, recipe.SHIPPED_SIZE}
     assert load_spec(None).preprocessing.input_size == (recipe.SHIPPED_SIZE,) * 2
