@@ -44,6 +44,7 @@ def test_it_is_the_model_vitsearch_trained():
     assert spec.preprocessing.input_size == (126, 126)  # its last stage trained at 126 px, as shipped
     assert record["trained_image_size"] == 126 and record["options"]["distill_bank"] > 0
     assert any(c.startswith("icons/") for c in record["classes"])
+    assert record["options"]["teacher"].startswith("efficientnet-lite0-gem,")  # its last stage's GeM teacher
     assert record["options"]["instance_weight"] > 0 and record["loss"] == "normsoftmax"
     assert not any(c.startswith("clipart/" + subject) for c in record["classes"]
                    for subject in ("animals", "food", "plants", "transportation", "tools", "buildings"))
@@ -112,7 +113,7 @@ def test_an_edited_clip_art_copy_finds_its_original(bundled_encoder, originals):
 # The earlier bundled models (name, fingerprint): the first (2026-11-22, before the clip art), the
 # second (2026-12-02, stage 4, 112 px) and the third (2026-12-02, stage 5 resampled to 126 px).
 PREVIOUS_BUNDLED = (("vitsearch-vits14-112", "870620506b0f7cd6"), ("vitsearch-vits14-112", "300df3cbfb581411"),
-                    ("vitsearch-vits14-126", "7c4ef2c5e7df2ad8"))
+                    ("vitsearch-vits14-126", "7c4ef2c5e7df2ad8"), ("vitsearch-vits14-126", "d3dfb18f35db220e"))
 
 
 @pytest.mark.parametrize("name, previous", PREVIOUS_BUNDLED)

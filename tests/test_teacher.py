@@ -393,10 +393,12 @@ def test_the_icons_are_laid_out_by_category_each_once(tmp_path, monkeypatch):
 
 
 def test_the_bundled_recipe_installs_at_the_shipped_size(tmp_path):
-    """The stages train at 112 px until one starts from its base resampled to the shipped size;
-    --install writes the same weights for the shipped size."""
+    """The stages train at 112 px until one starts from its base resampled to the shipped size, and
+    at that size from then on; --install writes the same weights for the shipped size."""
     recipe = load_module("train_bundled", ROOT / "scripts" / "train_bundled.py")
-    sizes = [stage.get("base_size") or 112 for stage in recipe.STAGES]
+    first = next(i for i, stage in enumerate(recipe.STAGES) if stage.get("base_size"))
+    assert [stage.get("base_size") for stage in recipe.STAGES].count(recipe.SHIPPED_SIZE) == 1  # resampled once
+    sizes = [112] * first + [recipe.SHIPPED_SIZE] * (len(recipe.STAGES) - first)
     assert [stage["options"]["image_size"] for stage in recipe.STAGES] == sizes
     assert sizes[-1] == recipe.SHIPPED_SIZE and set(sizes) == {112, recipe.SHIPPED_SIZE}
     assert load_spec(None).preprocessing.input_size == (recipe.SHIPPED_SIZE,) * 2

@@ -97,7 +97,7 @@ def test_another_input_size_is_resampled_on_the_fly_alike(models, kind):
 def test_the_bundled_model_gives_the_vectors_transformers_gives():
     """Same vectors as before the core (so existing stores stay valid), on the sample images, at 4 sizes."""
     spec = load_spec(None)
-    assert spec.fingerprint == "d3dfb18f35db220e"  # the fourth bundled model (2026-12-03); see test_bundled.py
+    assert spec.fingerprint == "11504d11e9deebcb"  # the fifth bundled model (2026-12-03); see test_bundled.py
     backbone = load_backbone(spec)
     assert backbone.output == "core" and isinstance(backbone.model, vit.VisionTransformer)
     reference = _reference(spec.path)
@@ -114,7 +114,8 @@ def test_the_bundled_model_gives_the_vectors_transformers_gives():
         for size in (84, 140, 224):  # 6x6, 10x10, 16x16 patches of 14 px
             y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
             core = vit.from_pretrained(spec.path, image_size=size)
-            torch.testing.assert_close(core(y), _ref_cls(reference, y), atol=1e-5, rtol=0)
+            # raw CLS tokens, some entries above 3: summation order leaves about 3e-6 of them apart
+            torch.testing.assert_close(core(y), _ref_cls(reference, y), atol=1e-5, rtol=1e-5)
 
 
 def test_transformers_is_not_imported_to_embed():
