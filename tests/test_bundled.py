@@ -111,7 +111,8 @@ def test_an_edited_clip_art_copy_finds_its_original(bundled_encoder, originals):
 
 
 # The earlier bundled models (name, fingerprint): the first (2026-11-22, before the clip art), the
-# second (2026-12-02, stage 4, 112 px) and the third (2026-12-02, stage 5 resampled to 126 px).
+# second (2026-12-02, stage 4, 112 px), the third (2026-12-02, stage 5 resampled to 126 px) and the
+# fourth (2026-12-03, stage 6).
 PREVIOUS_BUNDLED = (("vitsearch-vits14-112", "870620506b0f7cd6"), ("vitsearch-vits14-112", "300df3cbfb581411"),
                     ("vitsearch-vits14-126", "7c4ef2c5e7df2ad8"), ("vitsearch-vits14-126", "d3dfb18f35db220e"))
 

@@ -175,6 +175,8 @@ def test_a_model_teacher_uses_its_own_resolution_and_normalisation(tiny_models):
     assert teacher.size == 32 and torch.allclose(teacher.normalise.mean.flatten(), torch.tensor([0.4815, 0.4578, 0.4082]))
     out = teacher(torch.rand(3, 3, 48, 48))
     assert out.shape == (3, 32) and not out.requires_grad
+    gem_named = shutil.copytree(tiny_models["clip"], tiny_models["clip"].parent / "clip-gem")  # a folder, not GeM
+    assert load_teacher(str(gem_named))(torch.rand(1, 3, 48, 48)).shape == (1, 32)
 
 
 def test_an_unknown_teacher_is_a_model_error(tmp_path):

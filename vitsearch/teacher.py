@@ -177,7 +177,8 @@ def load_teacher(name: str, size: int | None = None) -> Teacher:
     ``size`` overrides the teacher's input resolution (EfficientNet-Lite0: 224, -Lite1: 240, -Lite2: 260;
     a ViT: its own).
     """
-    cnn, gem = (name[: -len(GEM_SUFFIX)], True) if name.endswith(GEM_SUFFIX) else (name, False)
+    gem = name.endswith(GEM_SUFFIX) and name.startswith("efficientnet-lite")  # not a folder "my-model-gem"
+    cnn = name[: -len(GEM_SUFFIX)] if gem else name
     if gem or cnn in EFFICIENTNET_LITES:  # pretrained() names the CNNs there are
         model = EfficientNetLite.pretrained(cnn).to(memory_format=torch.channels_last)
         mean = [EfficientNetLite.mean / 255.0] * 3
