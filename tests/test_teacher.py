@@ -170,12 +170,12 @@ def test_a_lite_teacher_without_its_package_says_what_to_install(monkeypatch):
         EfficientNetLite.pretrained("efficientnet-lite9")
 
 
-def test_a_model_teacher_uses_its_own_resolution_and_normalisation(tiny_models):
+def test_a_model_teacher_uses_its_own_resolution_and_normalisation(tiny_models, tmp_path):
     teacher = load_teacher(str(tiny_models["clip"]))
     assert teacher.size == 32 and torch.allclose(teacher.normalise.mean.flatten(), torch.tensor([0.4815, 0.4578, 0.4082]))
     out = teacher(torch.rand(3, 3, 48, 48))
     assert out.shape == (3, 32) and not out.requires_grad
-    gem_named = shutil.copytree(tiny_models["clip"], tiny_models["clip"].parent / "clip-gem")  # a folder, not GeM
+    gem_named = shutil.copytree(tiny_models["clip"], tmp_path / "clip-gem")  # a folder, not GeM
     assert load_teacher(str(gem_named))(torch.rand(1, 3, 48, 48)).shape == (1, 32)
 
 
