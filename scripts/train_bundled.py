@@ -220,19 +220,32 @@ def main() -> None:
     if args.install:
         target = os.path.join(ROOT, "vitsearch", "models", NAME)
         shutil.rmtree(target, ignore_errors=True)
-        install(base, target, SHIPPED_SIZE)
+        install(base, target, SHIPPED_SIZE, work=args.work)
         print(f"installed {target}")
 
 
-def install(trained: str, target: str, size: int) -> None:
+def relative_to(value, work: str):
+    """``value`` (a record: dicts, lists, strings) with every path under ``work`` written relative to it."""
+    prefix = os.path.abspath(work).rstrip(os.sep) + os.sep
+    if isinstance(value, dict):
+        return {k: relative_to(v, work) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_to(v, work) for v in value]
+    return value.replace(prefix, "") if isinstance(value, str) else value
+
+
+def install(trained: str, target: str, size: int, work: str | None = None) -> None:
     """Write the trained model at ``size`` px into ``target``: its weights with the position table
     resampled once to the larger grid (as they are if trained at that size), stored in the stages'
-    ``save_dtype``, the card, the licence, the record."""
+    ``save_dtype``, the card, the licence, the record (its paths relative to ``work``, when given: the
+    shipped record names no folder of the machine that trained it)."""
     from vitsearch.model import load_backbone, resize_backbone, save_model
     from vitsearch.training import SAVE_DTYPES
 
     spec = load_spec(trained)
     record = {**read_record(trained), "image_size": size, "trained_image_size": spec.preprocessing.input_size[0]}
+    if work is not None:
+        record = relative_to(record, work)
     backbone = resize_backbone(load_backbone(spec), size)
     save_model(backbone, target, spec.preprocessing.at_size(size), record=record,
                dtype=SAVE_DTYPES[COMMON["save_dtype"]], licence=os.path.join(trained, "LICENSE"))

@@ -406,12 +406,18 @@ def test_the_bundled_recipe_installs_at_the_shipped_size(tmp_path):
     assert load_spec(None).preprocessing.input_size == (recipe.SHIPPED_SIZE,) * 2
     assert (ROOT / "vitsearch" / "models" / recipe.NAME / "README.md").read_text() == recipe.CARD  # card as installed
     trained = tiny_model(tmp_path / "trained", "vit", image=32)
-    (trained / RECORD_FILE).write_text(json.dumps({"image_size": 32, "loss": "normsoftmax"}))
+    work = tmp_path / "work"
+    (trained / RECORD_FILE).write_text(json.dumps({
+        "image_size": 32, "loss": "normsoftmax", "base": f"{work}/stage6", "data": f"{work}/stage7.csv",
+        "options": {"teacher": f"efficientnet-lite0-gem,{work}/stage6", "elsewhere": "/data/x.csv"}}))
     (trained / "LICENSE").write_text("MIT")
-    recipe.install(str(trained), str(tmp_path / "shipped"), 40)
+    recipe.install(str(trained), str(tmp_path / "shipped"), 40, work=f"{work}/")
     spec = load_spec(str(tmp_path / "shipped"))
     record = json.loads((tmp_path / "shipped" / RECORD_FILE).read_text())
     assert spec.preprocessing.input_size == (40, 40) and record["image_size"] == 40
+    # the shipped record names the work folder's paths relative to it, other paths as they were
+    assert (record["base"], record["data"]) == ("stage6", "stage7.csv")
+    assert record["options"] == {"teacher": "efficientnet-lite0-gem,stage6", "elsewhere": "/data/x.csv"}
     assert record["trained_image_size"] == 32 and record["loss"] == "normsoftmax"
     assert json.loads((tmp_path / "shipped" / "config.json").read_text())["image_size"] == 40  # stored at 5 x 5
     assert (tmp_path / "shipped" / "README.md").read_text() == recipe.CARD
