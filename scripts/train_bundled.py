@@ -226,12 +226,15 @@ def main() -> None:
 
 def relative_to(value, work: str):
     """``value`` (a record: dicts, lists, strings) with every path under ``work`` written relative to it."""
-    prefix = os.path.abspath(work).rstrip(os.sep) + os.sep
     if isinstance(value, dict):
         return {k: relative_to(v, work) for k, v in value.items()}
     if isinstance(value, list):
         return [relative_to(v, work) for v in value]
-    return value.replace(prefix, "") if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    for prefix in dict.fromkeys((os.path.abspath(work), os.path.normpath(work))):  # as given and absolute
+        value = value.replace(prefix.rstrip(os.sep) + os.sep, "")
+    return value
 
 
 def install(trained: str, target: str, size: int, work: str | None = None) -> None:

@@ -418,6 +418,9 @@ def test_the_bundled_recipe_installs_at_the_shipped_size(tmp_path):
     # the shipped record names the work folder's paths relative to it, other paths as they were
     assert (record["base"], record["data"]) == ("stage6", "stage7.csv")
     assert record["options"] == {"teacher": "efficientnet-lite0-gem,stage6", "elsewhere": "/data/x.csv"}
+    # a work folder given as a relative path: the record's paths are as the stages wrote them
+    assert recipe.relative_to(["work/stage6", "efficientnet-lite0,work/stage6", 3], "./work/") == [
+        "stage6", "efficientnet-lite0,stage6", 3]
     assert record["trained_image_size"] == 32 and record["loss"] == "normsoftmax"
     assert json.loads((tmp_path / "shipped" / "config.json").read_text())["image_size"] == 40  # stored at 5 x 5
     assert (tmp_path / "shipped" / "README.md").read_text() == recipe.CARD
