@@ -158,6 +158,26 @@ def test_grouped_search_fetches_more_until_it_has_k_groups():
         grouped_search(store, [[1.0]], 3, "bad name")
 
 
+def test_a_search_under_a_score_floor_stops_where_the_scores_fall_below_it():
+    class Store:  # 100 rows of one product, scores falling from 1.0 by 0.005, then two others far below
+        calls: ClassVar[list] = []
+
+        def search(self, vectors, limit, filter=None):
+            self.calls.append(limit)
+            rows = [{"id": i, "pid": "same", "score": 1.0 - i / 200} for i in range(100)]
+            rows += [{"id": 100, "pid": "x", "score": 0.1}, {"id": 101, "pid": "y", "score": 0.05}]
+            return [rows[:limit] for _ in vectors]
+
+    store = Store()
+    assert [r["id"] for r in grouped_search(store, [[1.0]], 3, "pid", min_score=0.5)[0]] == [0]
+    assert store.calls == [24, 96, 384]  # every page so far still ended above the floor
+    store.calls.clear()
+    assert [r["id"] for r in grouped_search(store, [[1.0]], 3, "pid", min_score=0.95)[0]] == [0]
+    assert store.calls == [24]  # the first page ends at 0.885: no row further down can reach 0.95
+    store.calls.clear()
+    assert [r["id"] for r in grouped_search(store, [[1.0]], 3, "pid", min_score=0.1)[0]] == [0, 100]
+
+
 def test_group_by_returns_k_distinct_products(tmp_path, bundled_encoder):
     folder = tmp_path / "shop"
     folder.mkdir()

@@ -90,6 +90,26 @@ def test_filter_works_and_a_malformed_filter_is_400_with_reason(client, photos):
     assert r.status_code == 400
 
 
+def test_min_score_keeps_close_hits_only_by_upload_and_by_id(client, photos):
+    data = (photos / "chelsea.jpg").read_bytes()
+    everything = _upload(client, data, k=7).json()["results"]
+    close = _upload(client, data, k=7, min_score=0.9)
+    assert close.status_code == 200, close.text
+    assert [h["id"] for h in close.json()["results"]] == [h["id"] for h in everything if h["score"] >= 0.9]
+    assert len(close.json()["results"]) == 2  # the photo and its copy; nothing else is that close
+    chelsea = everything[0]["id"]
+    by_id = client.post("/search", json={"id": chelsea, "k": 5, "min_score": 0.9})
+    assert [h["path"] for h in by_id.json()["results"]] == [str(photos / "sub" / "cat_copy.png")]
+    assert client.post("/search", json={"id": chelsea, "k": 5, "min_score": "0.9999"}).json()["results"] == []
+    assert _upload(client, data, k=3, min_score="").status_code == 200  # an empty field is no floor
+    for bad in ("1.5", "-3", "high", "nan"):
+        r = _upload(client, data, min_score=bad)
+        assert r.status_code == 400 and "min_score" in r.json()["detail"]
+    for bad in (2, True, [0.5], "inf"):
+        r = client.post("/search", json={"id": chelsea, "min_score": bad})
+        assert r.status_code == 400 and "min_score" in r.json()["detail"]
+
+
 def test_bad_uploads(client, photos):
     text = _upload(client, b"<html>not an image</html>", name="cat.jpg")  # the name lies: content decides
     assert text.status_code == 415 and "not an image" in text.json()["detail"]
@@ -368,6 +388,9 @@ def test_page_in_a_real_browser(running_server, photos, tmp_path):
         assert len(cards) == 6 and clicked not in [c.get_attribute("data-id") for c in cards]
         assert "chelsea.jpg" in cards[0].text  # the near-duplicate's nearest other image is its original
         driver.save_screenshot(str(tmp_path / "more_like_this.png"))
+        driver.find_element(By.ID, "min-score").send_keys("0.9\n")  # "more like" the copy, only what is that close
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".hit")) == 1)
+        assert "chelsea.jpg" in driver.find_element(By.CSS_SELECTOR, ".hit").text
         driver.find_element(By.ID, "filter").send_keys("width >>> 1\n")
         wait.until(lambda d: "invalid filter" in d.find_element(By.ID, "message").text)
     finally:

@@ -90,3 +90,44 @@ def test_tag_from_the_command_line(library):
     assert written.exit_code == 0 and "wrote 10 labels" in written.stderr
     bare = CliRunner().invoke(main, ["tag"])
     assert bare.exit_code == 2 and "--missing" in bare.stderr
+
+
+def test_min_score_keeps_close_hits_only_and_leaves_the_unlike_untagged(library, bundled_encoder):
+    query = str(library / "copies" / "chelsea_mirror.jpg")
+    with VisualSearch(encoder=bundled_encoder) as vs:
+        everything = vs.query(query, k=15)
+        floor = (everything[2].score + everything[3].score) / 2  # the photo and its two copies are far closer
+        close = vs.query(query, k=15, min_score=floor)
+        assert [h.id for h in close] == [h.id for h in everything[:3]] and all(h.score >= floor for h in close)
+        assert [h.id for h in vs.query(query, k=15, min_score=-1.0)] == [h.id for h in everything]
+        grouped = vs.query(query, k=5, group_by="label", min_score=floor)
+        assert len(grouped) <= 3 and all(h.score >= floor for h in grouped)
+        unlike = Image.new("RGB", (64, 64), (20, 160, 40))  # a flat green square: like none of the photos
+        nearest = vs.query(unlike, k=1)[0].score
+        loose, strict = vs.tag([unlike, query], k=5), vs.tag([unlike, query], k=5, min_score=nearest + 0.01)
+        assert loose[0].label is not None  # without a floor the least unlike photo names it
+        assert strict[0].label is None and strict[0].votes == {} and strict[0].neighbours == []
+        assert strict[1].label == "chelsea" and all(h.score >= nearest + 0.01 for h in strict[1].neighbours)
+        for bad in (1.5, -2, float("nan"), "0.5", True):
+            with pytest.raises(VitsearchError, match="min_score"):
+                vs.query(query, min_score=bad)
+            with pytest.raises(VitsearchError, match="min_score"):
+                vs.tag_missing(min_score=bad)
+
+
+def test_min_score_from_the_command_line(library, tmp_path):
+    unlike = tmp_path / "green.png"
+    Image.new("RGB", (64, 64), (20, 160, 40)).save(unlike)
+    query = library / "copies" / "horse_mirror.jpg"
+    loose = CliRunner().invoke(main, ["query", str(query), "-k", "15", "--json"])
+    close = CliRunner().invoke(main, ["query", str(query), "-k", "15", "--min-score", "0.9", "--json"])
+    assert loose.exit_code == 0 and close.exit_code == 0, close.output
+    scores = [h["score"] for h in json.loads(loose.stdout)["results"]]
+    assert [h["score"] for h in json.loads(close.stdout)["results"]] == [s for s in scores if s >= 0.9]
+    none = CliRunner().invoke(main, ["query", str(unlike), "--min-score", "0.99"])
+    assert none.exit_code == 0 and "(no results with a score of at least 0.99)" in none.stdout
+    untagged = CliRunner().invoke(main, ["tag", str(unlike), "--min-score", "0.99"])
+    assert untagged.exit_code == 0 and "no label: no image with 'label' scores at least 0.99" in untagged.stdout
+    for command in ("query", "tag"):
+        wrong = CliRunner().invoke(main, [command, str(query), "--min-score", "1.5"])
+        assert wrong.exit_code == 2 and "--min-score" in wrong.stderr

@@ -38,7 +38,7 @@ from .images import ImageInput, describe
 from .indexer import Indexer, IndexSummary
 from .metadata import check_field, read_metadata
 from .progress import Callback
-from .search import Hit, query_vectors, search_images
+from .search import Hit, check_min_score, query_vectors, search_images
 from .settings import resolve_collection, resolve_model, resolve_token, resolve_uri
 from .sources import Folders, open_sources
 from .store import EXIF_FIELDS, Store, has_field, make_row, path_id, user_fields
@@ -325,6 +325,7 @@ class VisualSearch:
         taken_before: TimeInput | None = None,
         near: NearInput | None = None,
         camera: str | None = None,
+        min_score: float | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Nearest indexed images: one query → a list of hits; a list of queries → a list of lists.
 
@@ -338,6 +339,8 @@ class VisualSearch:
         A query that is an indexed file, unchanged since, or the bytes of one, uses its stored vector
         (see :func:`vitsearch.search.stored_vectors`): the model is loaded only for the others.
         A query given as a URL or an object-store URI is fetched first (its bytes are not kept).
+        ``min_score`` (a cosine similarity, -1 to 1) keeps only the hits at least that similar, so a
+        query unlike everything indexed gets fewer than ``k`` hits, or none.
         """
         single = not isinstance(images, (list, tuple))
         photo = PhotoFilter.build(taken_after=taken_after, taken_before=taken_before, near=near, camera=camera)
@@ -347,7 +350,7 @@ class VisualSearch:
             items = self.fetch_images([images] if single else list(images))
             results = search_images(
                 lambda: self._encoder_for(early), self.store, items, k=k, filter=filter, group_by=group_by,
-                photo=photo,
+                photo=photo, min_score=min_score,
             )
         finally:
             if early is not None:
@@ -378,10 +381,12 @@ class VisualSearch:
         min_confidence: float = 0.0,
         filter: str | None = None,
         write: bool = False,
+        min_score: float | None = None,
     ) -> list[Tag]:
         """Predict ``field`` for each image from its ``k`` nearest labelled neighbours (one :class:`Tag` each).
 
-        Indexed images never vote for themselves. ``write=True`` stores confident labels on the rows of
+        Indexed images never vote for themselves. With ``min_score`` only neighbours at least that
+        similar vote, so an image unlike every labelled one gets no label. ``write=True`` stores confident labels on the rows of
         indexed images (given by path) that have no value for ``field`` yet.
 
             >>> labels = {"photos/chelsea.jpg": {"label": "cat"}, "photos/rocket.jpg": {"label": "rocket"}}
@@ -392,12 +397,13 @@ class VisualSearch:
             ('cat', 1.0, True)
         """
         items = list(images) if isinstance(images, (list, tuple)) else [images]
+        check_min_score(min_score)
         self.require()
         vectors = query_vectors(self.store, items, lambda: self.encoder)
         names = [os.path.abspath(os.fspath(i)) if isinstance(i, (str, os.PathLike)) else describe(i) for i in items]
         exclude = [{path_id(n), n} for n in names]
         tags = tag_vectors(self.store, vectors, names, field_name=field, k=k, min_confidence=min_confidence,
-                           filter=filter, exclude=exclude)
+                           filter=filter, exclude=exclude, min_score=min_score)
         if write:
             wanted = {path_id(t.query): t.label for t, item in zip(tags, items)
                       if t.label is not None and isinstance(item, (str, os.PathLike))}
@@ -415,9 +421,12 @@ class VisualSearch:
         filter: str | None = None,
         write: bool = True,
         batch_size: int = 256,
+        min_score: float | None = None,
     ) -> list[Tag]:
-        """Tag every indexed image that has no ``field`` yet, from its stored vector (nothing is embedded)."""
+        """Tag every indexed image that has no ``field`` yet, from its stored vector (nothing is embedded);
+        the options as in :meth:`tag`."""
         check_field(field, "--field")
+        check_min_score(min_score)
         self.require()
         missing = [row["id"] for row in self.store.iter_rows("", ["id", field]) if row.get(field) is None]
         tags = []
@@ -425,7 +434,7 @@ class VisualSearch:
             rows = self.store.get(missing[start : start + batch_size], ["*"])
             found = tag_vectors(
                 self.store, [r["vector"] for r in rows], [r["path"] for r in rows], field_name=field, k=k,
-                min_confidence=min_confidence, filter=filter, exclude=[{r["id"]} for r in rows],
+                min_confidence=min_confidence, filter=filter, exclude=[{r["id"]} for r in rows], min_score=min_score,
             )
             if write:
                 written = self._write_labels(field, {r["id"]: t.label for r, t in zip(rows, found) if t.label is not None}, rows)

@@ -340,6 +340,9 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, i
 @click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True, help="Hits per query.")
 @click.option("--filter", "filter_", metavar="EXPR", help='Milvus boolean expression, e.g. \'width > 500\'.')
 @click.option("--group-by", metavar="FIELD", help="Best image per value of this metadata field (k distinct values).")
+@click.option("--min-score", type=click.FloatRange(-1, 1), metavar="SCORE",
+              help="Only hits at least this similar (cosine, -1 to 1), e.g. 0.5: fewer than k, or none, when "
+                   "nothing indexed is that close.")
 @click.option("--taken-after", metavar="DATE",
               help="Only photos taken at or after DATE (EXIF), e.g. 2024-06-01 or 2024-06-01T18:00+02:00 (UTC unless given).")
 @click.option("--taken-before", metavar="DATE", help="Only photos taken before DATE (EXIF).")
@@ -357,8 +360,8 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, i
               help="Larger query images given by URL are refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per query (JSON Lines).")
 @_handle_errors
-def query(images, k, filter_, group_by, taken_after, taken_before, near, camera, html_out, grid_out, uri, collection,
-          token, model, batch_size, device, precision, timeout, max_image_mb, as_json):
+def query(images, k, filter_, group_by, min_score, taken_after, taken_before, near, camera, html_out, grid_out, uri,
+          collection, token, model, batch_size, device, precision, timeout, max_image_mb, as_json):
     """Show the indexed images most similar to each IMAGE (a file, or an image URL or URI).
 
     --taken-after, --taken-before, --near and --camera keep the photos whose EXIF says so; each is a
@@ -372,7 +375,7 @@ def query(images, k, filter_, group_by, taken_after, taken_before, near, camera,
                encoder_process=encoder_process.enabled()) as vs:
         try:
             results = vs.query(list(images), k=k, filter=filter_, group_by=group_by, taken_after=taken_after,
-                               taken_before=taken_before, near=near, camera=camera)
+                               taken_before=taken_before, near=near, camera=camera, min_score=min_score)
         except ImageError as exc:
             raise VitsearchError(f"cannot read query image {exc}") from None
     _write_reports(html_out, grid_out, images, results)
@@ -384,7 +387,7 @@ def query(images, k, filter_, group_by, taken_after, taken_before, near, camera,
             continue
         click.echo(f"query: {_shown(image)}")
         if not hits:
-            click.echo("  (no results)")
+            click.echo("  (no results)" if min_score is None else f"  (no results with a score of at least {min_score:g})")
         for hit in hits:
             click.echo(f"  {hit.rank:>4}  {hit.score:.4f}  {_shown(hit.path)}")
     _done_reading()
@@ -414,6 +417,9 @@ def info(uri, collection, token, as_json):
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=15, show_default=True, help="Neighbours that vote.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Below this share of the vote, no label is given.")
+@click.option("--min-score", type=click.FloatRange(-1, 1), metavar="SCORE",
+              help="Only neighbours at least this similar (cosine) vote: an image unlike every labelled one gets "
+                   "no label.")
 @click.option("--filter", "filter_", metavar="EXPR", help="Only neighbours matching this Milvus expression vote.")
 @click.option("--missing", is_flag=True, help="Tag every indexed image that has no value for --field (stored vectors).")
 @click.option("--write", is_flag=True, help="Store confident labels on indexed images that lack one.")
@@ -421,22 +427,25 @@ def info(uri, collection, token, as_json):
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image (JSON Lines).")
 @_handle_errors
-def tag(images, field, k, min_confidence, filter_, missing, write, uri, collection, token, model, batch_size, device,
-        precision, as_json):
+def tag(images, field, k, min_confidence, min_score, filter_, missing, write, uri, collection, token, model, batch_size,
+        device, precision, as_json):
     """Predict a label for each IMAGE from its nearest labelled neighbours (similarity-weighted vote)."""
     if not images and not missing:
         raise click.UsageError("give IMAGE... to tag, or --missing to tag the indexed images without a label")
     with _open(uri, collection, token, model, device, precision, batch_size) as vs:
         try:
             tags = vs.tag(list(images), field=field, k=k, min_confidence=min_confidence, filter=filter_,
-                          write=write) if images else []
+                          write=write, min_score=min_score) if images else []
         except ImageError as exc:
             raise VitsearchError(f"cannot read image {exc}") from None
         if missing:
-            tags += vs.tag_missing(field=field, k=k, min_confidence=min_confidence, filter=filter_, write=write)
+            tags += vs.tag_missing(field=field, k=k, min_confidence=min_confidence, filter=filter_, write=write,
+                                   min_score=min_score)
     for t in tags:
         if as_json:
             click.echo(json.dumps(t.as_dict(), default=str))
+        elif not t.votes and min_score is not None:
+            click.echo(f"{_shown(t.query)}\t(no label: no image with {field!r} scores at least {min_score:g})")
         elif not t.votes:
             click.echo(f"{_shown(t.query)}\t(no label: no indexed image has {field!r})")
         elif t.label is None:

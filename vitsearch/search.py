@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 import stat
 from collections.abc import Callable, Sequence
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ImageError
+from .errors import ImageError, UsageError
 from .filters import PhotoFilter
 from .images import FileEntry, ImageInput, check_file
 from .indexer import sha256_file
@@ -67,11 +68,31 @@ def best_per_group(rows: list[dict], field: str, k: int) -> list[dict]:
     return out
 
 
+def check_min_score(min_score: float | None) -> float | None:
+    """``min_score`` as a float, or None (no floor); a :class:`UsageError` outside [-1, 1]."""
+    if min_score is None:
+        return None
+    if isinstance(min_score, bool) or not isinstance(min_score, numbers.Real) or not -1.0 <= min_score <= 1.0:
+        raise UsageError(f"min_score must be a cosine similarity between -1 and 1, not {min_score!r}")
+    return float(min_score)
+
+
+def above(rows: list[dict], min_score: float | None) -> list[dict]:
+    """The rows (best first) whose score reaches ``min_score``; all of them when it is None."""
+    if min_score is None:
+        return rows
+    return [r for r in rows if r["score"] >= min_score]
+
+
 def search_until(
-    store: Store, vectors: list[list[float]], k: int, select: Callable[[int, list[dict]], list[dict]], filter: str | None = None
+    store: Store, vectors: list[list[float]], k: int, select: Callable[[int, list[dict]], list[dict]],
+    filter: str | None = None, min_score: float | None = None,
 ) -> list[list[dict]]:
     """Per query, ``select(query_index, candidates)``: fetch ``8k`` candidates, then more for the
-    queries whose full page gave fewer than ``k`` selected rows, up to the search limit."""
+    queries whose full page gave fewer than ``k`` selected rows, up to the search limit.
+
+    ``min_score``: only candidates that score at least this are offered to ``select``, and a query
+    whose page already ends below it is not searched deeper (no row further down can reach it)."""
     limit = min(MAX_K, k * _GROUP_FETCH)
     results: list[list[dict]] = [[] for _ in vectors]
     todo = list(range(len(vectors)))
@@ -79,15 +100,16 @@ def search_until(
         found = store.search([vectors[i] for i in todo], limit, filter=filter)
         again = []
         for i, rows in zip(todo, found):
-            results[i] = select(i, rows)
-            if len(results[i]) < k and len(rows) == limit and limit < MAX_K:
+            results[i] = select(i, above(rows, min_score))
+            deeper = len(rows) == limit and limit < MAX_K and (min_score is None or rows[-1]["score"] >= min_score)
+            if len(results[i]) < k and deeper:
                 again.append(i)
         todo, limit = again, min(MAX_K, limit * 4)
     return results
 
 
 def grouped_search(store: Store, vectors: list[list[float]], k: int, field: str, filter: str | None = None,
-                   photo: PhotoFilter | None = None) -> list[list[dict]]:
+                   photo: PhotoFilter | None = None, min_score: float | None = None) -> list[list[dict]]:
     """Top-``k`` distinct values of ``field`` per query, each with its best row.
 
     Done on the client, so it works for metadata fields on Milvus Lite and every server version.
@@ -95,19 +117,20 @@ def grouped_search(store: Store, vectors: list[list[float]], k: int, field: str,
     check_field(field, "--group-by")
     keep = photo.accepts if photo else None
     return search_until(store, vectors, k, lambda _, rows: best_per_group([r for r in rows if not keep or keep(r)], field, k),
-                        filter)
+                        filter, min_score)
 
 
 def filtered_search(store: Store, vectors: list[list[float]], k: int, photo: PhotoFilter | None = None,
-                    filter: str | None = None, group_by: str | None = None) -> list[list[dict]]:
+                    filter: str | None = None, group_by: str | None = None,
+                    min_score: float | None = None) -> list[list[dict]]:
     """The search of ``vectors`` under ``filter`` and ``photo`` (see :mod:`vitsearch.filters`), which the
     caller has combined into ``filter``: the rows ``photo`` must still check are dropped, and more are
-    fetched until ``k`` remain (or the collection has no more)."""
+    fetched until ``k`` remain (or the collection has no more, or none left scores ``min_score``)."""
     if group_by:
-        return grouped_search(store, vectors, k, group_by, filter, photo)
+        return grouped_search(store, vectors, k, group_by, filter, photo, min_score)
     if photo is None or photo.exact:
-        return store.search(vectors, k, filter=filter)
-    return search_until(store, vectors, k, lambda _, rows: [r for r in rows if photo.accepts(r)][:k], filter)
+        return [above(rows, min_score) for rows in store.search(vectors, k, filter=filter)]
+    return search_until(store, vectors, k, lambda _, rows: [r for r in rows if photo.accepts(r)][:k], filter, min_score)
 
 
 def stored_vectors(store: Store, images: Sequence[ImageInput]) -> dict[int, list[float]]:
@@ -169,16 +192,19 @@ def search_images(
     filter: str | None = None,
     group_by: str | None = None,
     photo: PhotoFilter | None = None,
+    min_score: float | None = None,
 ) -> list[list[Hit]]:
     """The ``k`` nearest indexed images of each query image (or the best image of ``k`` groups), among
-    those that match ``filter`` and ``photo`` (when, where, which camera; :mod:`vitsearch.filters`).
+    those that match ``filter`` and ``photo`` (when, where, which camera; :mod:`vitsearch.filters`)
+    and score at least ``min_score`` (fewer than ``k``, or none, when too few are that close).
 
     ``encoder()`` gives the model; it is not called when every query is an indexed file."""
+    min_score = check_min_score(min_score)
     if not images:
         return []
     photo = photo or None
     if photo is not None:
         filter = photo.combine(filter)
     vectors = query_vectors(store, list(images), encoder)
-    results = filtered_search(store, vectors, k, photo, filter, group_by)
+    results = filtered_search(store, vectors, k, photo, filter, group_by, min_score)
     return [to_hits(rows) for rows in results]

@@ -42,7 +42,7 @@ from .formats import register_plugins
 from .images import load_image
 from .metadata import check_field, infer
 from .report import THUMB, thumbnail
-from .search import search_until, to_hits
+from .search import above, check_min_score, search_until, to_hits
 from .serving import auth, logs
 from .serving.auth import OPEN, READ, WRITE, Keys, access
 from .serving.batcher import MicroBatcher
@@ -85,6 +85,7 @@ class _Job:
     k: int = 0
     filter: str | None = None
     exclude: int | None = None
+    min_score: float | None = None
 
 
 # -- the service ----------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ class Service:
                     results[i] = rows
                 else:
                     rows = [r for r in rows if r["id"] != jobs[i].exclude][: jobs[i].k]
-                    results[i] = rows
+                    results[i] = above(rows, jobs[i].min_score)
         return results
 
     # -- operations (on request threads) --------------------------------------------------------
@@ -257,20 +258,22 @@ class Service:
         return fetched.data
 
     def search(self, image: Image.Image | None = None, *, id: int | None = None, k: int = 10,
-               filter: str | None = None, photo: PhotoFilter | None = None) -> list[dict]:
-        """``photo``: when, where, with which camera (see :mod:`vitsearch.filters`), combined with ``filter``."""
+               filter: str | None = None, photo: PhotoFilter | None = None, min_score: float | None = None) -> list[dict]:
+        """``photo``: when, where, with which camera (see :mod:`vitsearch.filters`), combined with ``filter``;
+        ``min_score``: only hits at least that similar."""
         check_k(k)
+        min_score = check_min_score(min_score)
         filter = (filter or "").strip() or None
         photo = photo or None
         if photo is not None:
             filter = photo.combine(filter)
         if image is not None:
-            job = _Job(image=image, k=k, filter=filter)
+            job = _Job(image=image, k=k, filter=filter, min_score=min_score)
         else:
             row = self.row(id, ["*"])
             if "vector" not in row:
                 raise ApiError(500, f"the row of id {id} has no vector")
-            job = _Job(vector=row["vector"], k=k, filter=filter, exclude=row["id"])
+            job = _Job(vector=row["vector"], k=k, filter=filter, exclude=row["id"], min_score=min_score)
         with self._operation():
             rows = self.batcher.submit(job) if photo is None or photo.exact else self._search_checked(job, photo)
         self._count("searches")
@@ -287,7 +290,7 @@ class Service:
 
         try:
             with self.lock:
-                return search_until(self.vs.store, [job.vector], job.k, select, job.filter)[0]
+                return search_until(self.vs.store, [job.vector], job.k, select, job.filter, job.min_score)[0]
         except FilterError as exc:
             raise ApiError(400, str(exc)) from None
         except StoreError as exc:
@@ -529,6 +532,18 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
         except (TypeError, ValueError):
             raise ApiError(400, f"{name} must be a whole number, not {value!r}") from None
 
+    def _score(value: Any) -> float | None:
+        """A request's ``min_score`` (a number, or a form field's text), checked by ``Service.search``."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(value.strip()) if isinstance(value, str) else float("nan")
+        except ValueError:
+            pass
+        raise ApiError(400, f"min_score must be a number between -1 and 1, not {value!r}")
+
     def _id(text: str) -> int:
         if not text.isdigit() and not (text.startswith("-") and text[1:].isdigit()):
             raise ApiError(404, f"no image with id {text!r}")
@@ -540,6 +555,9 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
         "near": {"type": "string", "description": "LAT,LON,KM: EXIF GPS position within KM of LAT,LON"},
         "camera": {"type": "string", "description": "words of the camera make or model, any case"},
     }
+    min_score_param = {"type": "number", "minimum": -1, "maximum": 1,
+                       "description": "only hits at least this similar (cosine); fewer than k, or none, when "
+                                      "nothing is that close"}
     search_body = {
         "requestBody": {
             "content": {
@@ -548,7 +566,7 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
                     "properties": {"image": {"type": "string", "format": "binary"},
                                    "k": {"type": "integer", "default": 10, "minimum": 1, "maximum": MAX_RESULTS},
                                    "filter": {"type": "string", "description": "Milvus boolean expression"},
-                                   **photo_params},
+                                   "min_score": min_score_param, **photo_params},
                 }},
                 "application/json": {"schema": {
                     "type": "object",
@@ -557,7 +575,7 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
                                    "url": {"type": "string", "description": "an image to fetch (http or https; "
                                            "public addresses only unless serve --allow-private-urls)"},
                                    "k": {"type": "integer", "default": 10}, "filter": {"type": "string"},
-                                   **photo_params},
+                                   "min_score": min_score_param, **photo_params},
                 }},
             }
         }
@@ -572,9 +590,11 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
             data = await _read_upload(form.get("image"))
             k = _int(form.get("k", 10), "k")
             filter_ = form.get("filter")
+            min_score = _score(form.get("min_score"))
             photo = _photo(form)
             image = await run_in_threadpool(service.decode, data)
-            results = await run_in_threadpool(service.search, image, k=k, filter=filter_, photo=photo)
+            results = await run_in_threadpool(service.search, image, k=k, filter=filter_, photo=photo,
+                                              min_score=min_score)
         elif kind.startswith("application/json"):
             try:
                 body = await request.json()
@@ -587,6 +607,7 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
             filter_ = body.get("filter")
             if filter_ is not None and not isinstance(filter_, str):
                 raise ApiError(400, "filter must be a string")
+            min_score = _score(body.get("min_score"))
             photo = _photo(body)
             if "url" in body:
                 if not isinstance(body["url"], str) or not body["url"].strip():
@@ -594,10 +615,11 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
                 check_k(k)
                 data = await run_in_threadpool(service.fetch, body["url"].strip())
                 image = await run_in_threadpool(service.decode, data)
-                results = await run_in_threadpool(service.search, image, k=k, filter=filter_, photo=photo)
+                results = await run_in_threadpool(service.search, image, k=k, filter=filter_, photo=photo,
+                                                  min_score=min_score)
             else:
                 results = await run_in_threadpool(
-                    service.search, None, id=_int(body["id"], "id"), k=k, filter=filter_, photo=photo
+                    service.search, None, id=_int(body["id"], "id"), k=k, filter=filter_, photo=photo, min_score=min_score
                 )
         else:
             raise ApiError(415, "send multipart/form-data with an 'image' file, or JSON with an 'id' or a 'url'")

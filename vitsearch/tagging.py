@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import UsageError
 from .metadata import check_field
-from .search import Hit, search_until, to_hits
+from .search import Hit, check_min_score, search_until, to_hits
 from .store import Store
 
 TEMPERATURE = 0.07
@@ -71,9 +71,12 @@ def tag_vectors(
     min_confidence: float = 0.0,
     filter: str | None = None,
     exclude: list[set] | None = None,
+    min_score: float | None = None,
 ) -> list[Tag]:
-    """Tag each vector from its ``k`` nearest rows that have ``field_name`` (rows in ``exclude[i]`` skipped)."""
+    """Tag each vector from its ``k`` nearest rows that have ``field_name`` (rows in ``exclude[i]``
+    skipped, and rows that score below ``min_score``)."""
     check_field(field_name, "--field")
+    min_score = check_min_score(min_score)
     if not 0.0 <= min_confidence <= 1.0:
         raise UsageError(f"min_confidence must be between 0 and 1, not {min_confidence}")
     if k < 1:
@@ -85,7 +88,7 @@ def tag_vectors(
         return keep[:k]
 
     tags = []
-    for i, rows in enumerate(search_until(store, vectors, k, labelled, filter)):
+    for i, rows in enumerate(search_until(store, vectors, k, labelled, filter, min_score)):
         label, confidence, votes = vote(rows, field_name, min_confidence)
         tags.append(Tag(names[i], label, confidence, votes, to_hits(rows), field_name))
     return tags
