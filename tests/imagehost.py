@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 
 class ImageHost:
-    def __init__(self, latency: float = 0.0):
+    def __init__(self, latency: float = 0.0, *, cors: bool = False):
         self.latency = latency  # added before every answer (the benchmark's 50 ms)
+        self.cors = cors  # answer every origin's preflight and reads, as a careless (or hostile) host would
         self.routes: dict[str, Callable] = {}
         self.requests: collections.Counter = collections.Counter()  # path -> requests
         self.bodies: collections.Counter = collections.Counter()  # path -> image bodies sent (200s)
@@ -176,6 +177,8 @@ def _handler(host: ImageHost):
             pass
 
         def reply(self, code: int, body: bytes, headers: dict) -> None:
+            if host.cors:
+                headers = {**headers, "Access-Control-Allow-Origin": "*"}
             try:
                 self.send_response(code)
                 for name, value in headers.items():
@@ -186,6 +189,15 @@ def _handler(host: ImageHost):
                     self.wfile.write(body)
             except OSError:  # the client gave up (a timeout under test): nothing to tell
                 self.close_connection = True
+
+        def do_OPTIONS(self):  # a CORS preflight: counted under "OPTIONS /path"
+            with host._lock:
+                host.requests["OPTIONS " + self.path.split("?", 1)[0]] += 1
+            if not host.cors:
+                self.reply(405, b"", {})
+                return
+            self.reply(204, b"", {"Access-Control-Allow-Methods": "GET", "Access-Control-Max-Age": "600",
+                                  "Access-Control-Allow-Headers": self.headers.get("Access-Control-Request-Headers", "")})
 
         def do_GET(self):
             path = self.path.split("?", 1)[0]

@@ -11,8 +11,10 @@ import urllib.request
 import pytest
 from fastapi.routing import APIRoute
 from helpers import headless_chrome, needs_browser, serve_process
+from imagehost import ImageHost
 from PIL import Image
 
+from vitsearch import VisualSearch
 from vitsearch.serving import auth
 from vitsearch.serving.auth import Keys, check_key, is_loopback, split_keys
 from vitsearch.serving.errors import ApiError
@@ -214,8 +216,23 @@ def test_keys_never_reach_the_log_or_an_answer(serve_app, caplog):
 
 # -- the page -------------------------------------------------------------------------------------
 @needs_browser
-def test_the_page_asks_for_a_key_when_the_server_does(tmp_path, lite_uri):
+def test_the_page_asks_for_a_key_when_the_server_does(tmp_path, lite_uri, bundled_encoder):
     pytest.importorskip("selenium.webdriver")
+
+    # a row indexed from another host, which answers any origin: the page must not send it the key
+    host = ImageHost(cors=True)
+    photo_url = host.image("/shoe.jpg", _jpeg(), content_type="image/jpeg")
+    with host:
+        with VisualSearch(lite_uri, encoder=bundled_encoder) as vs:
+            assert vs.index([photo_url]).added == 1
+        _page_with_a_key(tmp_path, lite_uri)
+    seen = host.headers["/shoe.jpg"]
+    assert len(seen) >= 2  # the indexer's download, then the page's <img>
+    assert not any(name.lower() == "authorization" for headers in seen for name in headers)
+    assert host.requests["OPTIONS /shoe.jpg"] == 0  # no preflight: the page never tried a request with the key
+
+
+def _page_with_a_key(tmp_path, lite_uri):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -236,12 +253,12 @@ def test_the_page_asks_for_a_key_when_the_server_does(tmp_path, lite_uri):
             wait.until(lambda d: "not valid" in d.find_element(By.ID, "auth-note").text
                        and d.find_element(By.ID, "auth").is_displayed())
             driver.find_element(By.ID, "key").send_keys(KEY + "\n")
-            wait.until(lambda d: "1 images in" in d.find_element(By.ID, "stats").text)
+            wait.until(lambda d: "2 images in" in d.find_element(By.ID, "stats").text)
             assert not driver.find_element(By.ID, "auth").is_displayed()
             query = tmp_path / "query.jpg"
             query.write_bytes(_jpeg())
             driver.find_element(By.ID, "file").send_keys(str(query))
-            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".hit")) == 1)
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".hit")) == 2)
             wait.until(lambda d: all(i.get_attribute("naturalWidth") not in (None, "0")  # thumbnails, with the key
                                      for i in d.find_elements(By.CSS_SELECTOR, ".hit img")))
             assert KEY not in driver.current_url
