@@ -95,3 +95,14 @@ def test_observed_requests_are_counted_by_status(status):
     m.observe_request("POST", "/search", status, 0.2, 100)
     text = m.render().decode()
     assert f'vitsearch_http_requests_total{{method="POST",route="/search",status="{status}"}} 1.0' in text
+
+
+def test_made_up_methods_share_one_label_so_no_client_can_grow_metrics(serve_app):
+    client = serve_app()
+    for i in range(50):
+        assert client.request(f"X{i:04d}", "/healthz").status_code == 405
+    client.request("DELETE", "/healthz")
+    m = _scrape(client)
+    methods = {dict(labels)["method"] for name, labels in m if name == "vitsearch_http_requests_total"}
+    assert methods == {"other", "DELETE"}
+    assert _value(m, "vitsearch_http_requests_total", method="other", route="/healthz", status="405") == 50

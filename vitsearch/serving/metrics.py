@@ -4,8 +4,10 @@ Instruments (one registry per service, so several apps in one process never shar
 
 * ``vitsearch_http_requests_total{method,route,status}`` and
   ``vitsearch_http_request_duration_seconds{method,route}``: every answer, by route template
-  (``/images/{image_id}``, never the id itself: the label set stays small); ``unmatched`` for paths
-  that match no route, and for CORS preflights;
+  (``/images/{image_id}``, never the id itself: the label set stays small); ``unmatched`` for
+  requests answered outside the API's routes (unknown paths, CORS preflights, bodies refused by
+  their Content-Length, FastAPI's /docs, /redoc and /openapi.json); a method other than the usual
+  seven counts as ``other``;
 * ``vitsearch_http_requests_in_flight``, ``vitsearch_http_response_bytes_total``;
 * ``vitsearch_batch_size``: jobs per micro-batch; ``vitsearch_embed_seconds``: model time per batch;
   ``vitsearch_embedded_images_total``; ``vitsearch_search_seconds``: time per Milvus search call;
@@ -39,6 +41,10 @@ from .logs import ACCESS_LOGGER, access_line
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 UNMATCHED = "unmatched"
+# request methods kept as labels; any other (a client may send any token) counts as OTHER, so that
+# no client can grow the label set, and with it /metrics and the server's memory
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
 
 
 class Metrics:
@@ -74,6 +80,7 @@ class Metrics:
         self.rows.set_function(fn)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float, sent: int) -> None:
+        method = method if method in METHODS else OTHER
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
         self.response_bytes.inc(sent)
