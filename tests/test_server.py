@@ -21,6 +21,7 @@ from helpers import SAMPLES, headless_chrome, healthy, needs_browser, photo, wai
 from PIL import Image
 
 from vitsearch import VisualSearch
+from vitsearch.errors import VitsearchError
 from vitsearch.server import MicroBatcher, Service, create_app
 
 
@@ -507,3 +508,43 @@ def test_the_server_uses_only_the_public_api_of_visualsearch():
                     and not (isinstance(node.value, ast.Name) and node.value.id == "self")):
                 found.append(f"{path.name}:{node.lineno}: .{node.attr}")
     assert found == []
+
+
+def test_odd_requests_get_clean_answers(client, photos):
+    for path in ("/rows/%C2%B2", "/images/%C2%B2", "/thumbnails/%D9%A3", "/rows/-%C2%B2"):  # "²", "٣": isdigit()
+        r = client.get(path)
+        assert r.status_code == 404 and "no image with id" in r.json()["detail"], path
+    assert client.delete("/images/%C2%B2").status_code == 404
+    deep = client.post("/search", content=b"[" * 100_000 + b"]" * 100_000, headers={"Content-Type": "application/json"})
+    assert deep.status_code == 400 and "not valid JSON" in deep.json()["detail"]
+    data = (photos / "chelsea.jpg").read_bytes()
+    shouted = client.post("/search", files={"image": ("q.jpg", data)}, data={"k": "1"})
+    boundary = shouted.request.headers["content-type"].split("boundary=")[1]
+    upper = client.post("/search", content=shouted.request.content,
+                        headers={"Content-Type": f"Multipart/Form-Data; boundary={boundary}"})
+    assert upper.status_code == 200 and upper.json()["results"][0]["path"] == str(photos / "chelsea.jpg")
+    assert client.post("/search", content=b'{"id": 1}', headers={"Content-Type": "Application/JSON"}).status_code == 404
+    head = client.head("/healthz")
+    assert head.status_code == 200 and head.content == b""
+
+
+def test_an_unexpected_failure_is_a_json_500_and_the_folders_are_checked_at_start(service, photos, tmp_path,
+                                                                               monkeypatch):
+    def broken(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("vitsearch.server._keep", broken)
+    with TestClient(create_app(service), raise_server_exceptions=False) as client:
+        r = client.post("/images", files={"image": ("n.jpg", _jpeg(photo(5)))})
+        assert r.status_code == 500 and r.json() == {"detail": "internal error: No space left on device (see the "
+                                                                "server's log)"}
+    blocker = tmp_path / "a file"
+    blocker.write_text("in the way")
+    for kind in ("upload_dir", "thumbnail_dir"):
+        with pytest.raises(VitsearchError, match="cannot create the (upload|thumbnail) folder .*a file/sub"):
+            Service(service.vs, **{kind: str(blocker / "sub")})
+    readonly = tmp_path / "readonly"
+    readonly.mkdir(mode=0o555)
+    if os.geteuid() != 0:  # root may write anywhere
+        with pytest.raises(VitsearchError, match="is not writable"):
+            Service(service.vs, upload_dir=str(readonly))

@@ -130,8 +130,13 @@ class Service:
     def _open(self) -> None:
         """Open the store and load the model now, so that the first request is as fast as the next."""
         self.vs.ensure_collection()
-        self.upload_dir.mkdir(parents=True, exist_ok=True)
-        self.thumbnail_dir.mkdir(parents=True, exist_ok=True)
+        for what, folder in (("upload", self.upload_dir), ("thumbnail", self.thumbnail_dir)):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise VitsearchError(f"cannot create the {what} folder {folder}: {exc.strerror or exc}") from None
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise VitsearchError(f"the {what} folder {folder} is not writable by this user")
         self.vs.encoder.encode([Image.new("RGB", (32, 32), (128, 128, 128))])  # warm-up
 
     def close(self, timeout: float = 30.0) -> None:
@@ -334,7 +339,7 @@ class Service:
         sha = hashlib.sha256(data).hexdigest()
         path = self.upload_dir / sha[:2] / f"{sha}{ext}"
         with self._operation():
-            written = _keep(path, data)
+            written = _keep(path, data)  # an OSError: the upload folder is broken (the handler answers 500)
             try:
                 vector = self.batcher.submit(_Job(image=image))
                 exif = read_exif(data)
@@ -505,6 +510,14 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
         status = 503 if isinstance(exc, StoreError) else 400
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        # a bug, or the server's own trouble (a full disk, an upload folder that went read-only): the
+        # traceback goes to the server's log (the exception is raised on after this answer), the client
+        # gets JSON like every other error, without the server's internals
+        reason = f": {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else ""
+        return JSONResponse({"detail": f"internal error{reason} (see the server's log)"}, status_code=500)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         detail = exc.detail
@@ -545,7 +558,8 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
         raise ApiError(400, f"min_score must be a number between -1 and 1, not {value!r}")
 
     def _id(text: str) -> int:
-        if not text.isdigit() and not (text.startswith("-") and text[1:].isdigit()):
+        digits = text.removeprefix("-")
+        if not (digits.isascii() and digits.isdigit()):  # not "²" or "٣", which isdigit() also accepts
             raise ApiError(404, f"no image with id {text!r}")
         return int(text)
 
@@ -584,7 +598,7 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
     @app.post("/search", openapi_extra={**search_body, **access(READ)}, summary="Images most like an uploaded one (or an indexed one, or one at a URL)")
     async def search(request: Request):
         started = time.perf_counter()
-        kind = request.headers.get("content-type", "")
+        kind = request.headers.get("content-type", "").lower()  # media types are case-insensitive
         if kind.startswith("multipart/form-data"):
             form = await request.form(max_files=1, max_fields=32)
             data = await _read_upload(form.get("image"))
@@ -598,7 +612,7 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
         elif kind.startswith("application/json"):
             try:
                 body = await request.json()
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
                 raise ApiError(400, "the body is not valid JSON") from None
             if not isinstance(body, dict) or ("id" in body) == ("url" in body):
                 raise ApiError(400, 'send {"id": <indexed image id>} or {"url": <image URL>} (with "k": 10, '
@@ -633,7 +647,7 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
 
     @app.post("/images", status_code=201, openapi_extra={**upload_body, **access(WRITE)}, summary="Add an uploaded image to the collection")
     async def add_image(request: Request):
-        kind = request.headers.get("content-type", "")
+        kind = request.headers.get("content-type", "").lower()
         if not kind.startswith("multipart/form-data"):
             raise ApiError(415, "send multipart/form-data with an 'image' file and metadata fields")
         form = await request.form(max_files=1, max_fields=64)
@@ -661,6 +675,7 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
     def get_row(image_id: str):
         return service.describe(service.row(_id(image_id), ["*"]))
 
+    @app.head("/healthz", include_in_schema=False, openapi_extra=access(OPEN))  # for probes that send HEAD
     @app.get("/healthz", openapi_extra=access(OPEN), summary="Liveness: the store answers (never needs a key)")
     def healthz():
         problem = service.health()
