@@ -119,6 +119,13 @@ def test_transparency_is_composited_on_white():
     pal.putpalette([0, 0, 0] * 256)
     pal.info["transparency"] = 0
     assert load_image(pal).getpixel((0, 0)) == (255, 255, 255)
+    # every colour at every alpha gives exactly what compositing over opaque white gives (what
+    # the bundled model was trained and measured with), though made without the full-size copies
+    pixels = np.random.default_rng(0).integers(0, 256, (256, 256, 4), dtype=np.uint8)
+    pixels[0, :, 3] = np.arange(256)
+    rgba = Image.fromarray(pixels, "RGBA")
+    white = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    assert np.array_equal(np.asarray(load_image(rgba)), np.asarray(white))
 
 
 def test_16_bit_grey_cmyk_and_exif_rotation(tmp_path):

@@ -548,3 +548,40 @@ def test_an_unexpected_failure_is_a_json_500_and_the_folders_are_checked_at_star
     if os.geteuid() != 0:  # root may write anywhere
         with pytest.raises(VitsearchError, match="is not writable"):
             Service(service.vs, upload_dir=str(readonly))
+
+
+def test_an_upload_embeds_as_the_indexer_embeds_its_file(client, photos):
+    data = (photos / "chelsea.jpg").read_bytes()  # 451 x 300: the indexer decodes it at half scale
+    top = _upload(client, data, k=1).json()["results"][0]
+    assert top["path"] == str(photos / "chelsea.jpg") and top["score"] >= 0.9999  # was 0.9995 (full decode)
+    mirrored = Image.open(photos / "chelsea.jpg").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    added = client.post("/images", files={"image": ("m.jpg", _jpeg(mirrored))}).json()
+    assert (added["width"], added["height"]) == (451, 300)  # its own size, not the reduced decode's
+
+
+def test_large_uploads_decode_one_at_a_time(service, photos, monkeypatch):
+    import vitsearch.server as server
+
+    real, active, most = server.load_image, [0], {}
+    lock = threading.Lock()
+
+    def slow_load(data, **kwargs):
+        with lock:
+            active[0] += 1
+            most["n"] = max(most.get("n", 0), active[0])
+        time.sleep(0.3)
+        with lock:
+            active[0] -= 1
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(server, "load_image", slow_load)
+    data = (photos / "chelsea.jpg").read_bytes()  # 135,300 pixels
+    for limit, expected in ((100_000, 1), (10_000_000, 4)):
+        monkeypatch.setattr(server, "LARGE_PIXELS", limit)
+        most.clear()
+        threads = [threading.Thread(target=service.decode, args=(data,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert most["n"] == expected, limit

@@ -56,6 +56,10 @@ __all__ = ["ApiError", "MicroBatcher", "Service", "create_app", "serve"]
 
 MAX_UPLOAD_BYTES = MAX_IMAGE_BYTES  # also the limit of query images given by URL, and of indexed ones
 MAX_RESULTS = 1000
+# Uploads with more pixels than this decode one at a time: a small PNG of 100 MP takes about 0.5 GB
+# to decode (a JPEG is decoded at reduced scale and costs little), so a burst of them must not
+# multiply that by the number of request threads
+LARGE_PIXELS = 16_000_000
 _FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif",
                "HEIF": ".heic", "AVIF": ".avif"}
 _MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
@@ -120,6 +124,7 @@ class Service:
         self._count_lock = threading.Lock()
         self._active = 0  # operations under way (see ``_operation``)
         self._idle = threading.Condition()
+        self._large_decode = threading.Lock()  # see LARGE_PIXELS
         self.closing = self._closed = False
         self._open()
         self.batcher = MicroBatcher(self._run_jobs, max_batch=max_batch, max_wait=max_wait)
@@ -239,12 +244,14 @@ class Service:
         """The uploaded bytes as an RGB image: 415 when they are no image format, 400 when broken."""
         return self._decode(data)[0]
 
-    @staticmethod
-    def _decode(data: bytes) -> tuple[Image.Image, str]:
-        """(RGB image, format): the format sniffed from the content, then the pixels decoded."""
-        fmt = sniff(data)
+    def _decode(self, data: bytes) -> tuple[Image.Image, str]:
+        """(RGB image, format): the format sniffed from the content, then the pixels decoded as the
+        indexer decodes a file (a large JPEG or HEIC at reduced scale), so an upload embeds to the
+        vector its file gets from ``vitsearch index``; ``info['vitsearch.size']`` is its own size."""
+        fmt, pixels = probe(data)
         try:
-            return load_image(data), fmt
+            with self._large_decode if pixels > LARGE_PIXELS else contextlib.nullcontext():
+                return load_image(data, draft=self.vs.encoder.preprocessing.draft_size), fmt
         except ImageError as exc:
             raise ApiError(400, f"the image cannot be decoded: {exc}") from None
 
@@ -345,8 +352,9 @@ class Service:
                 exif = read_exif(data)
                 with self.lock:  # a delete of the same content meanwhile took the file: put it back
                     written = _keep(path, data) or written
-                    row, created = self._store("upsert", self.vs.put, path, vector, sha256=sha, width=image.width,
-                                               height=image.height, exif=exif, fields=fields)
+                    width, height = image.info.get("vitsearch.size", image.size)  # upright, not the draft's size
+                    row, created = self._store("upsert", self.vs.put, path, vector, sha256=sha, width=width,
+                                               height=height, exif=exif, fields=fields)
             except BaseException:
                 if written:  # refused whole: no file is left behind without its row
                     path.unlink(missing_ok=True)
@@ -418,14 +426,15 @@ def _keep(path: Path, data: bytes) -> bool:
     return True
 
 
-def sniff(data: bytes) -> str:
-    """The image format of ``data``, from its content (never from a name or a header): 415 when none."""
+def probe(data: bytes) -> tuple[str, int]:
+    """(format, pixels) of ``data``, the format from its content (never from a name or a header):
+    415 when none, 400 when its header is broken or names too many pixels."""
     if not data:
         raise ApiError(400, "the upload is empty")
     register_plugins()  # HEIC, when pillow-heif is installed
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            fmt = probe.format
+        with Image.open(io.BytesIO(data)) as opened:
+            fmt, (width, height) = opened.format, opened.size
     except UnidentifiedImageError:
         raise ApiError(415, f"the upload is not an image in a format vitsearch reads ({_FORMAT_NAMES})") from None
     except Image.DecompressionBombError as exc:
@@ -434,7 +443,7 @@ def sniff(data: bytes) -> str:
         raise ApiError(400, f"the image cannot be read: {exc}") from None
     if fmt not in _FORMAT_EXT:
         raise ApiError(415, f"{fmt} images are not supported ({_FORMAT_NAMES} are)")
-    return fmt
+    return fmt, width * height
 
 
 def _photo(params) -> PhotoFilter:
