@@ -560,7 +560,7 @@ def test_an_upload_embeds_as_the_indexer_embeds_its_file(client, photos):
 
 
 def test_large_uploads_decode_one_at_a_time(service, photos, monkeypatch):
-    import vitsearch.server as server
+    from vitsearch import server
 
     real, active, most = server.load_image, [0], {}
     lock = threading.Lock()

@@ -199,6 +199,7 @@ def test_the_document_marks_the_routes_that_need_a_key(serve_app):
         for method, op in ops.items():
             guarded = (method, path) not in READS | OPEN
             assert ("security" in op) is guarded, (method, path)
+            assert ("401" in op["responses"]) is guarded and "422" not in op["responses"], (method, path)
             assert op[auth.ACCESS] == ("write" if guarded else "open" if (method, path) in OPEN else "read")
 
 

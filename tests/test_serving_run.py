@@ -110,3 +110,38 @@ def test_an_upload_still_unfinished_when_the_shutdown_timeout_ends_is_refused_wh
     assert _stored(lite_uri) == []
     assert not [p for p in (tmp_path / "up").rglob("*") if p.is_file()]
     assert "Traceback" not in log.read_text()
+
+
+def test_a_search_stuck_on_a_download_neither_holds_the_shutdown_nor_takes_every_thread(tmp_path, lite_uri):
+    import urllib.error
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imagehost import ImageHost
+
+    from vitsearch.server import URL_FETCHES
+
+    def search(url: str) -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/search", data=json.dumps({"url": url}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    with ImageHost() as host:
+        never = host.slow("/never.jpg", 300)  # answers long after every timeout
+        with serve_process(tmp_path, lite_uri, "--allow-private-urls", "--shutdown-timeout", "1",
+                           "--log-level", "warning") as (proc, port, log), ThreadPoolExecutor(URL_FETCHES + 4) as pool:
+            stuck = [pool.submit(search, never) for _ in range(URL_FETCHES)]
+            time.sleep(2.0)
+            extra = [pool.submit(search, never) for _ in range(4)]
+            assert [f.result(timeout=30) for f in extra] == [503] * 4  # refused at once, no thread held
+            started = time.monotonic()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+                assert r.status == 200 and time.monotonic() - started < 5
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0  # not the 60 s the downloads could still take
+            assert all(f.result(timeout=30) == 503 for f in stuck)
+    assert "still busy after the shutdown" in log.read_text()

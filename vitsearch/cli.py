@@ -627,6 +627,7 @@ def serve(host, port, uri, collection, token, model, batch_size, device, precisi
     from .server import serve as run_server
     from .serving import logs
     from .serving.auth import Keys
+    from .serving.run import exit_past_stuck_threads
 
     keys = [k for k in api_keys if k]
     access = Keys(keys, reads=keys_for_reads)
@@ -655,6 +656,7 @@ def serve(host, port, uri, collection, token, model, batch_size, device, precisi
                             shutdown_timeout=shutdown_timeout)
     if stopped_by is not None:
         log.info("stopped (%s): store flushed and closed", _signal_name(stopped_by))
+        exit_past_stuck_threads()
 
 
 def _signal_name(sig: int) -> str:

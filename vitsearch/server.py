@@ -60,6 +60,10 @@ MAX_RESULTS = 1000
 # to decode (a JPEG is decoded at reduced scale and costs little), so a burst of them must not
 # multiply that by the number of request threads
 LARGE_PIXELS = 16_000_000
+# Searches by URL downloading at once; more are answered 503 at once. A download holds a request
+# thread for up to twice the read timeout (one retry), so a host that never answers must not be
+# able to take every thread (40) and stall health checks and uploads behind it.
+URL_FETCHES = 8
 _FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif",
                "HEIF": ".heic", "AVIF": ".avif"}
 _MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
@@ -125,6 +129,7 @@ class Service:
         self._active = 0  # operations under way (see ``_operation``)
         self._idle = threading.Condition()
         self._large_decode = threading.Lock()  # see LARGE_PIXELS
+        self._url_fetches = threading.BoundedSemaphore(URL_FETCHES)
         self.closing = self._closed = False
         self._open()
         self.batcher = MicroBatcher(self._run_jobs, max_batch=max_batch, max_wait=max_wait)
@@ -260,6 +265,9 @@ class Service:
         refused once the server is closing, and waited for by :meth:`close` (which closes the fetcher)."""
         if not is_http(url):  # never the server's own files or buckets
             raise ApiError(400, "url must be an http:// or https:// URL")
+        if not self._url_fetches.acquire(blocking=False):
+            raise ApiError(503, f"{URL_FETCHES} searches by URL are downloading already: try again shortly",
+                           headers={"Retry-After": "2"})
         try:
             with self._operation():
                 fetched = self.fetcher.open(url)
@@ -267,6 +275,8 @@ class Service:
             raise ApiError(413, f"the image at the URL is {exc}") from None
         except FetchError as exc:
             raise ApiError(400, f"cannot fetch {url}: {exc}") from None
+        finally:
+            self._url_fetches.release()
         return fetched.data
 
     def search(self, image: Image.Image | None = None, *, id: int | None = None, k: int = 10,
@@ -479,6 +489,56 @@ def parse_fields(form: Sequence[tuple[str, Any]]) -> dict[str, Any]:
     return fields
 
 
+# The error answers of each operation, for its OpenAPI document (FastAPI would list a 422 that the
+# server never sends: its own checks answer 400)
+_STORE_DOWN = "the store does not answer, or the server is shutting down"
+_ERRORS: dict[tuple[str, str], dict[int, str]] = {
+    ("post", "/search"): {400: "a broken image or JSON body, or a k, min_score, filter, photo filter or URL "
+                               "that makes no sense or cannot be fetched",
+                          404: "no image with that id", 413: "the upload (or the image at the URL) is over the limit",
+                          415: "not an image format vitsearch reads, or a body neither multipart nor JSON",
+                          503: _STORE_DOWN + ", or too many searches by URL are downloading (Retry-After)"},
+    ("post", "/images"): {400: "a broken image, or a metadata field name that cannot be stored",
+                          413: "the upload is over the limit", 415: "not an image format vitsearch reads",
+                          503: _STORE_DOWN},
+    ("get", "/images/{image_id}"): {404: "no image with that id, or its file is gone", 503: _STORE_DOWN},
+    ("delete", "/images/{image_id}"): {404: "no image with that id", 503: _STORE_DOWN},
+    ("get", "/thumbnails/{image_id}"): {404: "no image with that id, or its file is gone", 503: _STORE_DOWN},
+    ("get", "/rows/{image_id}"): {404: "no image with that id", 503: _STORE_DOWN},
+    ("get", "/healthz"): {503: "the store does not answer"},
+}
+
+
+def _document_errors(app) -> None:
+    """Each operation's error answers in the app's OpenAPI document: ``{"detail": "..."}`` with the
+    statuses of ``_ERRORS``, and 401 where this server wants a key (see ``auth.document``)."""
+    plain = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = plain()
+        error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                answers = operation.setdefault("responses", {})
+                answers.pop("422", None)
+                codes = dict(_ERRORS.get((method, path), {}))
+                if "security" in operation:
+                    codes[401] = "no API key, or not a valid one (WWW-Authenticate says which)"
+                for code, why in sorted(codes.items()):
+                    answers[str(code)] = {"description": why, **error}
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        schemas["Error"] = {"type": "object", "required": ["detail"],
+                            "properties": {"detail": {"type": "string", "description": "what is wrong, for people"}}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+
+
 def page() -> str:
     return resources.files("vitsearch").joinpath("static", "index.html").read_text(encoding="utf-8")
 
@@ -503,6 +563,7 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
     app.state.service = service
     app.state.keys = keys
     auth.document(app, keys)
+    _document_errors(app)
     too_large = f"the upload is larger than the limit of {service.max_upload_bytes / 2**20:.3g} MB"
     # the limit on the whole body leaves room for the form fields around the file
     app.add_middleware(BodyLimit, limit=service.max_upload_bytes + 64 * 1024, message=too_large,

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import sys
 import threading
+import time
 
 from .guards import protocol_with_head_timeout
 from .logs import SERVER_LOGGER
@@ -69,3 +72,32 @@ def run(app, *, host: str, port: int, log_level: str = "info", max_connections: 
     server = _server_class()(config)
     server.run()
     return server.stopped_by
+
+
+def exit_past_stuck_threads(grace: float = 2.0, code: int = 0) -> None:
+    """End the process now if request threads are still busy after the shutdown (call it once the
+    store is flushed and closed).
+
+    A request cut short by ``shutdown_timeout`` has been answered, but its thread may still be waiting,
+    e.g. on a download by URL from a host that never answers (up to twice the read timeout). Python
+    waits for such threads before it exits, which would outlast a container's stop grace period and
+    end in SIGKILL. Idle threads end by themselves within ``grace`` seconds; any still busy then are
+    left behind, with a warning, and the process exits with ``code``.
+    """
+    deadline = time.monotonic() + grace
+    busy = []
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            busy.append(thread)
+    if not busy:
+        return
+    logging.getLogger(SERVER_LOGGER).warning(
+        "%d request thread(s) still busy after the shutdown (a download by URL?): exiting without them", len(busy))
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
