@@ -87,6 +87,8 @@ def test_filter_works_and_a_malformed_filter_is_400_with_reason(client, photos):
     assert r.json()["results"] and all(h["width"] > 460 for h in r.json()["results"])
     r = _upload(client, (photos / "chelsea.jpg").read_bytes(), filter="width >>> 3")
     assert r.status_code == 400 and "invalid filter" in r.json()["detail"]
+    r = _upload(client, (photos / "chelsea.jpg").read_bytes(), filter="width >>> 3 " + "x" * 100_000)
+    assert r.status_code == 400 and len(r.json()["detail"]) < 1000  # not the whole filter echoed back
     r = client.post("/search", json={"id": 1, "filter": 7})
     assert r.status_code == 400
 
@@ -185,6 +187,15 @@ def test_search_by_url_when_private_addresses_are_allowed(service, image_host, p
         # a row indexed from a URL is shown from that URL
         shown = allowed.describe({"id": 7, "path": "https://cdn.example/a.jpg"})
         assert shown["image_url"] == shown["thumbnail_url"] == "https://cdn.example/a.jpg"
+
+
+def test_the_file_and_thumbnail_of_a_row_indexed_from_a_url_redirect_there(service, client, image_host):
+    url = image_host.url("/chelsea.jpg")
+    assert service.vs.index([url]).added == 1
+    found = next(iter(service.vs.store.iter_rows(f'path == "{url}"', ["id"])))["id"]
+    for route in ("images", "thumbnails"):
+        r = client.get(f"/{route}/{found}", follow_redirects=False)
+        assert r.status_code == 307 and r.headers["location"] == url, route
 
 
 def test_streamed_upload_over_the_limit_is_413(client):

@@ -26,7 +26,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -385,8 +385,11 @@ class Service:
         return {"id": str(row["id"]), "path": row["path"], "deleted": True}
 
     def file_of(self, id: int) -> tuple[str, str]:
+        """(path, media type) of a row's file; a URL as it is, for a row indexed from one."""
         row = self.row(id)
         path = row["path"]
+        if is_http(path):
+            return path, ""
         if not os.path.isfile(path):
             raise ApiError(404, f"the file of image {id} is gone from {path}")
         return path, _MEDIA_TYPES.get(os.path.splitext(path)[1].lower(), "application/octet-stream")
@@ -394,6 +397,8 @@ class Service:
     def thumbnail_of(self, id: int) -> str:
         """The cached JPEG thumbnail of a row, made on first use (keyed by id and content hash)."""
         row = self.row(id)
+        if is_http(row["path"]):  # indexed from a URL: no copy here to make one from
+            return row["path"]
         cached = self.thumbnail_dir / f"{row['id']}-{(row.get('sha256') or 'none')[:16]}.jpg"
         if not cached.is_file():
             if not os.path.isfile(row["path"]):
@@ -729,6 +734,8 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
     @app.get("/images/{image_id}", openapi_extra=access(READ), summary="The file of an indexed image")
     def get_image(image_id: str):
         path, media = service.file_of(_id(image_id))
+        if is_http(path):  # indexed from a URL: the image is there (the page loads it from there too)
+            return RedirectResponse(path, status_code=307)
         return FileResponse(path, media_type=media)
 
     @app.delete("/images/{image_id}", openapi_extra=access(WRITE), summary="Remove an image from the collection")
@@ -738,8 +745,10 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
     @app.get("/thumbnails/{image_id}", openapi_extra=access(READ),
              summary="A JPEG thumbnail of an indexed image (cached)")
     def get_thumbnail(image_id: str):
-        return FileResponse(service.thumbnail_of(_id(image_id)), media_type="image/jpeg",
-                            headers={"Cache-Control": "public, max-age=86400"})
+        path = service.thumbnail_of(_id(image_id))
+        if is_http(path):
+            return RedirectResponse(path, status_code=307)
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/rows/{image_id}", openapi_extra=access(READ), summary="The stored fields of an indexed image")
     def get_row(image_id: str):

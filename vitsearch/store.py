@@ -253,6 +253,12 @@ _TRANSIENT_WORDS = ("server unavailable", "fail connecting to server", "connecti
                     "socket closed", "failed to connect to all addresses")
 
 
+def _shortened(message: str, limit: int = 400) -> str:
+    """A message that may quote a client's input (a filter: Milvus's parser quotes it too) cut to ``limit``
+    characters: an answer, not an echo of any size."""
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
 def is_transient(exc: BaseException, echo: str | None = None) -> bool:
     """True for errors that mean "the server is not answering now" (worth retrying), not "the request is bad".
 
@@ -641,7 +647,7 @@ class Store:
             )
         except Exception as exc:  # noqa: BLE001
             if filter and not (self.is_server and is_transient(exc, filter)):  # an outage is not the filter's fault
-                raise FilterError(f"invalid filter {filter!r}: {_message(_root_cause(exc))}") from None
+                raise FilterError(_shortened(f"invalid filter {filter!r}: {_message(_root_cause(exc))}")) from None
             raise self._error("search", exc, filter) from None
         out = []
         for hits in res:
