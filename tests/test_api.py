@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from vitsearch import ModelMismatchError, VisualSearch, VitsearchError
+from vitsearch.errors import ModelError
 
 
 @pytest.fixture
@@ -130,6 +131,23 @@ def test_another_model_is_refused_with_what_to_do(vs, photos, tiny_models, lite_
     assert again.spec.name == str(tiny_models["vit"])
     assert again.query(photos / "coffee.jpg", k=1)[0].path == str(photos / "coffee.jpg")
     again.close()
+
+
+def test_a_collection_whose_model_folder_moved_works_until_the_model_is_needed(tmp_path, tiny_models, photos):
+    import shutil
+
+    model, uri = tmp_path / "m", str(tmp_path / "s.db")
+    shutil.copytree(tiny_models["vit"], model)
+    with VisualSearch(uri, model=str(model), device="cpu") as vs:
+        vs.index(photos)
+    model.rename(tmp_path / "m2")
+    with VisualSearch(uri, device="cpu") as vs:
+        assert vs.index(photos).unchanged == 7  # nothing to embed: no model needed
+        assert vs.query(photos / "coffee.jpg", k=1)[0].path == str(photos / "coffee.jpg")  # its stored vector
+        with pytest.raises(ModelError, match=f"indexed with the model at {model}, which is no longer there.*--model"):
+            vs.query(Image.new("RGB", (40, 40), (1, 2, 3)))
+    with VisualSearch(uri, model=str(tmp_path / "m2"), device="cpu") as vs:  # the same weights, found again
+        assert vs.query(Image.new("RGB", (40, 40), (1, 2, 3)), k=1)
 
 
 def test_info(vs, photos):

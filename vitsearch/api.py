@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
 from .dups import DupGroup, find_duplicates
-from .errors import ImageError, ModelMismatchError, StoreError, VitsearchError
+from .errors import ImageError, ModelError, ModelMismatchError, StoreError, VitsearchError
 from .exif import read_exif
 from .fetch import Fetcher, FetchError, FetchOptions, is_remote
 from .filters import NearInput, PhotoFilter, TimeInput
@@ -134,8 +134,18 @@ class VisualSearch:
             name = self.model_arg
             if name is None and meta.get("model"):
                 name = None if meta.get("bundled") else meta["model"]
+            if name is not None and self.model_arg is None and self._moved(name):
+                raise ModelError(
+                    f"collection {self.store.collection!r} was indexed with the model at {name}, which is no longer "
+                    "there: give its new place with --model (or model=), or rebuild with `vitsearch index --reindex`"
+                )
             self._spec = load_spec(name)
         return self._spec
+
+    @staticmethod
+    def _moved(recorded: str) -> bool:
+        """Whether a collection's recorded model is a local folder that is gone (a hub id is never local)."""
+        return os.path.isabs(recorded) and not os.path.exists(recorded)
 
     @property
     def encoder(self) -> Encoder:
@@ -161,6 +171,10 @@ class VisualSearch:
                 f"collection {self.store.collection!r} in {self.store.uri} was not created by vitsearch "
                 "(it has no model record); choose another --collection"
             )
+        if self._spec is None and self.model_arg is None and not meta.get("bundled") and self._moved(meta["model"]):
+            # the collection's own model, moved away: what needs no model (an unchanged re-index, a query
+            # by an indexed image) goes on; what needs it is told where it was (see ``spec``)
+            return
         if meta.get("fingerprint") == self.spec.fingerprint:
             return
         if meta.get("bundled") and self.spec.is_bundled:
@@ -252,11 +266,13 @@ class VisualSearch:
                     check_field(name, "metadata")
         model = None
         if dist is None or dist.is_main:  # with a Milvus Lite file, only rank 0 may open it
-            spec = self.spec  # decided before a --reindex drop: the asked-for model, else the collection's
+            # decided before a --reindex drop: the asked-for model, else the collection's (otherwise only
+            # when something is embedded: a run with nothing new needs no model)
+            spec = self.spec if reindex or dist is not None else None
             if reindex:
                 self.store.drop()
             self.ensure_collection()
-            model = None if spec.is_bundled else spec.name
+            model = None if spec is None or spec.is_bundled else spec.name
         if dist is not None:
             model = dist.broadcast(model)  # also: the collection exists before any rank writes to it
             if not dist.is_main:
