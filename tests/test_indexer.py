@@ -108,7 +108,7 @@ def test_identical_new_files_are_embedded_once(setup):
     for name in ("a.png", "b.png", "c.png"):
         photo(77).save(folder / name)
     summary = indexer.sync([folder])
-    assert summary.added == 8 and summary.embedded == 6
+    assert summary.added == 8 and summary.embedded == 6 and summary.reused == 2  # b and c: a's vector
 
 
 def test_vanished_files_are_removed_unless_kept_and_only_under_the_indexed_roots(setup, tmp_path):
@@ -130,8 +130,11 @@ def test_vanished_files_are_removed_unless_kept_and_only_under_the_indexed_roots
 def test_bad_files_are_reported_and_the_good_ones_indexed(setup):
     indexer, store, folder, _made = setup
     expected = write_bad_files(folder / "bad")
+    (folder / "bad" / "dangling.jpg").symlink_to(folder / "bad" / "never-there.jpg")  # fails on the walk
+    expected["dangling.jpg"] = "cannot stat"
     summary = indexer.sync([folder])
-    assert summary.added == 5
+    assert summary.added == 5 and summary.embedded + summary.reused == 5
+    assert summary.scanned == 5 + len(expected) == summary.added + len(summary.failed)  # the failures were found too
     reasons = {os.path.basename(f.path): f.reason for f in summary.failed}
     assert set(reasons) == set(expected)
     assert all(f.path.startswith(str(folder)) for f in summary.failed)
@@ -282,7 +285,7 @@ def test_the_same_picture_at_several_urls_is_embedded_once(remote, tmp_path):
     indexer, store, host, _made = remote
     rows = [(f"s{i}", host.image(f"/{i}.png", _png(7)), 1) for i in range(9)]  # more than one model batch
     summary = indexer.sync([_feed(tmp_path / "feed.csv", rows)])
-    assert (summary.added, summary.embedded, summary.reused) == (9, 1, 5)  # 4 in the first batch: one group
+    assert (summary.added, summary.embedded, summary.reused) == (9, 1, 8)  # one picture, embedded once
     assert store.count() == 9
 
 

@@ -41,9 +41,11 @@ STORED_FIELDS = ROW_FIELDS + SOURCE_FIELDS + [EXIF_SOURCE]  # what the compariso
 
 @dataclass
 class IndexSummary:
-    """What an index run did: files ``scanned``, rows ``added``, ``updated``, ``unchanged`` and
-    ``removed``; vectors ``reused`` (known content) and ``embedded``; the files that ``failed``, each
-    with its reason; the run's ``seconds``. :meth:`as_dict` is what ``index --json`` prints."""
+    """What an index run did: files ``scanned`` (every one found, those that failed on the walk too), rows
+    ``added``, ``updated``, ``unchanged`` and ``removed``; vectors ``embedded``, and ``reused`` (a file whose
+    content was known: stored, or a copy of another file of this run); the files that ``failed``, each
+    with its reason; the run's ``seconds``. :meth:`as_dict` is what ``index --json`` prints. So
+    ``added + updated == embedded + reused`` when nothing failed to decode."""
 
     scanned: int = 0
     added: int = 0
@@ -177,12 +179,13 @@ class Indexer:
         if work:
             self._embed(work, summary, dist)
         if dist is not None:
-            shards = dist.gather((summary.added, summary.updated, summary.embedded, summary.failed))
+            shards = dist.gather((summary.added, summary.updated, summary.embedded, summary.reused, summary.failed))
             if dist.is_main:
-                for added, updated, embedded, failed in shards[1:]:
+                for added, updated, embedded, reused, failed in shards[1:]:
                     summary.added += added
                     summary.updated += updated
                     summary.embedded += embedded
+                    summary.reused += reused
                     summary.failed.extend(failed)
         if plan is not None and plan.remote:
             self._fetch(plan, summary)
@@ -202,6 +205,7 @@ class Indexer:
         fields, stored row or None, EXIF fields) tuples, the first of which is the file to decode. Remote images not known
         to be unchanged are left to :meth:`_fetch`."""
         found: dict[str, Entry] = {}
+        failed_before = len(summary.failed)
         for source in sources:
             for entry in source.entries(summary.failed):
                 try:
@@ -214,7 +218,7 @@ class Indexer:
                     found[entry.path] = replace(first, feed=entry.feed, fields=entry.fields)  # with the feed's row
         entries = list(found.values())
         listed = set(found)
-        summary.scanned = len(entries)
+        summary.scanned = len(entries) + len(summary.failed) - failed_before  # what failed on the walk was found too
         if metadata:
             summary.metadata_unmatched = len(metadata.keys() - listed)
         metadata = dict(metadata)
@@ -300,12 +304,10 @@ class Indexer:
                     summary.failed.extend(Failure(item[0].path, res.error or "cannot decode") for item in group)
                 else:
                     summary.embedded += 1
-                    for entry, sha, fields, old, exif in group:
+                    for i, (entry, sha, fields, old, exif) in enumerate(group):
                         pending.append(_row(entry, sha, res.vector, res.width, res.height, exif, fields, old))
-                        if old is not None:
-                            summary.updated += 1
-                        else:
-                            summary.added += 1
+                        summary.reused += i > 0  # a copy within this run: the first one's vector
+                        self._count(summary, old)
                     if not relay:
                         self._flush(pending)
                 done += 1
@@ -394,14 +396,12 @@ class Indexer:
             vectors = encoder().embed_pixels(np.stack([d.pixels for d in firsts]))
             for group, first, vector in zip(groups, firsts, vectors):
                 summary.embedded += 1
-                for entry, sha, fields, old, exif in group:
+                for i, (entry, sha, fields, old, exif) in enumerate(group):
                     row = _row(entry, sha, vector, first.width, first.height, exif, fields, old)
                     pending.append(row)
                     recent[sha] = row
-                    if old is not None:
-                        summary.updated += 1
-                    else:
-                        summary.added += 1
+                    summary.reused += i > 0  # a copy within this run: the first one's vector
+                    self._count(summary, old)
         if pending and self._flush(pending):
             recent.clear()  # written: the store answers for them now
             if not self.store.is_server:
