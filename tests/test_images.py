@@ -31,6 +31,25 @@ def test_discover_survives_symlink_loops_dangling_links_and_directories_named_li
     assert [os.path.basename(f.path) for f in failures] == ["dangling.jpg"]
 
 
+def test_a_folder_behind_a_link_is_walked_as_itself(tmp_path):
+    (tmp_path / "photos" / "deep").mkdir(parents=True)
+    (tmp_path / "photos" / "deep" / "p.jpg").write_bytes(b"x")
+    (tmp_path / "photos" / "q.jpg").write_bytes(b"x")
+    (tmp_path / "a_link").symlink_to(tmp_path / "photos")  # sorts first, and names the same folder
+    (tmp_path / "b_deep").symlink_to(tmp_path / "photos" / "deep")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "e.jpg").write_bytes(b"x")
+    (tmp_path / "photos" / "more").symlink_to(tmp_path / "elsewhere")  # also reached as itself from the root
+    found = [os.path.relpath(e.path, tmp_path) for e in discover([str(tmp_path)], [])]
+    assert sorted(found) == ["elsewhere/e.jpg", "photos/deep/p.jpg", "photos/q.jpg"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.jpg").write_bytes(b"x")
+    (tmp_path / "photos" / "out").symlink_to(outside)  # a folder the root reaches only through a link
+    found = [os.path.relpath(e.path, tmp_path / "photos") for e in discover([str(tmp_path / "photos")], [])]
+    assert sorted(found) == ["deep/p.jpg", "more/e.jpg", "out/o.jpg", "q.jpg"]
+
+
 def test_explicit_files_are_taken_whatever_their_extension_and_overlapping_roots_once(tmp_path):
     (tmp_path / "pic.data").write_bytes(b"x")
     (tmp_path / "a.png").write_bytes(b"x")

@@ -85,7 +85,9 @@ def discover(roots: Iterable[str], failures: list[Failure]) -> Iterator[FileEntr
     """Yield image files under ``roots`` (recursive, extensions in any case, symlinks followed once).
 
     Files given directly are yielded whatever their extension. Unreadable folders and broken links
-    are appended to ``failures``. Each file is yielded once even when several roots overlap.
+    are appended to ``failures``. Each file is yielded once even when several roots overlap. A folder
+    reached both through a symlink and as itself is walked as itself: linked folders are walked
+    after every folder the root holds without links, so a link never names a real folder's files.
     """
     seen_files: set[str] = set()
     seen_dirs: set[tuple[int, int]] = set()
@@ -109,8 +111,10 @@ def discover(roots: Iterable[str], failures: list[Failure]) -> Iterator[FileEntr
                 if found:
                     yield found
             continue
-        stack = [root]
-        while stack:
+        stack, linked = [root], []
+        while stack or linked:
+            if not stack:  # every folder reachable without a link is done: now those behind links
+                stack, linked = list(reversed(linked)), []
             folder = stack.pop()
             try:
                 st = os.stat(folder)
@@ -129,7 +133,9 @@ def discover(roots: Iterable[str], failures: list[Failure]) -> Iterator[FileEntr
                     is_dir = child.is_dir()
                 except OSError:
                     is_dir = False
-                if is_dir:
+                if is_dir and child.is_symlink():
+                    linked.append(child.path)
+                elif is_dir:
                     subdirs.append(child.path)
                 elif is_image_name(child.name) and child.path not in seen_files:
                     seen_files.add(child.path)
