@@ -132,6 +132,36 @@ def test_a_lite_store_held_by_another_process_is_refused_quickly(tmp_path):
         holder.wait()
 
 
+def test_a_lite_store_on_a_read_only_file_system_is_one_clear_error(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    uri = str(tmp_path / "ro" / "s.db")
+    made = Store(uri, "test")
+    made.create({"model": "m", "fingerprint": "abc", "dim": 8})
+    made.close()
+    real_open = builtins.open
+
+    def read_only_open(file, mode="r", *args, **kwargs):  # the tests run as root: a chmod would not stop them
+        if str(file).startswith(str(tmp_path / "ro")) and any(c in mode for c in "wa+x"):
+            raise OSError(errno.EROFS, "Read-only file system", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", read_only_open)
+    with pytest.raises(StoreError, match=r"cannot open the Milvus Lite store .*s\.db: it is not writable "
+                                         r"\(read-only file system\)") as caught:
+        Store(uri, "test").exists()
+    assert "\n" not in str(caught.value)
+
+
+def test_a_new_lite_store_in_a_folder_that_is_not_writable_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr("vitsearch.store.os.access", lambda path, mode: False)
+    with pytest.raises(StoreError, match=f"cannot create the Milvus Lite store .*new.db: the folder {tmp_path} "
+                                         "is not writable"):
+        Store(str(tmp_path / "new.db"), "test").create({"model": "m", "fingerprint": "abc", "dim": 8})
+    assert not (tmp_path / "new.db").exists()
+
+
 @pytest.mark.parametrize("uri, words", [("/tmp/not-a-db.txt", "ends in .db|ending in .db"),
                                          ("http://127.0.0.1:9", "cannot reach the Milvus server")])
 def test_bad_uris(uri, words):
