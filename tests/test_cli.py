@@ -419,6 +419,17 @@ def test_remove_rows_by_file_or_folder(run, photos):
     assert run("remove", photos / "nothing").stdout.strip() == "removed 0 rows"
 
 
+def test_index_and_remove_a_folder_whose_name_holds_a_newline(run, photos, tmp_path):
+    folder = tmp_path / "nl\ndir"
+    folder.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        (folder / name).write_bytes((photos / name).read_bytes())
+    assert json.loads(run("index", folder, "--json").stdout)["added"] == 2
+    assert json.loads(run("index", folder, "--json").stdout)["unchanged"] == 2
+    assert json.loads(run("remove", folder / "coffee.jpg", "--json").stdout) == {"removed": 1}
+    assert json.loads(run("remove", folder, "--json").stdout) == {"removed": 1}
+
+
 def test_a_photo_library_filtered_by_date_place_and_camera(run, tmp_path):
     pytest.importorskip("pillow_heif")
     from helpers import photo

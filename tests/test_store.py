@@ -62,6 +62,14 @@ def test_rows_under_matches_folders_exactly_even_with_like_wildcards(store):
     assert [r["path"] for r in store.rows_under("/a/bz/img_1.jpg")] == ["/a/bz/img_1.jpg"]
 
 
+@pytest.mark.parametrize("folder", ["/a/nl\ndir", "/a/cr\rdir", "/a/tab\tdir", '/a/q"uo\\te', "/a/bell\x07dir"])
+def test_rows_under_a_folder_whose_name_holds_control_characters(store, folder):
+    store.create({"model": "m", "fingerprint": "abc", "dim": 8})
+    store.upsert(rows(2, prefix=folder + "/img") + rows(1, prefix="/a/other/img", seed=1))
+    assert sorted(r["path"] for r in store.rows_under(folder)) == [folder + "/img_0.jpg", folder + "/img_1.jpg"]
+    assert [r["path"] for r in store.rows_under(folder + "/img_1.jpg")] == [folder + "/img_1.jpg"]
+
+
 def test_iter_rows_pages_through_every_row_once(store, monkeypatch):
     monkeypatch.setattr("vitsearch.store._BATCH", 7)  # many pages from few rows
     store.create({"model": "m", "fingerprint": "abc", "dim": 8})

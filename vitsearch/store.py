@@ -154,9 +154,15 @@ def has_field(name: str) -> str:
     return f"({name} >= 0 or {name} < 0)"
 
 
+# The escapes that Milvus Lite's expression parser and a Milvus server's (its grammar, then Go's
+# strconv.Unquote) both accept; a raw newline or CR ends a literal for both. Other control characters
+# may stand as they are.
+_LITERAL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
 def quote(value: str) -> str:
-    """A string literal for a Milvus boolean expression."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A string literal for a Milvus boolean expression, for any text (a path with a newline too)."""
+    return '"' + value.translate(_LITERAL_ESCAPES) + '"'
 
 
 def collection_schema(dim: int, description: str = ""):
