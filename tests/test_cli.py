@@ -430,6 +430,29 @@ def test_index_and_remove_a_folder_whose_name_holds_a_newline(run, photos, tmp_p
     assert json.loads(run("remove", folder, "--json").stdout) == {"removed": 1}
 
 
+def test_roots_whose_names_are_not_utf8_are_skipped_and_json_stays_strict(run, photos, tmp_path):
+    base = os.fsencode(tmp_path)
+    folder, file = base + b"/d\xe9j\xe0", base + b"/lat\xe9.jpg"
+    os.mkdir(folder)
+    for raw in (folder + b"/rocket.jpg", file):
+        with open(raw, "wb") as fh:
+            fh.write((photos / "coffee.jpg").read_bytes())
+    folder_s, file_s = os.fsdecode(folder), os.fsdecode(file)
+    result = run("index", folder_s, file_s, photos / "chelsea.jpg", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["added"] == 1  # the rest of the run goes on
+    shown = [f"$'{tmp_path}/d\\xe9j\\xe0/rocket.jpg'", f"$'{tmp_path}/lat\\xe9.jpg'"]
+    assert sorted(f["path"] for f in summary["failed"]) == shown
+    assert {f["reason"] for f in summary["failed"]} == {"file name is not valid UTF-8 (rename the file)"}
+    removed = run("remove", file_s)
+    assert removed.exit_code == 0 and removed.stdout.strip() == "removed 0 rows"
+    assert removed.stderr.strip() == f"skipped {shown[1]}: file name is not valid UTF-8 (such files are never indexed)"
+    query = run("query", file_s, "-k", "1", "--json")
+    assert query.exit_code == 0, query.output
+    assert json.loads(query.stdout)["query"] == shown[1]
+
+
 def test_a_photo_library_filtered_by_date_place_and_camera(run, tmp_path):
     pytest.importorskip("pillow_heif")
     from helpers import photo

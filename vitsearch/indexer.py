@@ -27,7 +27,7 @@ from .exif import read_exif
 from .images import Failure, check_file
 from .progress import Callback, emit
 from .sources import Entry, Folders, Source
-from .store import EXIF_SOURCE, ROW_FIELDS, SOURCE_FIELDS, Store, exif_of, make_row, user_fields
+from .store import EXIF_SOURCE, ROW_FIELDS, SOURCE_FIELDS, Store, exif_of, is_utf8, make_row, user_fields
 
 if TYPE_CHECKING:
     from .distributed import Dist
@@ -204,9 +204,7 @@ class Indexer:
         found: dict[str, Entry] = {}
         for source in sources:
             for entry in source.entries(summary.failed):
-                try:
-                    entry.path.encode("utf-8")
-                except UnicodeEncodeError:
+                if not is_utf8(entry.path):
                     summary.failed.append(Failure(entry.path, "file name is not valid UTF-8 (rename the file)"))
                     continue
                 first = found.setdefault(entry.path, entry)  # listed twice (a folder and a feed): once

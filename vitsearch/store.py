@@ -160,6 +160,16 @@ def has_field(name: str) -> str:
 _LITERAL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be stored: False for a file name with bytes that are not UTF-8 (Python keeps
+    them as lone surrogates, which Milvus refuses)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def quote(value: str) -> str:
     """A string literal for a Milvus boolean expression, for any text (a path with a newline too)."""
     return '"' + value.translate(_LITERAL_ESCAPES) + '"'
@@ -636,7 +646,12 @@ class Store:
             last = max(ids)
 
     def rows_under(self, root: str, fields: list[str] | None = None, sep: str = os.sep) -> Iterator[dict]:
-        """Rows whose path is ``root`` itself or lies inside the folder ``root`` (``sep``: "/" for URIs)."""
+        """Rows whose path is ``root`` itself or lies inside the folder ``root`` (``sep``: "/" for URIs).
+
+        None for a ``root`` that is not valid UTF-8 (a file name's undecodable bytes, as Python keeps them):
+        no stored path is (the indexer skips such names), and Milvus would refuse the expression."""
+        if not is_utf8(root):
+            return
         folder = root.rstrip(sep) + sep
         stem = folder.split("%")[0].split("_")[0]  # LIKE wildcards end the literal prefix
         expr = f"path == {quote(root)} or path like {quote(stem + '%')}"
