@@ -34,7 +34,7 @@ from .errors import ImageError, ModelMismatchError, StoreError, VitsearchError
 from .exif import read_exif
 from .fetch import Fetcher, FetchError, FetchOptions, is_remote
 from .filters import NearInput, PhotoFilter, TimeInput
-from .images import ImageInput, describe
+from .images import ImageInput, check_data, describe, named_bytes
 from .indexer import Indexer, IndexSummary
 from .metadata import check_field, read_metadata
 from .progress import Callback
@@ -358,18 +358,25 @@ class VisualSearch:
         return results[0] if single else results
 
     def fetch_images(self, images: list[ImageInput]) -> list[ImageInput]:
-        """``images`` with each URL or object-store URI replaced by its bytes (:class:`ImageError` naming
-        the URL and the reason when one cannot be fetched)."""
+        """``images`` with each URL or object-store URI replaced by its bytes, which messages call by the
+        URL (:class:`ImageError` naming the URL and the reason when one cannot be fetched, or is not
+        an image: then with what the server said it sent, as the indexer says it)."""
         remote = [i for i, item in enumerate(images) if isinstance(item, str) and is_remote(item)]
         if not remote:
             return images
         out = list(images)
         with Fetcher(self.fetch_options) as fetcher:
             for i in remote:
+                url = images[i]
                 try:
-                    out[i] = fetcher.open(images[i]).data
+                    fetched = fetcher.open(url)
                 except FetchError as exc:
-                    raise ImageError(f"{images[i]}: {exc}") from None
+                    raise ImageError(f"{url}: {exc}") from None
+                try:
+                    check_data(fetched.data)
+                except ImageError as exc:
+                    raise ImageError(f"{url}: {exc}{fetched.hint}") from None
+                out[i] = named_bytes(fetched.data, url)
         return out
 
     def tag(

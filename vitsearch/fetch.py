@@ -112,6 +112,12 @@ class Fetched:
     def size(self) -> int:
         return len(self.data)
 
+    @property
+    def hint(self) -> str:
+        """What to add to "not an image" reasons: what the server said it sent, when not an image."""
+        kind = (self.content_type or "").split(";")[0].strip()
+        return f" (the server sent {kind})" if kind and not kind.startswith("image/") else ""
+
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (a number of seconds or an HTTP date)."""

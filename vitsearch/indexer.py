@@ -340,9 +340,7 @@ class Indexer:
             try:
                 pixels, width, height = encoder().prepare(fetched.data)
             except ImageError as exc:
-                kind = (fetched.content_type or "").split(";")[0].strip()
-                said = f" (the server sent {kind})" if kind and not kind.startswith("image/") else ""
-                raise ImageError(f"{exc}{said}") from None
+                raise ImageError(f"{exc}{fetched.hint}") from None
             token = Entry(fetched.key, fetched.size, fetched.mtime or 0.0, fetched.etag)
             return _Download(token, fetched.sha256, pixels, width, height, read_exif(fetched.data))
 
