@@ -57,11 +57,26 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Failure:
+    """A file or URL that was skipped, and why. The reason is made one line here, for every caller:
+    libraries' messages may hold newlines (libheif's end in one) or other control characters."""
+
     path: str
     reason: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", one_line(self.reason))
+
     def as_dict(self) -> dict:
         return {"path": self.path, "reason": self.reason}
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: runs of white space (newlines too) become one space, and any other control
+    character is written ``\\xHH``, as the CLI quotes such characters in a path."""
+    import unicodedata
+
+    text = " ".join(str(text).split())
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def is_image_name(name: str) -> bool:
