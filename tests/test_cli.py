@@ -453,6 +453,21 @@ def test_roots_whose_names_are_not_utf8_are_skipped_and_json_stays_strict(run, p
     assert json.loads(query.stdout)["query"] == shown[1]
 
 
+def test_commands_on_a_store_that_does_not_exist_say_so_and_create_nothing(run, photos, tmp_path):
+    missing = tmp_path / "nodir" / "typo.db"
+    for args in (["remove", photos / "chelsea.jpg"], ["dups"], ["query", photos / "chelsea.jpg"],
+                 ["tag", photos / "chelsea.jpg"]):
+        result = run(*args, "--uri", missing)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr == f"Error: collection 'images' does not exist in {missing}: run `vitsearch index` first\n"
+    info = run("info", "--uri", missing, "--json")
+    assert info.exit_code == 0 and json.loads(info.stdout)["exists"] is False
+    assert not (tmp_path / "nodir").exists()
+    run("index", photos / "chelsea.jpg")  # a store that exists, without the collection asked for
+    result = run("remove", photos / "chelsea.jpg", "--collection", "other")
+    assert result.exit_code == 1 and "collection 'other' does not exist" in result.stderr
+
+
 def test_a_photo_library_filtered_by_date_place_and_camera(run, tmp_path):
     pytest.importorskip("pillow_heif")
     from helpers import photo

@@ -128,7 +128,7 @@ def test_by_sha256_and_delete(store):
 
 def test_a_lite_store_held_by_another_process_is_refused_quickly(tmp_path):
     uri = str(tmp_path / "held.db")
-    code = (f"from vitsearch.store import Store; s = Store({uri!r}); s.exists(); "
+    code = (f"from vitsearch.store import Store; s = Store({uri!r}); s.client; "
             "print('ready', flush=True); import time; time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

@@ -194,11 +194,14 @@ class VisualSearch:
     def require(self) -> None:
         """The collection must exist and have been built with this model: :class:`VitsearchError` saying
         to index first when it does not exist, :class:`ModelMismatchError` when its model is another."""
+        self._require_collection()
+        self._check_model()
+
+    def _require_collection(self) -> None:
         if not self.store.exists():
             raise VitsearchError(
                 f"collection {self.store.collection!r} does not exist in {self.store.uri}: run `vitsearch index` first"
             )
-        self._check_model()
 
     # -- operations -------------------------------------------------------------------------
     def index(
@@ -471,23 +474,22 @@ class VisualSearch:
             >>> [(sorted(Path(p).name for p in g.paths), Path(g.keep).name, g.exact) for g in groups]
             [(['chelsea.jpg', 'chelsea_small_bright.png'], 'chelsea.jpg', False)]
         """
-        if not self.store.exists():
-            return []
+        self._require_collection()
         return find_duplicates(self.store, threshold)
 
     def remove(self, paths: Sequence[str | os.PathLike] | str | os.PathLike) -> int:
         """Delete the rows of these files, or of every file under these folders (or URLs, or object-store
         prefixes); returns the count.
 
-        The files themselves stay; paths that no longer exist work too.
+        The files themselves stay; paths that no longer exist work too. A collection that does not
+        exist is a :class:`VitsearchError` (as for :meth:`query`).
 
             >>> with VisualSearch("photos.db") as vs:
             ...     _ = vs.index(["photos"])
             ...     vs.remove(["photos/rocket.jpg"]), vs.count()
             (1, 3)
         """
-        if not self.store.exists():
-            return 0
+        self._require_collection()
         items = [paths] if isinstance(paths, (str, os.PathLike)) else paths
         ids = []
         for path in items:

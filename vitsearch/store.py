@@ -488,6 +488,10 @@ class Store:
 
     # -- collection -------------------------------------------------------------------------
     def exists(self) -> bool:
+        """Whether the collection exists. A Milvus Lite store that is not on disk is not opened to ask:
+        opening one creates it, and reading commands must not leave stores behind."""
+        if not self.is_server and self._client is None and not os.path.exists(self.uri):
+            return False
         return bool(self._call("has_collection", self.client.has_collection, self.collection))
 
     def meta(self) -> dict | None:
