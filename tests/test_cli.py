@@ -468,6 +468,13 @@ def test_commands_on_a_store_that_does_not_exist_say_so_and_create_nothing(run, 
     assert result.exit_code == 1 and "collection 'other' does not exist" in result.stderr
 
 
+def test_dups_help_names_every_key_of_its_json(run, photos):
+    run("index", photos)
+    groups = json.loads(run("dups", "--json").stdout)["groups"]
+    helped = run("dups", "--help").stdout
+    assert groups and all(f'"{key}"' in helped for key in groups[0])
+
+
 def test_a_photo_library_filtered_by_date_place_and_camera(run, tmp_path):
     pytest.importorskip("pillow_heif")
     from helpers import photo

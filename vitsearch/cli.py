@@ -504,7 +504,7 @@ def _write_reports(html_out, grid_out, images, results) -> None:
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True),
               help="Also write a self-contained HTML page of the groups, keepers outlined.")
 @store_options
-@click.option("--json", "as_json", is_flag=True, help='Print {"groups": [{"paths", "keep", "similarity"}]}.')
+@click.option("--json", "as_json", is_flag=True, help='Print {"groups": [{"paths", "keep", "similarity", "exact"}]}.')
 @_handle_errors
 def dups(threshold, html_out, uri, collection, token, as_json):
     """Find groups of duplicate and near-duplicate images in the collection, with a copy to keep.
