@@ -95,6 +95,26 @@ def test_filter_and_remove(vs, photos):
     assert vs.remove(photos / "nothing-here") == 0
 
 
+def test_a_query_url_that_is_no_image_is_named_by_its_url(lite_uri, photos, bundled_encoder):
+    import io
+
+    from imagehost import ImageHost
+
+    from vitsearch import ImageError
+    from vitsearch.fetch import FetchOptions
+
+    png = io.BytesIO()
+    Image.open(photos / "chelsea.jpg").save(png, "PNG")
+    with ImageHost() as host, VisualSearch(lite_uri, encoder=bundled_encoder,
+                                           fetch=FetchOptions(allow_private=True, retries=0)) as search:
+        search.index(photos / "coffee.jpg")
+        page, cut = host.html("/page.jpg"), host.image("/cut.png", png.getvalue()[:2000])
+        with pytest.raises(ImageError, match=rf"^{page}: not a recognised image format \(the server sent text/html\)$"):
+            search.query(page)
+        with pytest.raises(ImageError, match=rf"^{cut}: cannot decode"):  # found out only when decoded
+            search.query(cut)
+
+
 def test_query_before_indexing_is_a_clear_error(vs, photos):
     with pytest.raises(VitsearchError, match="run `vitsearch index` first"):
         vs.query(photos / "coffee.jpg")

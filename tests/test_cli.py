@@ -419,6 +419,62 @@ def test_remove_rows_by_file_or_folder(run, photos):
     assert run("remove", photos / "nothing").stdout.strip() == "removed 0 rows"
 
 
+def test_index_and_remove_a_folder_whose_name_holds_a_newline(run, photos, tmp_path):
+    folder = tmp_path / "nl\ndir"
+    folder.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        (folder / name).write_bytes((photos / name).read_bytes())
+    assert json.loads(run("index", folder, "--json").stdout)["added"] == 2
+    assert json.loads(run("index", folder, "--json").stdout)["unchanged"] == 2
+    assert json.loads(run("remove", folder / "coffee.jpg", "--json").stdout) == {"removed": 1}
+    assert json.loads(run("remove", folder, "--json").stdout) == {"removed": 1}
+
+
+def test_roots_whose_names_are_not_utf8_are_skipped_and_json_stays_strict(run, photos, tmp_path):
+    base = os.fsencode(tmp_path)
+    folder, file = base + b"/d\xe9j\xe0", base + b"/lat\xe9.jpg"
+    os.mkdir(folder)
+    for raw in (folder + b"/rocket.jpg", file):
+        with open(raw, "wb") as fh:
+            fh.write((photos / "coffee.jpg").read_bytes())
+    folder_s, file_s = os.fsdecode(folder), os.fsdecode(file)
+    result = run("index", folder_s, file_s, photos / "chelsea.jpg", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["added"] == 1  # the rest of the run goes on
+    shown = [f"$'{tmp_path}/d\\xe9j\\xe0/rocket.jpg'", f"$'{tmp_path}/lat\\xe9.jpg'"]
+    assert sorted(f["path"] for f in summary["failed"]) == shown
+    assert {f["reason"] for f in summary["failed"]} == {"file name is not valid UTF-8 (rename the file)"}
+    removed = run("remove", file_s)
+    assert removed.exit_code == 0 and removed.stdout.strip() == "removed 0 rows"
+    assert removed.stderr.strip() == f"skipped {shown[1]}: file name is not valid UTF-8 (such files are never indexed)"
+    query = run("query", file_s, "-k", "1", "--json")
+    assert query.exit_code == 0, query.output
+    assert json.loads(query.stdout)["query"] == shown[1]
+
+
+def test_commands_on_a_store_that_does_not_exist_say_so_and_create_nothing(run, photos, tmp_path):
+    missing = tmp_path / "nodir" / "typo.db"
+    for args in (["remove", photos / "chelsea.jpg"], ["dups"], ["query", photos / "chelsea.jpg"],
+                 ["tag", photos / "chelsea.jpg"]):
+        result = run(*args, "--uri", missing)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr == f"Error: collection 'images' does not exist in {missing}: run `vitsearch index` first\n"
+    info = run("info", "--uri", missing, "--json")
+    assert info.exit_code == 0 and json.loads(info.stdout)["exists"] is False
+    assert not (tmp_path / "nodir").exists()
+    run("index", photos / "chelsea.jpg")  # a store that exists, without the collection asked for
+    result = run("remove", photos / "chelsea.jpg", "--collection", "other")
+    assert result.exit_code == 1 and "collection 'other' does not exist" in result.stderr
+
+
+def test_dups_help_names_every_key_of_its_json(run, photos):
+    run("index", photos)
+    groups = json.loads(run("dups", "--json").stdout)["groups"]
+    helped = run("dups", "--help").stdout
+    assert groups and all(f'"{key}"' in helped for key in groups[0])
+
+
 def test_a_photo_library_filtered_by_date_place_and_camera(run, tmp_path):
     pytest.importorskip("pillow_heif")
     from helpers import photo

@@ -252,3 +252,66 @@ def test_retry_after(value, seconds):
 )
 def test_object_tokens_of_each_store(info, token):
     assert object_token(info) == token
+
+
+# -- object stores: whatever their library raises is one reason ----------------------------------------
+class NoCredentialsError(Exception):
+    """Named like botocore's: vitsearch knows it by its name (botocore is optional)."""
+
+
+def fake_filesystem(name: str, error: Exception | None = None, init_error: Exception | None = None):
+    """Register an fsspec filesystem for the protocol ``name`` whose reads raise ``error`` (or whose constructor
+    raises ``init_error``), as an object store without credentials or a host that does not answer."""
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class Failing(MemoryFileSystem):
+        cachable = False
+        protocol = (name,)
+
+        def __init__(self, *args, **kwargs):
+            if init_error is not None:
+                raise init_error
+            super().__init__(*args, **kwargs)
+
+        def info(self, path, **kwargs):
+            raise error
+
+        def find(self, path, **kwargs):
+            raise error
+
+    fsspec.register_implementation(name, Failing, clobber=True)
+
+
+@pytest.mark.parametrize("error, reason", [
+    (NoCredentialsError("Unable to locate credentials"), "no credentials for s3: set AWS_ACCESS_KEY_ID"),
+    (RuntimeError("the SDK\nbroke"), "cannot read: the SDK broke"),
+    (KeyError(), "cannot read: KeyError"),
+])
+def test_an_object_store_error_of_any_type_is_a_fetch_error_with_one_line(error, reason):
+    fake_filesystem("failing", error)
+    with pytest.raises(FetchError, match=reason) as caught:
+        fetcher(allow_private=True, retries=0).open("failing://bucket/x.jpg")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_filesystem_that_cannot_be_made_is_a_fetch_error():
+    fake_filesystem("brokenftp", init_error=TypeError("__init__() missing 1 required positional argument: 'host'"))
+    with pytest.raises(FetchError, match=r"cannot open brokenftp://: __init__\(\) missing"):
+        fetcher(allow_private=True, retries=0).open("brokenftp://example.com/x.jpg")
+
+
+def test_an_ftp_uri_gives_its_host_to_the_filesystem(monkeypatch):
+    import fsspec
+
+    made = {}
+    monkeypatch.setattr(fsspec, "filesystem", lambda protocol, **options: made.update(options) or 1 / 0)
+    with pytest.raises(FetchError, match="cannot open ftp://: division by zero"):
+        fetcher(allow_private=True, retries=0).open("ftp://example.com:2121/x.jpg")
+    assert made["host"] == "example.com" and made["port"] == 2121
+
+
+def test_keyboard_interrupt_is_not_swallowed():
+    fake_filesystem("interrupted", KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        fetcher(allow_private=True, retries=0).open("interrupted://bucket/x.jpg")

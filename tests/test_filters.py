@@ -42,6 +42,14 @@ def test_what_is_not_a_date_is_refused_saying_what_is(value):
         parse_time(value)
 
 
+@pytest.mark.parametrize("value", ["99999999999999999999", 10**20, -(10**19), 1e300, "253402300800"])
+def test_a_time_beyond_the_years_1_to_9999_is_a_usage_error(value):
+    from vitsearch.errors import UsageError
+
+    with pytest.raises(UsageError, match="out of range"):
+        parse_time(value, "taken_after")
+
+
 @pytest.mark.parametrize("value, words", [
     ("48.8584,2.2945", "not LAT,LON,KM"), ("a,b,c", "not LAT,LON,KM"), ("91,0,5", "latitude 91"),
     ("0,181,5", "longitude 181"), ("0,0,0", "positive"), ("0,0,-3", "positive"), ("0,0,inf", "positive"),

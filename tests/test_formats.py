@@ -174,3 +174,19 @@ def test_a_phone_folder_of_50_heic_and_50_jpeg_photos_indexes_all_100(tmp_path):
     assert (summary["scanned"], summary["added"], summary["failed"]) == (100, 100, [])
     info = json.loads(CliRunner().invoke(main, ["info", "--uri", uri, "--json"]).stdout)
     assert info["count"] == 100 and info["exif"]["taken_at"] == 100 and info["exif"]["orientation"] == 100
+
+
+def test_a_truncated_heic_is_skipped_with_a_one_line_reason(tmp_path):
+    from vitsearch.images import Failure
+
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    whole = tmp_path / "whole.heic"
+    noise = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(whole, "HEIF")  # no EXIF: its metadata comes first, then 11 kB of data
+    for size, reason in [(500, "cannot decode: Invalid input"), (40, "cannot open: a damaged or truncated HEIF file")]:
+        (tmp_path / "cut.heic").write_bytes(whole.read_bytes()[:size])  # the data cut short, or its header
+        with pytest.raises(ImageError, match=reason) as caught:
+            load_image(str(tmp_path / "cut.heic"))
+        failure = Failure(str(tmp_path / "cut.heic"), str(caught.value))
+        assert reason in failure.reason and "\n" not in failure.reason and failure.reason == failure.reason.strip()

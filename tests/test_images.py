@@ -192,3 +192,14 @@ def test_large_images_under_the_limit_load_quietly_and_over_it_are_refused(tmp_p
         with pytest.raises(ImageError, match="too many pixels: 40x40"):
             load_image(tmp_path / "big.png")
     assert not [w for w in seen if issubclass(w.category, (Image.DecompressionBombWarning, ResourceWarning))]
+
+
+@pytest.mark.parametrize("reason, shown", [
+    ("cannot decode: Invalid input: Unexpected end of file\n", "cannot decode: Invalid input: Unexpected end of file"),
+    ("two\r\nlines\tand  tabs", "two lines and tabs"),
+    ("a bell\x07 and\x85 a NEL\u2028", "a bell\\x07 and a NEL"),
+])
+def test_every_skip_reason_is_one_line_with_control_characters_quoted(reason, shown):
+    from vitsearch.images import Failure
+
+    assert Failure("/p.jpg", reason).reason == shown

@@ -165,3 +165,12 @@ def test_an_object_is_fetched_and_asked_whether_it_changed(s3):
 
     with pytest.raises(FetchError, match="^not found$"):
         fetcher.open("s3://shop2/missing.png")
+
+
+def test_a_prefix_that_cannot_be_listed_is_one_error_naming_it():
+    from test_fetch import NoCredentialsError, fake_filesystem
+
+    fake_filesystem("nocreds", NoCredentialsError("Unable to locate credentials"))
+    prefix = Prefix("nocreds://bucket/prefix/", Fetcher())
+    with pytest.raises(VitsearchError, match=r"^cannot list nocreds://bucket/prefix: no credentials for s3"):
+        list(prefix.entries([]))

@@ -62,6 +62,14 @@ def test_rows_under_matches_folders_exactly_even_with_like_wildcards(store):
     assert [r["path"] for r in store.rows_under("/a/bz/img_1.jpg")] == ["/a/bz/img_1.jpg"]
 
 
+@pytest.mark.parametrize("folder", ["/a/nl\ndir", "/a/cr\rdir", "/a/tab\tdir", '/a/q"uo\\te', "/a/bell\x07dir"])
+def test_rows_under_a_folder_whose_name_holds_control_characters(store, folder):
+    store.create({"model": "m", "fingerprint": "abc", "dim": 8})
+    store.upsert(rows(2, prefix=folder + "/img") + rows(1, prefix="/a/other/img", seed=1))
+    assert sorted(r["path"] for r in store.rows_under(folder)) == [folder + "/img_0.jpg", folder + "/img_1.jpg"]
+    assert [r["path"] for r in store.rows_under(folder + "/img_1.jpg")] == [folder + "/img_1.jpg"]
+
+
 def test_iter_rows_pages_through_every_row_once(store, monkeypatch):
     monkeypatch.setattr("vitsearch.store._BATCH", 7)  # many pages from few rows
     store.create({"model": "m", "fingerprint": "abc", "dim": 8})
@@ -120,7 +128,7 @@ def test_by_sha256_and_delete(store):
 
 def test_a_lite_store_held_by_another_process_is_refused_quickly(tmp_path):
     uri = str(tmp_path / "held.db")
-    code = (f"from vitsearch.store import Store; s = Store({uri!r}); s.exists(); "
+    code = (f"from vitsearch.store import Store; s = Store({uri!r}); s.client; "
             "print('ready', flush=True); import time; time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -130,6 +138,36 @@ def test_a_lite_store_held_by_another_process_is_refused_quickly(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_lite_store_on_a_read_only_file_system_is_one_clear_error(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    uri = str(tmp_path / "ro" / "s.db")
+    made = Store(uri, "test")
+    made.create({"model": "m", "fingerprint": "abc", "dim": 8})
+    made.close()
+    real_open = builtins.open
+
+    def read_only_open(file, mode="r", *args, **kwargs):  # the tests run as root: a chmod would not stop them
+        if str(file).startswith(str(tmp_path / "ro")) and any(c in mode for c in "wa+x"):
+            raise OSError(errno.EROFS, "Read-only file system", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", read_only_open)
+    with pytest.raises(StoreError, match=r"cannot open the Milvus Lite store .*s\.db: it is not writable "
+                                         r"\(read-only file system\)") as caught:
+        Store(uri, "test").exists()
+    assert "\n" not in str(caught.value)
+
+
+def test_a_new_lite_store_in_a_folder_that_is_not_writable_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr("vitsearch.store.os.access", lambda path, mode: False)
+    with pytest.raises(StoreError, match=f"cannot create the Milvus Lite store .*new.db: the folder {tmp_path} "
+                                         "is not writable"):
+        Store(str(tmp_path / "new.db"), "test").create({"model": "m", "fingerprint": "abc", "dim": 8})
+    assert not (tmp_path / "new.db").exists()
 
 
 @pytest.mark.parametrize("uri, words", [("/tmp/not-a-db.txt", "ends in .db|ending in .db"),

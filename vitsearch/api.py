@@ -34,7 +34,7 @@ from .errors import ImageError, ModelError, ModelMismatchError, StoreError, Vits
 from .exif import read_exif
 from .fetch import Fetcher, FetchError, FetchOptions, is_remote
 from .filters import NearInput, PhotoFilter, TimeInput
-from .images import ImageInput, describe
+from .images import ImageInput, check_data, describe, named_bytes
 from .indexer import Indexer, IndexSummary
 from .metadata import check_field, read_metadata
 from .progress import Callback
@@ -208,11 +208,14 @@ class VisualSearch:
     def require(self) -> None:
         """The collection must exist and have been built with this model: :class:`VitsearchError` saying
         to index first when it does not exist, :class:`ModelMismatchError` when its model is another."""
+        self._require_collection()
+        self._check_model()
+
+    def _require_collection(self) -> None:
         if not self.store.exists():
             raise VitsearchError(
                 f"collection {self.store.collection!r} does not exist in {self.store.uri}: run `vitsearch index` first"
             )
-        self._check_model()
 
     # -- operations -------------------------------------------------------------------------
     def index(
@@ -374,18 +377,25 @@ class VisualSearch:
         return results[0] if single else results
 
     def fetch_images(self, images: list[ImageInput]) -> list[ImageInput]:
-        """``images`` with each URL or object-store URI replaced by its bytes (:class:`ImageError` naming
-        the URL and the reason when one cannot be fetched)."""
+        """``images`` with each URL or object-store URI replaced by its bytes, which messages call by the
+        URL (:class:`ImageError` naming the URL and the reason when one cannot be fetched, or is not
+        an image: then with what the server said it sent, as the indexer says it)."""
         remote = [i for i, item in enumerate(images) if isinstance(item, str) and is_remote(item)]
         if not remote:
             return images
         out = list(images)
         with Fetcher(self.fetch_options) as fetcher:
             for i in remote:
+                url = images[i]
                 try:
-                    out[i] = fetcher.open(images[i]).data
+                    fetched = fetcher.open(url)
                 except FetchError as exc:
-                    raise ImageError(f"{images[i]}: {exc}") from None
+                    raise ImageError(f"{url}: {exc}") from None
+                try:
+                    check_data(fetched.data)
+                except ImageError as exc:
+                    raise ImageError(f"{url}: {exc}{fetched.hint}") from None
+                out[i] = named_bytes(fetched.data, url)
         return out
 
     def tag(
@@ -480,23 +490,22 @@ class VisualSearch:
             >>> [(sorted(Path(p).name for p in g.paths), Path(g.keep).name, g.exact) for g in groups]
             [(['chelsea.jpg', 'chelsea_small_bright.png'], 'chelsea.jpg', False)]
         """
-        if not self.store.exists():
-            return []
+        self._require_collection()
         return find_duplicates(self.store, threshold)
 
     def remove(self, paths: Sequence[str | os.PathLike] | str | os.PathLike) -> int:
         """Delete the rows of these files, or of every file under these folders (or URLs, or object-store
         prefixes); returns the count.
 
-        The files themselves stay; paths that no longer exist work too.
+        The files themselves stay; paths that no longer exist work too. A collection that does not
+        exist is a :class:`VitsearchError` (as for :meth:`query`).
 
             >>> with VisualSearch("photos.db") as vs:
             ...     _ = vs.index(["photos"])
             ...     vs.remove(["photos/rocket.jpg"]), vs.count()
             (1, 3)
         """
-        if not self.store.exists():
-            return 0
+        self._require_collection()
         items = [paths] if isinstance(paths, (str, os.PathLike)) else paths
         ids = []
         for path in items:

@@ -60,6 +60,31 @@ def _handle_errors(fn):
     return wrapper
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json(data) -> str:
+    """``data`` as one line of strict JSON: a string that is not valid UTF-8 (a file name's undecodable
+    bytes, which Python keeps as lone surrogates that strict parsers refuse) is quoted as :func:`_shown`
+    quotes it, ``$'caf\\xe9.jpg'``; every other string stays raw."""
+
+    def valid(value):
+        if isinstance(value, str):
+            return value if _is_utf8(value) else _shown(value)
+        if isinstance(value, dict):
+            return {valid(k): valid(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [valid(v) for v in value]
+        return value
+
+    return json.dumps(valid(data), default=str)
+
+
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
 
 
@@ -67,7 +92,8 @@ def _shown(path: str) -> str:
     """``path`` for a human-readable line: as it is, unless it holds a control character (a newline...),
     a line separator or bytes that are not UTF-8; then quoted as GNU ``ls`` and bash's ``$'...'`` do:
     ``$'a\\nb.jpg'``, with ``\\n \\t \\r \\\\ \\'`` and ``\\xHH`` for every other byte of such a character.
-    Pasted into a shell, it names the file again. ``--json`` output keeps paths raw."""
+    Pasted into a shell, it names the file again. ``--json`` output keeps paths raw but for names that
+    are not UTF-8 (see :func:`_json`)."""
     import unicodedata
 
     def odd(c: str) -> bool:
@@ -319,7 +345,7 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, i
     if dist is not None and not dist.is_main:
         return
     if as_json:
-        click.echo(json.dumps(summary.as_dict()))
+        click.echo(_json(summary.as_dict()))
         return
     for failure in summary.failed:
         click.echo(f"skipped {_shown(failure.path)}: {failure.reason}", err=True)
@@ -383,7 +409,7 @@ def query(images, k, filter_, group_by, min_score, taken_after, taken_before, ne
         if as_json:
             record = {"query": image if is_remote(image) else os.path.abspath(image),
                       "results": [h.as_dict() for h in hits]}
-            click.echo(json.dumps(record, default=str))
+            click.echo(_json(record))
             continue
         click.echo(f"query: {_shown(image)}")
         if not hits:
@@ -402,7 +428,7 @@ def info(uri, collection, token, as_json):
     with _open(uri, collection, token) as vs:
         data = vs.info()
     if as_json:
-        click.echo(json.dumps(data))
+        click.echo(_json(data))
     else:
         for key in ("uri", "collection", "exists", "model", "fingerprint", "dimension", "count"):
             click.echo(f"{key:<12}{'' if data[key] is None else data[key]}")
@@ -443,7 +469,7 @@ def tag(images, field, k, min_confidence, min_score, filter_, missing, write, ur
                                    min_score=min_score)
     for t in tags:
         if as_json:
-            click.echo(json.dumps(t.as_dict(), default=str))
+            click.echo(_json(t.as_dict()))
         elif not t.votes and min_score is not None:
             click.echo(f"{_shown(t.query)}\t(no label: no image with {field!r} scores at least {min_score:g})")
         elif not t.votes:
@@ -478,7 +504,7 @@ def _write_reports(html_out, grid_out, images, results) -> None:
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True),
               help="Also write a self-contained HTML page of the groups, keepers outlined.")
 @store_options
-@click.option("--json", "as_json", is_flag=True, help='Print {"groups": [{"paths", "keep", "similarity"}]}.')
+@click.option("--json", "as_json", is_flag=True, help='Print {"groups": [{"paths", "keep", "similarity", "exact"}]}.')
 @_handle_errors
 def dups(threshold, html_out, uri, collection, token, as_json):
     """Find groups of duplicate and near-duplicate images in the collection, with a copy to keep.
@@ -498,7 +524,7 @@ def dups(threshold, html_out, uri, collection, token, as_json):
             raise VitsearchError(f"cannot write {html_out}: {exc.strerror}") from None
         click.echo(f"wrote {html_out}", err=True)
     if as_json:
-        click.echo(json.dumps({"groups": [g.as_dict() for g in groups]}))
+        click.echo(_json({"groups": [g.as_dict() for g in groups]}))
         return
     for n, group in enumerate(groups, start=1):
         kind = "identical" if group.exact else f"similarity >= {group.similarity:.3f}"
@@ -518,10 +544,13 @@ def remove(paths, uri, collection, token, as_json):
 
     PATHS need not exist any more: rows are matched by the absolute path they were indexed under.
     """
+    for path in paths:
+        if not _is_utf8(path):  # no row has it: the indexer skips such names
+            click.echo(f"skipped {_shown(path)}: file name is not valid UTF-8 (such files are never indexed)", err=True)
     with _open(uri, collection, token) as vs:
         removed = vs.remove(list(paths))
     if as_json:
-        click.echo(json.dumps({"removed": removed}))
+        click.echo(_json({"removed": removed}))
     else:
         click.echo(f"removed {removed} row{'s' if removed != 1 else ''}")
 
@@ -749,7 +778,7 @@ def train(ctx, data, out, resume, overwrite, as_json, options):
     for failure in result.failed:
         click.echo(f"skipped {_shown(failure.path)}: {failure.reason}", err=True)
     if as_json:
-        click.echo(json.dumps(result.as_dict()))
+        click.echo(_json(result.as_dict()))
         return
     last = result.history[-1] if result.history else {}
     val = last.get("val")
@@ -802,7 +831,7 @@ def eval_(data, model, k, near_dup, limit, seed, batch_size, device, precision, 
         click.echo(f"skipped {_shown(failure.path)}: {failure.reason}", err=True)
     d = report.as_dict()
     if as_json:
-        click.echo(json.dumps(d))
+        click.echo(_json(d))
         return
     click.echo(f"model         {d['model']}")
     click.echo(f"images        {d['n']}" + (f" in {d['classes']} classes" if d["classes"] else ""))

@@ -112,6 +112,12 @@ class Fetched:
     def size(self) -> int:
         return len(self.data)
 
+    @property
+    def hint(self) -> str:
+        """What to add to "not an image" reasons: what the server said it sent, when not an image."""
+        kind = (self.content_type or "").split(";")[0].strip()
+        return f" (the server sent {kind})" if kind and not kind.startswith("image/") else ""
+
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (a number of seconds or an HTTP date)."""
@@ -260,7 +266,7 @@ class Fetcher:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._hosts: dict[str, threading.BoundedSemaphore] = {}
-        self._filesystems: dict[str, Any] = {}
+        self._filesystems: dict[tuple[str, str], Any] = {}
         self.requests = 0  # requests sent, retries included (for tests and benchmarks)
         self.downloads = 0  # bodies received (200s; not 304s, not failures)
 
@@ -449,12 +455,14 @@ class Fetcher:
     def filesystem(self, uri: str):
         """The fsspec filesystem of ``uri`` (one per protocol, shared) and the path inside it."""
         protocol = scheme_of(uri) or "file"
+        options = url_options(protocol, uri)
+        key = (protocol, repr(sorted(options.items())))
         with self._lock:
-            fs = self._filesystems.get(protocol)
+            fs = self._filesystems.get(key)
         if fs is None:
-            fs = open_filesystem(protocol)
+            fs = open_filesystem(protocol, **options)
             with self._lock:
-                self._filesystems.setdefault(protocol, fs)
+                self._filesystems.setdefault(key, fs)
         return fs, fs._strip_protocol(uri)
 
     def _object(self, uri: str, etag: str | None, mtime: float | None) -> Fetched | None:
@@ -478,8 +486,8 @@ class Fetcher:
             raise FetchError(f"permission denied: {exc}") from None
         except TimeoutError:
             raise FetchError(f"timed out after {self.options.timeout:g} s", retryable=True) from None
-        except (OSError, ValueError) as exc:
-            raise FetchError(f"cannot read: {exc}", retryable=isinstance(exc, ConnectionError)) from None
+        except Exception as exc:  # noqa: BLE001 - fsspec's backends raise many types (botocore's, aiohttp's…)
+            raise FetchError(fs_reason(exc, "cannot read"), retryable=isinstance(exc, ConnectionError)) from None
         if len(data) > limit:
             raise TooLargeError(f"larger than the limit of {_mb(limit)}")
         self._count("downloads")
@@ -562,8 +570,21 @@ class Fetcher:
             return FetchError(f"cannot decode: {exc or type(exc).__name__}"), fetched.size
 
 
-def open_filesystem(protocol: str):
-    """``fsspec.filesystem(protocol)``, with the package to install named when it is missing."""
+def url_options(protocol: str, uri: str) -> dict:
+    """What a filesystem of ``protocol`` takes from the URI itself (an ftp or sftp host, an Azure account):
+    fsspec's own parsing; {} where there is none, or where fsspec or the protocol is unknown (then
+    :func:`open_filesystem` says why)."""
+    try:
+        import fsspec
+
+        return dict(fsspec.get_filesystem_class(protocol)._get_kwargs_from_urls(uri) or {})
+    except Exception:  # noqa: BLE001 - any failure here is reported by open_filesystem
+        return {}
+
+
+def open_filesystem(protocol: str, **options):
+    """``fsspec.filesystem(protocol, **options)``, with the package to install named when it is missing;
+    any other failure to make it (an ftp host that does not answer) is a :class:`FetchError` saying why."""
     try:
         import fsspec
     except ImportError:
@@ -571,12 +592,36 @@ def open_filesystem(protocol: str):
             from None
     extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
     try:
-        return fsspec.filesystem(protocol)
+        return fsspec.filesystem(protocol, **options)
     except ImportError as exc:
         hint = f"pip install 'vitsearch[{extra[protocol]}]'" if protocol in extra else str(exc)
         raise VitsearchError(f"{protocol}:// URIs need another package: {hint}") from None
     except ValueError as exc:
         raise VitsearchError(f"{protocol}:// is not a protocol fsspec knows ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a backend's constructor may connect, and raise anything
+        raise FetchError(fs_reason(exc, f"cannot open {protocol}://")) from None
+
+
+# Errors whose own text does not say what to do, by class name (their packages are optional).
+_FS_HINTS = {
+    "NoCredentialsError": "no credentials for s3: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE "
+                          "with ~/.aws/credentials",
+    "PartialCredentialsError": "incomplete credentials for s3: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+}
+
+
+def fs_reason(exc: BaseException, doing: str = "") -> str:
+    """One line for an error an fsspec filesystem raised while ``doing`` something: a hint for the common
+    ones (no credentials), else what was being done and the error's own words (its type when it has none)."""
+    for err in (exc, exc.__cause__, exc.__context__):
+        if err is not None and type(err).__name__ in _FS_HINTS:
+            return _FS_HINTS[type(err).__name__]
+    if isinstance(exc, FileNotFoundError):
+        return "not found"
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {' '.join(str(exc).split())}"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{doing}: {text}" if doing else text
 
 
 def _mb(n: int) -> str:

@@ -25,10 +25,23 @@ TimeInput = str | int | float | date | datetime
 NearInput = str | Sequence[float]
 
 
+# Epoch seconds of the first and last second of years 1 to 9999 (what a date can name; Milvus filters
+# take 64-bit integers, and a number beyond them is no date).
+_FIRST_SECOND, _LAST_SECOND = -62_135_596_800, 253_402_300_799
+
+
 def parse_time(value: TimeInput, what: str = "time") -> int:
     """Epoch seconds of a date or time: '2024-06-01', '2024-06-01T18:30', '2024-06-01 18:30+02:00',
-    a ``date``/``datetime``, or epoch seconds. Without an offset a time is read as UTC (as are photos
-    whose EXIF gives none)."""
+    a ``date``/``datetime``, or epoch seconds (of years 1 to 9999). Without an offset a time is read as
+    UTC (as are photos whose EXIF gives none)."""
+    seconds = _epoch_seconds(value, what)
+    if not _FIRST_SECOND <= seconds <= _LAST_SECOND:
+        raise UsageError(f"{what}: {value!r} is out of range (epoch seconds from {_FIRST_SECOND} to {_LAST_SECOND}, "
+                         "the years 1 to 9999)")
+    return seconds
+
+
+def _epoch_seconds(value: TimeInput, what: str) -> int:
     if isinstance(value, bool):
         raise UsageError(f"{what}: {value!r} is not a date or time")
     if isinstance(value, (int, float)):

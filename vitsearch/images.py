@@ -57,11 +57,26 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Failure:
+    """A file or URL that was skipped, and why. The reason is made one line here, for every caller:
+    libraries' messages may hold newlines (libheif's end in one) or other control characters."""
+
     path: str
     reason: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", one_line(self.reason))
+
     def as_dict(self) -> dict:
         return {"path": self.path, "reason": self.reason}
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: runs of white space (newlines too) become one space, and any other control
+    character is written ``\\xHH``, as the CLI quotes such characters in a path."""
+    import unicodedata
+
+    text = " ".join(str(text).split())
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def is_image_name(name: str) -> bool:
@@ -269,12 +284,24 @@ def check_file(path: str | os.PathLike) -> None:
     with open(name, "rb") as fh:
         if os.fstat(fh.fileno()).st_size == 0:
             raise ImageError("empty file")
-        with warnings.catch_warnings(), _open_errors(name, name):
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            formats.register_plugins()
-            with Image.open(fh) as img:
-                _check_size(*img.size)
+        _check_header(fh, name, name)
+
+
+def check_data(data: bytes) -> None:
+    """:func:`check_file` for an image's bytes (camera RAW data is left to LibRaw)."""
+    if len(data) == 0:
+        raise ImageError("empty data")
+    if not formats.is_raw_data(bytes(data)):
+        _check_header(io.BytesIO(data), data, "image data")
+
+
+def _check_header(fh, source: ImageInput, name: str) -> None:
+    with warnings.catch_warnings(), _open_errors(source, name):
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        formats.register_plugins()
+        with Image.open(fh) as img:
+            _check_size(*img.size)
 
 
 @contextlib.contextmanager
@@ -314,10 +341,24 @@ def _head(source: ImageInput) -> bytes:
         return b""
 
 
+class NamedBytes(bytes):
+    """An image's bytes that messages call by a name (the URL they were fetched from)."""
+
+    name: str = ""
+
+
+def named_bytes(data: bytes, name: str) -> NamedBytes:
+    out = NamedBytes(data)
+    out.name = name
+    return out
+
+
 def describe(source: ImageInput) -> str:
     """A short name for an image input, for messages."""
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
+    if getattr(source, "name", ""):
+        return source.name
     if isinstance(source, Image.Image):
         return f"PIL image {source.size[0]}x{source.size[1]}"
     if isinstance(source, np.ndarray):

@@ -27,7 +27,7 @@ from .exif import read_exif
 from .images import Failure, check_file
 from .progress import Callback, emit
 from .sources import Entry, Folders, Source
-from .store import EXIF_SOURCE, ROW_FIELDS, SOURCE_FIELDS, Store, exif_of, make_row, user_fields
+from .store import EXIF_SOURCE, ROW_FIELDS, SOURCE_FIELDS, Store, exif_of, is_utf8, make_row, user_fields
 
 if TYPE_CHECKING:
     from .distributed import Dist
@@ -208,9 +208,7 @@ class Indexer:
         failed_before = len(summary.failed)
         for source in sources:
             for entry in source.entries(summary.failed):
-                try:
-                    entry.path.encode("utf-8")
-                except UnicodeEncodeError:
+                if not is_utf8(entry.path):
                     summary.failed.append(Failure(entry.path, "file name is not valid UTF-8 (rename the file)"))
                     continue
                 first = found.setdefault(entry.path, entry)  # listed twice (a folder and a feed): once
@@ -344,9 +342,7 @@ class Indexer:
             try:
                 pixels, width, height = encoder().prepare(fetched.data)
             except ImageError as exc:
-                kind = (fetched.content_type or "").split(";")[0].strip()
-                said = f" (the server sent {kind})" if kind and not kind.startswith("image/") else ""
-                raise ImageError(f"{exc}{said}") from None
+                raise ImageError(f"{exc}{fetched.hint}") from None
             token = Entry(fetched.key, fetched.size, fetched.mtime or 0.0, fetched.etag)
             return _Download(token, fetched.sha256, pixels, width, height, read_exif(fetched.data))
 

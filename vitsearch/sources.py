@@ -95,17 +95,22 @@ class Prefix:
         self.fetcher = fetcher
 
     def entries(self, failures: list[Failure]) -> Iterator[Entry]:
-        from .fetch import object_token
+        from .fetch import FetchError, fs_reason, object_token
 
-        fs, path = self.fetcher.filesystem(self.uri)
+        # A prefix that cannot be listed ends the run (as a missing folder does): going on would sweep
+        # away its stored rows as if its objects were gone.
+        try:
+            fs, path = self.fetcher.filesystem(self.uri)
+        except FetchError as exc:
+            raise VitsearchError(f"cannot list {self.uri}: {exc}") from None
         scheme = scheme_of(self.uri)
         fs.invalidate_cache()  # fsspec keeps listings per filesystem: this run lists afresh
         try:
             listing = fs.find(path, detail=True, withdirs=False)
         except FileNotFoundError:
             raise VitsearchError(f"no such bucket or prefix: {self.uri}") from None
-        except (OSError, ValueError) as exc:
-            raise VitsearchError(f"cannot list {self.uri}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - fsspec's backends raise many types (botocore's, aiohttp's…)
+            raise VitsearchError(f"cannot list {self.uri}: {fs_reason(exc)}") from None
         for name in sorted(listing):
             info = listing[name]
             given = name.rstrip("/") == path.rstrip("/")  # the URI names one object: taken whatever its name

@@ -154,9 +154,25 @@ def has_field(name: str) -> str:
     return f"({name} >= 0 or {name} < 0)"
 
 
+# The escapes that Milvus Lite's expression parser and a Milvus server's (its grammar, then Go's
+# strconv.Unquote) both accept; a raw newline or CR ends a literal for both. Other control characters
+# may stand as they are.
+_LITERAL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be stored: False for a file name with bytes that are not UTF-8 (Python keeps
+    them as lone surrogates, which Milvus refuses)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def quote(value: str) -> str:
-    """A string literal for a Milvus boolean expression."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A string literal for a Milvus boolean expression, for any text (a path with a newline too)."""
+    return '"' + value.translate(_LITERAL_ESCAPES) + '"'
 
 
 def collection_schema(dim: int, description: str = ""):
@@ -201,13 +217,49 @@ def _lite_is_locked(path: str) -> bool:
     lock = os.path.join(path, LOCK_FILENAME)
     if not os.path.exists(lock):
         return False
-    with open(lock, "a+b") as fh:
+    try:
+        fh = open(lock, "a+b")  # noqa: SIM115 - closed below; Milvus Lite opens it so too
+    except OSError as exc:
+        raise _unwritable(path, path, exc) from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return True
         fcntl.flock(fh, fcntl.LOCK_UN)
     return False
+
+
+def _unwritable(path: str, where: str, exc: OSError | None = None) -> StoreError:
+    """The error for a Milvus Lite store whose folder ``where`` cannot be written: Milvus Lite writes to
+    its store (its lock, its staging folder) even to read it, so a read-only one cannot be opened."""
+    if exc is not None and exc.errno:
+        reason = os.strerror(exc.errno).lower()
+    else:
+        reason = "read-only file system" if _on_read_only_fs(where) else "permission denied"
+    if os.path.exists(path):
+        return StoreError(
+            f"cannot open the Milvus Lite store {path}: it is not writable ({reason}), and Milvus Lite writes "
+            "to its store even to read it; copy it to a writable folder"
+        )
+    return StoreError(f"cannot create the Milvus Lite store {path}: the folder {where} is not writable ({reason})")
+
+
+def _on_read_only_fs(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
+
+
+def _check_lite_writable(path: str) -> None:
+    """Raise a :class:`StoreError` if the Milvus Lite store at ``path``, or the nearest folder that would
+    hold it when it does not exist yet, is not writable (a read-only file system, a folder's mode)."""
+    where = path
+    while not os.path.exists(where) and os.path.dirname(where) != where:
+        where = os.path.dirname(where)
+    if not os.access(where, os.W_OK):
+        raise _unwritable(path, where)
 
 
 def _lite_open_here(path: str) -> bool:
@@ -338,7 +390,11 @@ class Store:
         logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
         logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # Milvus Lite's in-process server
         if not self.is_server:
-            os.makedirs(os.path.dirname(self.uri), exist_ok=True)
+            _check_lite_writable(self.uri)
+            try:
+                os.makedirs(os.path.dirname(self.uri), exist_ok=True)
+            except OSError as exc:
+                raise _unwritable(self.uri, os.path.dirname(self.uri), exc) from None
             # Checked first: once Milvus Lite has taken the lock itself, a failure to open for another
             # reason would look like "in use" from here.
             if not _lite_open_here(self.uri) and _lite_is_locked(self.uri):
@@ -438,6 +494,10 @@ class Store:
 
     # -- collection -------------------------------------------------------------------------
     def exists(self) -> bool:
+        """Whether the collection exists. A Milvus Lite store that is not on disk is not opened to ask:
+        opening one creates it, and reading commands must not leave stores behind."""
+        if not self.is_server and self._client is None and not os.path.exists(self.uri):
+            return False
         return bool(self._call("has_collection", self.client.has_collection, self.collection))
 
     def meta(self) -> dict | None:
@@ -596,7 +656,12 @@ class Store:
             last = max(ids)
 
     def rows_under(self, root: str, fields: list[str] | None = None, sep: str = os.sep) -> Iterator[dict]:
-        """Rows whose path is ``root`` itself or lies inside the folder ``root`` (``sep``: "/" for URIs)."""
+        """Rows whose path is ``root`` itself or lies inside the folder ``root`` (``sep``: "/" for URIs).
+
+        None for a ``root`` that is not valid UTF-8 (a file name's undecodable bytes, as Python keeps them):
+        no stored path is (the indexer skips such names), and Milvus would refuse the expression."""
+        if not is_utf8(root):
+            return
         folder = root.rstrip(sep) + sep
         stem = folder.split("%")[0].split("_")[0]  # LIKE wildcards end the literal prefix
         expr = f"path == {quote(root)} or path like {quote(stem + '%')}"
