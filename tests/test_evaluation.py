@@ -117,3 +117,21 @@ def test_near_dup_on_unlabelled_images(tmp_path, bundled_encoder):
     assert nd["recall_at_1_originals_only"] >= nd["recall_at_1"]  # fewer candidates, never fewer hits
     assert set(nd["by_edit_originals_only"]) == set(nd["by_edit"])
     assert "precision_at_1" not in report.as_dict()
+
+
+def test_the_near_duplicate_edits_of_a_large_picture_are_as_quiet_as_indexing_it(tmp_path, monkeypatch,
+                                                                                 bundled_encoder):
+    import warnings
+
+    from PIL import Image
+
+    from vitsearch.evaluation import near_dup_report
+
+    path = str(tmp_path / "large.png")
+    Image.new("RGB", (60, 30), (90, 120, 150)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL warns above this, so 60 x 30 is "large"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        vectors = bundled_encoder.encode([path])
+        near_dup_report(bundled_encoder, [path], vectors)
+    assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -15,7 +15,7 @@ from . import __version__
 from .errors import ImageError, TrainingInterrupted, UsageError, VitsearchError
 from .options import TrainOptions
 from .settings import DEVICES, PRECISIONS
-from .store import MAX_K
+from .store import MAX_K, is_utf8
 
 # Set by the commands that only read (query, info) once everything is printed: `run` then ends the
 # process at once. Tearing torch, gRPC and Milvus Lite down at interpreter exit took 0.7-2 s on a
@@ -60,14 +60,6 @@ def _handle_errors(fn):
     return wrapper
 
 
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _json(data) -> str:
     """``data`` as one line of strict JSON: a string that is not valid UTF-8 (a file name's undecodable
     bytes, which Python keeps as lone surrogates that strict parsers refuse) is quoted as :func:`_shown`
@@ -75,7 +67,7 @@ def _json(data) -> str:
 
     def valid(value):
         if isinstance(value, str):
-            return value if _is_utf8(value) else _shown(value)
+            return value if is_utf8(value) else _shown(value)
         if isinstance(value, dict):
             return {valid(k): valid(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
@@ -545,7 +537,7 @@ def remove(paths, uri, collection, token, as_json):
     PATHS need not exist any more: rows are matched by the absolute path they were indexed under.
     """
     for path in paths:
-        if not _is_utf8(path):  # no row has it: the indexer skips such names
+        if not is_utf8(path):  # no row has it: the indexer skips such names
             click.echo(f"skipped {_shown(path)}: file name is not valid UTF-8 (such files are never indexed)", err=True)
     with _open(uri, collection, token) as vs:
         removed = vs.remove(list(paths))

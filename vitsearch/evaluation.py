@@ -23,7 +23,7 @@ import numpy as np
 
 from .data import ImageSet, read_images
 from .errors import UsageError, VitsearchError
-from .images import Failure, load_image
+from .images import Failure, load_image, quiet_pil
 from .progress import Callback, emit
 
 if TYPE_CHECKING:
@@ -194,10 +194,11 @@ def near_dup_report(encoder: Encoder, paths: list[str], vectors: np.ndarray, see
             img = load_image(path)
         except Exception:  # noqa: BLE001, S112 - it was embedded a moment ago; a vanished file is skipped
             continue
-        for name in edits:
-            batch.append(NEAR_DUP_EDITS[name](img, rng))
-            source.append(i)
-            kinds.append(name)
+        with quiet_pil():  # the edits of a large picture make large pictures: PIL warns, as it did at load
+            for name in edits:
+                batch.append(NEAR_DUP_EDITS[name](img, rng))
+                source.append(i)
+                kinds.append(name)
         if len(batch) >= encoder.batch_size * 4:
             copies.append(encoder.encode(batch))
             batch = []

@@ -212,13 +212,20 @@ def load_image(source: ImageInput, *, draft: tuple[int, int] | None = None) -> I
         Traceback (most recent call last):
         vitsearch.errors.ImageError: not a recognised image format
     """
-    with warnings.catch_warnings():
-        # PIL warns about odd but readable files (TIFF tags past the end, bad EXIF ...): the file
-        # either decodes or raises ImageError, and a run over many files stays free of noise.
-        warnings.simplefilter("ignore", UserWarning)
-        # PIL also warns at open above its own 89-MP guess; MAX_PIXELS below is the limit that counts.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with quiet_pil():
         return _load_image(source, draft)
+
+
+@contextlib.contextmanager
+def quiet_pil() -> Iterator[None]:
+    """PIL's warnings off, for every place that opens a picture: it warns about odd but readable files
+    (TIFF tags past the end, bad EXIF ...), which either decode or raise ImageError, so that a run over
+    many files stays free of noise; and at open above its own 89-MP guess, where MAX_PIXELS is the
+    limit that counts."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 def _load_image(source: ImageInput, draft: tuple[int, int] | None) -> Image.Image:
@@ -296,9 +303,7 @@ def check_data(data: bytes) -> None:
 
 
 def _check_header(fh, source: ImageInput, name: str) -> None:
-    with warnings.catch_warnings(), _open_errors(source, name):
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with quiet_pil(), _open_errors(source, name):
         formats.register_plugins()
         with Image.open(fh) as img:
             _check_size(*img.size)

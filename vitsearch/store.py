@@ -658,8 +658,8 @@ class Store:
     def rows_under(self, root: str, fields: list[str] | None = None, sep: str = os.sep) -> Iterator[dict]:
         """Rows whose path is ``root`` itself or lies inside the folder ``root`` (``sep``: "/" for URIs).
 
-        None for a ``root`` that is not valid UTF-8 (a file name's undecodable bytes, as Python keeps them):
-        no stored path is (the indexer skips such names), and Milvus would refuse the expression."""
+        No rows for a ``root`` that is not valid UTF-8 (a file name's undecodable bytes, as Python keeps
+        them): no stored path is (the indexer skips such names), and Milvus would refuse the expression."""
         if not is_utf8(root):
             return
         folder = root.rstrip(sep) + sep
