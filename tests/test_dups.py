@@ -94,6 +94,9 @@ def test_html_and_grid_reports(tmp_path, cli_encoder, monkeypatch):
     assert "chelsea.jpg" in text and "#1" in text
     sheet = Image.open(grid)
     assert sheet.size[0] > sheet.size[1] and sheet.format == "PNG"
+    for name, fmt in (("out.jpg", "JPEG"), ("out.webp", "WEBP"), ("out.sheet", "PNG"), ("out.psd", "PNG")):
+        result = CliRunner().invoke(main, ["query", str(folder / "chelsea.jpg"), "-k", "2", "--grid", str(tmp_path / name)])
+        assert result.exit_code == 0 and Image.open(tmp_path / name).format == fmt, (name, result.output)
     dup_page = tmp_path / "dups.html"
     result = CliRunner().invoke(main, ["dups", "--html", str(dup_page)])
     assert result.exit_code == 0 and "figure class='keep'" in dup_page.read_text()

@@ -135,3 +135,21 @@ def test_the_near_duplicate_edits_of_a_large_picture_are_as_quiet_as_indexing_it
         vectors = bundled_encoder.encode([path])
         near_dup_report(bundled_encoder, [path], vectors)
     assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_images_beside_class_folders_are_reported_and_used_by_the_near_duplicate_test(tmp_path, bundled_encoder):
+    for name in ("cats", "rockets"):
+        (tmp_path / name).mkdir()
+    shutil.copy(SAMPLES / "photos" / "chelsea.jpg", tmp_path / "cats")
+    shutil.copy(SAMPLES / "near_duplicates" / "chelsea_crop.jpg", tmp_path / "cats")
+    shutil.copy(SAMPLES / "photos" / "rocket.jpg", tmp_path / "rockets")
+    shutil.copy(SAMPLES / "near_duplicates" / "rocket_crop.jpg", tmp_path / "rockets")
+    for name in ("coffee", "horse", "astronaut"):
+        shutil.copy(SAMPLES / "photos" / f"{name}.jpg", tmp_path)
+    images = read_images(tmp_path)
+    assert images.classes == ["cats", "rockets"] and len(images.paths) == 4 and len(images.loose) == 3
+    assert [f.reason for f in images.failed] == [
+        "3 image(s) at the top level, outside every class folder, have no class: only a near-duplicate test uses them"]
+    report = evaluate(str(tmp_path), model=bundled_encoder, k=1, near_dup=True)
+    assert report.n == 4 and report.metrics["precision_at_1"] == 1.0
+    assert report.near_dup["copies"] == 7 * 6  # every image, each copied once per edit

@@ -369,7 +369,8 @@ def index(paths, uri, collection, token, model, batch_size, device, precision, i
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True),
               help="Also write a self-contained HTML page of the results (thumbnails embedded).")
 @click.option("--grid", "grid_out", type=click.Path(dir_okay=False, writable=True),
-              help="Also write a PNG contact sheet: one row per query, the query first.")
+              help="Also write a contact sheet (PNG, or as the name's extension says: .jpg, .webp): one row per "
+                   "query, the query first.")
 @store_options
 @model_options
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True,
@@ -476,6 +477,8 @@ def tag(images, field, k, min_confidence, min_score, filter_, missing, write, ur
 
 
 def _write_reports(html_out, grid_out, images, results) -> None:
+    from PIL import Image
+
     from .report import contact_sheet, query_html, write_text
 
     try:
@@ -484,7 +487,11 @@ def _write_reports(html_out, grid_out, images, results) -> None:
             click.echo(f"wrote {html_out}", err=True)
         if grid_out:
             rows = [[(i, "query")] + [(h.path, f"{h.rank}: {h.score:.3f}") for h in hits] for i, hits in zip(images, results)]
-            contact_sheet(rows).save(grid_out, "PNG")
+            sheet = contact_sheet(rows)
+            # the format the name asks for (.png, .jpg, .webp …); a name without one known is PNG
+            fmt = Image.registered_extensions().get(os.path.splitext(grid_out)[1].lower(), "PNG")
+            fmt = fmt if fmt in Image.SAVE else "PNG"
+            sheet.save(grid_out, fmt, **({"quality": 90} if fmt in ("JPEG", "WEBP") else {}))
             click.echo(f"wrote {grid_out}", err=True)
     except OSError as exc:
         raise VitsearchError(f"cannot write {exc.filename}: {exc.strerror}") from None

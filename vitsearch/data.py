@@ -22,13 +22,16 @@ from .options import LABEL_MODES
 
 @dataclass
 class ImageSet:
-    """Image paths with integer labels (``-1`` when unlabelled) and the class names they index."""
+    """Image paths with integer labels (``-1`` when unlabelled) and the class names they index.
+    ``loose``: images beside the class folders, at the top level, which have no class (a near-duplicate
+    test can still use them)."""
 
     source: str
     paths: list[str]
     labels: list[int]
     classes: list[str]
     failed: list[Failure] = field(default_factory=list)
+    loose: list[str] = field(default_factory=list)
 
     @property
     def labelled(self) -> bool:
@@ -71,7 +74,11 @@ def _from_folders(root: str, labels: str) -> ImageSet:
         classes = [name for name, _ in per_class]
         paths = [p for _, files in per_class for p in files]
         target = [i for i, (_, files) in enumerate(per_class) for _ in files]
-        return ImageSet(root, paths, target, classes, failed)
+        loose = [e.path for e in discover([root], []) if os.path.dirname(e.path) == root]
+        if loose:
+            failed.append(Failure(root, f"{len(loose)} image(s) at the top level, outside every class folder, have "
+                                        "no class: only a near-duplicate test uses them"))
+        return ImageSet(root, paths, target, classes, failed, loose)
     paths = [e.path for e in discover([root], failed)]
     return ImageSet(root, paths, [-1] * len(paths), [], failed)
 

@@ -265,6 +265,11 @@ def evaluate(
     if images.labelled:
         report.metrics = retrieval_metrics(vectors, [images.labels[i] for i in kept], k)
     if near_dup:
-        report.near_dup = near_dup_report(encoder, [images.paths[i] for i in kept], vectors, seed, progress)
+        paths = [images.paths[i] for i in kept]
+        if images.loose and limit is None:  # any image serves a near-duplicate test, classed or not
+            more, found, failed = embed_set(encoder, images.loose, progress)
+            paths, vectors = paths + [images.loose[i] for i in found], np.concatenate([vectors, more])
+            report.failed += failed
+        report.near_dup = near_dup_report(encoder, paths, vectors, seed, progress)
     report.seconds = time.perf_counter() - started
     return report
