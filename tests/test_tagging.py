@@ -14,7 +14,7 @@ from PIL import Image
 from vitsearch import VisualSearch
 from vitsearch.cli import main
 from vitsearch.errors import VitsearchError
-from vitsearch.tagging import vote
+from vitsearch.tagging import Tag, vote
 
 NAMES = ("chelsea", "coffee", "astronaut", "rocket", "horse")
 
@@ -30,6 +30,9 @@ def test_vote_weights_neighbours_by_similarity():
     close = [{"score": 0.95, "label": "cat"}, {"score": 0.80, "label": "dog"}, {"score": 0.80, "label": "dog"}]
     assert vote(close, "label")[0] == "cat"  # one much nearer neighbour outweighs two farther ones
     assert vote([], "label") == (None, 0.0, {})
+    shares = Tag("q", "cat", 0.75, {"cat": 3e-7, "dog": 1e-7}).as_dict()["votes"]
+    assert shares == {"cat": 0.75, "dog": 0.25}  # shares, not weights too small to print
+    assert Tag("q", None, 0.0, {}).as_dict()["votes"] == {}
 
 
 @pytest.fixture
@@ -84,6 +87,7 @@ def test_tag_from_the_command_line(library):
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["query"] == str(image) and record["label"] == "rocket" and record["confidence"] == 1.0
+    assert record["votes"] == {"rocket": 1.0}  # shares of the vote
     human = CliRunner().invoke(main, ["tag", str(image), "-k", "1"])
     assert human.stdout.strip().endswith("rocket\t1.00")
     written = CliRunner().invoke(main, ["tag", "--missing", "--write", "-k", "1"])

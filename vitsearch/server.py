@@ -624,13 +624,13 @@ def create_app(service: Service, *, keys: Keys | None = None, cors_origins: Sequ
         """A request's ``min_score`` (a number, or a form field's text), checked by ``Service.search``."""
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        wrong = ApiError(400, f"min_score must be a number between -1 and 1, not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise wrong
         try:
-            return float(value.strip()) if isinstance(value, str) else float("nan")
+            return float(value)  # a form field's text too ("0.5", " 0.5 ")
         except ValueError:
-            pass
-        raise ApiError(400, f"min_score must be a number between -1 and 1, not {value!r}")
+            raise wrong from None
 
     def _id(text: str) -> int:
         digits = text.removeprefix("-")

@@ -35,11 +35,14 @@ class Tag:
     written: bool = False  # the label was stored on the image's row
 
     def as_dict(self) -> dict:
+        # votes as each value's share of the vote: the weights' own scale means nothing (shifted so
+        # as not to overflow, they printed as 1e-05 or 0.0 beside a confidence of 0.85)
+        total = sum(self.votes.values()) or 1.0
         return {
             "query": self.query,
             "label": self.label,
             "confidence": round(self.confidence, 6),
-            "votes": {str(k): round(v, 6) for k, v in self.votes.items()},
+            "votes": {str(k): round(v / total, 6) for k, v in self.votes.items()},
             "written": self.written,
             "neighbours": [
                 {"path": h.path, "score": round(h.score, 6), "label": h.metadata.get(self.field_name)} for h in self.neighbours
