@@ -365,3 +365,52 @@ def test_a_query_file_that_is_no_image_is_refused_without_being_hashed(tmp_path,
         vs.ensure_collection()
         with pytest.raises(ImageError, match="not a recognised image format"):
             vs.query(big, k=1)
+
+
+def test_arguments_that_make_no_sense_are_usage_errors_and_do_nothing(vs, photos, monkeypatch):
+    from vitsearch.errors import UsageError
+
+    vs.index(photos)
+    count = vs.count()
+    monkeypatch.chdir(photos)  # an empty path made absolute would be this folder: every row under it
+    for bad in ("", [""], ["  "], [str(photos / "coffee.jpg"), ""], None, [None], [b"/x.jpg"], 5):
+        with pytest.raises(UsageError):
+            vs.remove(bad)
+    assert vs.count() == count
+    with pytest.raises(UsageError, match="empty path"):
+        vs.index([""])
+    for bad_k in (None, "3", 2.5, True, 0):
+        with pytest.raises(UsageError, match="k must be"):
+            vs.query(photos / "coffee.jpg", k=bad_k)
+        with pytest.raises(UsageError, match="k must be"):
+            vs.tag(photos / "coffee.jpg", k=bad_k)
+    for bad_size in (0, -5, 2.5):
+        with pytest.raises(UsageError, match="batch_size"):
+            vs.tag_missing(batch_size=bad_size)
+    for field in (5, None):
+        with pytest.raises(VitsearchError, match="not a usable field name"):
+            vs.tag(photos / "coffee.jpg", field=field)
+    with pytest.raises(VitsearchError, match="own fields"):
+        vs.tag_missing(field="camera_words")  # bookkeeping of the --camera filter, not a label
+    with pytest.raises(UsageError, match="not both"):
+        VisualSearch(str(photos / "x.db"), store=vs.store)
+
+
+@pytest.mark.parametrize("value, words", [
+    (2**63, "64-bit"), (float("nan"), "cannot store"), ({"a": 1}, "string, number or boolean"),
+    ([1, 2], "string, number or boolean"), (b"x", "string, number or boolean"), (np.arange(3), "string, number"),
+])
+def test_metadata_given_as_a_dict_is_checked_as_a_file_is(vs, photos, value, words):
+    with pytest.raises(VitsearchError, match=words):
+        vs.index(photos, metadata={str(photos / "coffee.jpg"): {"odd": value}})
+    assert not vs.store.exists() or vs.count() == 0  # refused before anything was written
+
+
+def test_metadata_none_means_no_value_and_is_not_rewritten_each_run(vs, photos):
+    meta = {str(photos / "coffee.jpg"): {"sku": "C-1", "price": None}}
+    assert vs.index(photos, metadata=meta).metadata_updated == 0
+    assert vs.index(photos, metadata=meta).metadata_updated == 0
+    hit = vs.query(photos / "coffee.jpg", k=1)[0]
+    assert hit.metadata["sku"] == "C-1" and "price" not in hit.metadata
+    with pytest.raises(VitsearchError, match="must be a dict"):
+        vs.index(photos, metadata={str(photos / "coffee.jpg"): 5})

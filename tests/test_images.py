@@ -203,3 +203,16 @@ def test_every_skip_reason_is_one_line_with_control_characters_quoted(reason, sh
     from vitsearch.images import Failure
 
     assert Failure("/p.jpg", reason).reason == shown
+
+
+def test_arrays_of_every_number_type_or_none_at_all():
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3)).astype(np.uint8)
+    # 16-bit samples are scaled, as a 16-bit PIL image is (they were clipped to white)
+    assert np.array_equal(np.asarray(load_image(rgb.astype(np.uint16) * 257)), rgb)
+    assert np.array_equal(np.asarray(load_image(rgb.astype(np.int64))), rgb)  # 0..255 in a wider type: as is
+    for bad, words in ((np.zeros((0, 0), np.uint8), "empty image"), (np.zeros((0, 5, 3)), "empty image"),
+                       (np.full((4, 4), np.nan), "NaN"), (np.zeros((4, 4), complex), "complex"),
+                       (np.array([["a"] * 4] * 4), "not an image"), (np.zeros((4, 4), object), "object")):
+        with pytest.raises(ImageError, match=words):
+            load_image(bad)
+    assert load_image(Image.new("La", (4, 4), (0, 0))).getpixel((0, 0)) == (255, 255, 255)  # premultiplied L + alpha

@@ -143,7 +143,11 @@ def test_out_must_be_free(tmp_path, data, tiny_models):
         ({"warmup": 1.0}, "warmup"),
         ({"save_dtype": "int8"}, "save dtype"),
         ({"base": "x", "from_scratch": "tiny"}, "not both"),
-        ({"instance_weight": -1.0}, "instance weight"),
+        ({"instance_weight": -1.0}, "instance.weight"),
+        ({"weight_decay": -1.0}, "weight_decay must be at least 0"),
+        ({"clip_grad": -1.0}, "clip_grad must be at least 0"),  # a negative norm would flip the gradients
+        ({"temperature": 0.0}, "temperature must be more than 0"),  # was taken as "the default"
+        ({"epochs": 1.5}, "epochs must be a whole number"),
         ({"augment": "heavy"}, "unknown augmentation"),
     ],
 )

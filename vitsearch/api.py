@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
 from .dups import DupGroup, find_duplicates
-from .errors import ImageError, ModelError, ModelMismatchError, StoreError, VitsearchError
+from .errors import ImageError, ModelError, ModelMismatchError, StoreError, UsageError, VitsearchError, check_count
 from .exif import read_exif
 from .fetch import Fetcher, FetchError, FetchOptions, is_remote
 from .filters import NearInput, PhotoFilter, TimeInput
 from .images import ImageInput, check_data, describe, named_bytes
 from .indexer import Indexer, IndexSummary
-from .metadata import check_field, read_metadata
+from .metadata import check_field, check_value, read_metadata
 from .progress import Callback
 from .search import Hit, check_min_score, query_vectors, search_images
 from .settings import resolve_collection, resolve_model, resolve_token, resolve_uri
@@ -112,9 +112,9 @@ class VisualSearch:
         encoder_process: bool = False,
     ):
         if store is not None and (uri, collection, token) != (None, None, None):
-            raise ValueError("give a store, or its uri, collection and token, not both")
+            raise UsageError("give a store, or its uri, collection and token, not both")
         if encoder is not None and model is not None:
-            raise ValueError("give an encoder, or the model to build one with, not both")
+            raise UsageError("give an encoder, or the model to build one with, not both")
         self.fetch_options = fetch or FetchOptions()
         if store is None:
             store = Store(resolve_uri(uri), resolve_collection(collection), token=resolve_token(token))
@@ -244,8 +244,7 @@ class VisualSearch:
         """
         fetcher = Fetcher(self.fetch_options)
         try:
-            sources = open_sources([paths] if isinstance(paths, (str, os.PathLike)) else paths,
-                                   image_column=image_column, id_column=id_column, fetcher=fetcher)
+            sources = open_sources(_paths(paths), image_column=image_column, id_column=id_column, fetcher=fetcher)
             local = all(isinstance(s, Folders) for s in sources)
             if dist is not None and not local:
                 raise VitsearchError("under torchrun, vitsearch indexes local files and folders; index feeds, "
@@ -263,10 +262,16 @@ class VisualSearch:
         if metadata is not None and not isinstance(metadata, dict):
             metadata = read_metadata(metadata)
         elif metadata:
-            metadata = {_key(p): dict(f) for p, f in metadata.items()}
-            for fields in metadata.values():
-                for name in fields:
+            checked = {}
+            for path, fields in metadata.items():
+                if not isinstance(fields, dict):
+                    raise UsageError(f"metadata[{path!r}] must be a dict of fields, not {type(fields).__name__}")
+                for name, value in fields.items():
                     check_field(name, "metadata")
+                    if value is not None:  # None: no value, as an empty CSV cell
+                        check_value(name, value, f"metadata of {path}")
+                checked[_key(path)] = {k: v for k, v in fields.items() if v is not None}
+            metadata = checked
         model = None
         if dist is None or dist.is_main:  # with a Milvus Lite file, only rank 0 may open it
             # decided before a --reindex drop: the asked-for model, else the collection's (otherwise only
@@ -453,6 +458,7 @@ class VisualSearch:
         the options as in :meth:`tag`."""
         check_field(field, "--field")
         check_min_score(min_score)
+        check_count(batch_size, "batch_size")
         self.require()
         missing = [row["id"] for row in self.store.iter_rows("", ["id", field]) if row.get(field) is None]
         tags = []
@@ -506,9 +512,8 @@ class VisualSearch:
             (1, 3)
         """
         self._require_collection()
-        items = [paths] if isinstance(paths, (str, os.PathLike)) else paths
         ids = []
-        for path in items:
+        for path in _paths(paths):
             key = _key(path)
             sep = "/" if is_remote(key) else os.sep
             ids += [row["id"] for row in self.store.rows_under(key, ["id", "path"], sep=sep)]
@@ -550,7 +555,27 @@ class VisualSearch:
         self.close()
 
 
+def _paths(paths) -> list[str | os.PathLike]:
+    """One path or an iterable of them, as a list; each a path (``_key`` says so of one that is empty)."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else paths
+    try:
+        items = list(items)
+    except TypeError:
+        raise UsageError(f"give a path or a list of paths, not {type(paths).__name__}") from None
+    for item in items:
+        _key(item)  # the checks, before anything is done
+    return items
+
+
 def _key(path: str | os.PathLike) -> str:
-    """A row's key for a path given by a user: URLs and URIs as given, local paths made absolute."""
+    """A row's key for a path given by a user: URLs and URIs as given, local paths made absolute.
+    An empty path is a :class:`UsageError`: made absolute it would be the current folder, and a
+    blank cell or an unset variable must never name every row under it (``remove``)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"a path must be a string or os.PathLike, not {type(path).__name__}")
     text = os.fspath(path)
+    if not isinstance(text, str):
+        raise UsageError(f"a path must be text, not {type(text).__name__} (decode it with os.fsdecode)")
+    if not text.strip():
+        raise UsageError("an empty path names no file (a blank cell or an unset variable?)")
     return text if is_remote(text) else os.path.abspath(text)

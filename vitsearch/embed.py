@@ -18,7 +18,7 @@ import torch
 
 from .checkpoint import ModelSpec, load_spec
 from .device import Normalise, autocast, choose_device, choose_precision, default_batch_size, default_workers
-from .errors import ImageError
+from .errors import ImageError, check_count
 from .images import FileResult, ImageInput, describe, load_image
 from .model import VitBackbone, load_backbone
 from .preprocess import Preprocessing
@@ -154,8 +154,8 @@ class Encoder:
         return self
 
     def _setup(self, spec, backbone, device, precision, batch_size, num_workers) -> None:
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if batch_size is not None:
+            batch_size = check_count(batch_size, "batch_size")
         self.spec = spec
         self.device = choose_device(device)
         self.precision = choose_precision(self.device, precision)
@@ -208,9 +208,7 @@ class Encoder:
         """
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
-        size = batch_size or self.batch_size
-        if size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {size}")
+        size = check_count(self.batch_size if batch_size is None else batch_size, "batch_size")
         prep = self.preprocessing
         chunks = []
         for start in range(0, len(items), size):

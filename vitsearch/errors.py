@@ -17,6 +17,19 @@ class UsageError(VitsearchError, ValueError):
     a ``ValueError`` that is not a ``UsageError`` is a bug, not bad input."""
 
 
+def check_count(value, name: str, low: int = 1, high: int | None = None) -> int:
+    """``value`` if it is a whole number from ``low`` to ``high``, else a :class:`UsageError` naming
+    ``name`` (a ``k``, a batch size…): not a TypeError, or a bad argument that a store blames itself for."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UsageError(f"{name} must be a whole number, not {value!r}")
+    if value < low or (high is not None and value > high):
+        span = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise UsageError(f"{name} must be {span}, not {value}")
+    return int(value)
+
+
 class ImageError(VitsearchError):
     """An image could not be read or decoded (the message says why)."""
 

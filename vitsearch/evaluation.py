@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .data import ImageSet, read_images
-from .errors import UsageError, VitsearchError
+from .errors import UsageError, VitsearchError, check_count
 from .images import Failure, load_image, quiet_pil
 from .progress import Callback, emit
 
@@ -42,8 +42,7 @@ def retrieval_metrics(embeddings: np.ndarray, labels, k: int = 10, per_query: bo
     with a classmate, in row order), for paired comparisons of two encoders on the same images."""
     import torch
 
-    if k < 1:
-        raise UsageError(f"k must be at least 1, not {k}")
+    k = check_count(k, "k")
     x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
     y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     n = x.shape[0]
@@ -246,8 +245,7 @@ def evaluate(
     """
     from .embed import Encoder
 
-    if k < 1:
-        raise UsageError(f"k must be at least 1, not {k}")
+    k = check_count(k, "k")
     started = time.perf_counter()
     images = data if isinstance(data, ImageSet) else read_images(data)
     if not images.labelled and not near_dup:

@@ -176,6 +176,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         # on white through the alpha as a mask: the same pixels as alpha_composite over an opaque
         # white RGBA (tested), without two more full-size RGBA copies (a 100-MP picture: 0.8 GB less)
+        if img.mode == "La":  # premultiplied: PIL converts it to LA only
+            img = img.convert("LA")
         rgba = img if img.mode == "RGBA" else img.convert("RGBA")
         out = Image.new("RGB", rgba.size, (255, 255, 255))
         out.paste(rgba, (0, 0), rgba)
@@ -190,9 +192,18 @@ def _array_to_image(arr: np.ndarray) -> Image.Image:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
         raise ImageError(f"array of shape {arr.shape} is not an image (expected HxW, HxWx3 or HxWx4)")
+    if arr.size == 0:
+        raise ImageError(f"empty image: array of shape {arr.shape}")
+    if arr.dtype.kind not in "buif":
+        raise ImageError(f"an array of {arr.dtype} is not an image (expected numbers)")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ImageError("the array holds NaN or infinite values")
     if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating):
-            arr = np.clip(arr * 255.0 if arr.max(initial=0) <= 1.0 else arr, 0, 255)
+        top = float(arr.max(initial=0))
+        if arr.dtype.kind == "f":
+            arr = arr * 255.0 if top <= 1.0 else arr  # 0..1, else 0..255
+        elif top > 255:  # 16-bit (or wider) samples, scaled as a 16-bit PIL image is
+            arr = arr.astype(np.float64) * (255.0 / (65535.0 if top <= 65535 else top))
         arr = np.clip(arr, 0, 255).astype(np.uint8)
     return Image.fromarray(arr)
 

@@ -75,7 +75,7 @@ class InfoNCE(nn.Module):
 def build_loss(name: str, dim: int, classes: int, temperature: float | None = None) -> nn.Module:
     if name not in LOSSES:
         raise UsageError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
-    t = temperature or TEMPERATURES[name]
+    t = TEMPERATURES[name] if temperature is None else temperature
     if t <= 0:
         raise UsageError(f"temperature must be positive, not {t}")
     if name == "normsoftmax":

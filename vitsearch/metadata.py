@@ -47,7 +47,7 @@ def infer(text: str) -> Scalar | None:
 
 
 def check_field(name: str, where: str) -> str:
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.match(name):
         raise VitsearchError(f"{where}: {name!r} is not a usable field name (letters, digits and _, not starting with a digit)")
     if name in RESERVED:
         raise VitsearchError(f"{where}: {name!r} is one of vitsearch's own fields ({', '.join(sorted(RESERVED))})")

@@ -79,7 +79,33 @@ class TrainOptions:
     num_workers: int | None = _option(None)
     keep_checkpoint: bool = _option(False, "Keep the training state in OUT/checkpoint after the run.", flag=True)
 
+    def _check_declared(self) -> None:
+        """Each field's type (a whole number for an int field) and the bounds its option declares, as
+        the command line enforces them: the Python API gets the same checks."""
+        import numbers
+        from dataclasses import fields
+
+        for f in fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if value is None:
+                continue
+            number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if f.type in ("int", "int | None") and not (number and isinstance(value, numbers.Integral)):
+                raise UsageError(f"{f.name} must be a whole number, not {value!r}")
+            if f.type in ("float", "float | None") and not number:
+                raise UsageError(f"{f.name} must be a number, not {value!r}")
+            if not number:
+                continue
+            low, high = meta.get("min"), meta.get("max")
+            if low is not None and (value < low or (meta.get("min_open") and value == low)):
+                raise UsageError(f"{f.name} must be {'more than' if meta.get('min_open') else 'at least'} {low}, "
+                                 f"not {value}")
+            if high is not None and (value > high or (meta.get("max_open") and value == high)):
+                raise UsageError(f"{f.name} must be {'less than' if meta.get('max_open') else 'at most'} {high}, "
+                                 f"not {value}")
+
     def check(self) -> None:
+        self._check_declared()
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "accumulate": self.accumulate, "val_k": self.val_k}
         for name, value in positive.items():
             if value < 1:

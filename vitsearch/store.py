@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .errors import FilterError, StoreError, StoreLockedError, UsageError
+from .errors import FilterError, StoreError, StoreLockedError, check_count
 from .exif import CAMERA_WORDS, camera_words
 from .exif import FIELDS as EXIF_TYPES
 
@@ -35,7 +35,7 @@ EXIF_SOURCE = "exif_fields"
 # feed file that lists it; vitsearch writes them, present when the source gives them.
 SOURCE_FIELDS = ["etag", "feed"]
 # Names a user's metadata cannot take. The EXIF names are not among them: a user's value wins.
-RESERVED = frozenset(ROW_FIELDS + SOURCE_FIELDS + ["vector", EXIF_SOURCE, "score", "rank"])
+RESERVED = frozenset(ROW_FIELDS + SOURCE_FIELDS + ["vector", EXIF_SOURCE, CAMERA_WORDS, "score", "rank"])
 # Bookkeeping that hits and API answers leave out (and fields whose value is null: see make_row).
 HIDDEN_FIELDS = frozenset({EXIF_SOURCE, CAMERA_WORDS})
 MAX_K = 16384
@@ -695,8 +695,7 @@ class Store:
         output_fields: list[str] | None = None,
     ) -> list[list[dict[str, Any]]]:
         """Top-``k`` rows per query vector: ``[{"id", "score", **fields}]``, best first."""
-        if not 1 <= k <= MAX_K:
-            raise UsageError(f"k must be between 1 and {MAX_K}, not {k}")
+        k = check_count(k, "k", 1, MAX_K)
         self._ensure_loaded()
         try:
             res = self._retrying(

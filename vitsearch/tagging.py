@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UsageError
+from .errors import UsageError, check_count
 from .metadata import check_field
 from .search import Hit, check_min_score, search_until, to_hits
 from .store import Store
@@ -82,8 +82,7 @@ def tag_vectors(
     min_score = check_min_score(min_score)
     if not 0.0 <= min_confidence <= 1.0:
         raise UsageError(f"min_confidence must be between 0 and 1, not {min_confidence}")
-    if k < 1:
-        raise UsageError(f"k must be at least 1, not {k}")
+    k = check_count(k, "k")
     skip = exclude or [set() for _ in vectors]
 
     def labelled(i: int, rows: list[dict]) -> list[dict]:
