@@ -441,7 +441,8 @@ def info(uri, collection, token, as_json):
                    "no label.")
 @click.option("--filter", "filter_", metavar="EXPR", help="Only neighbours matching this Milvus expression vote.")
 @click.option("--missing", is_flag=True, help="Tag every indexed image that has no value for --field (stored vectors).")
-@click.option("--write", is_flag=True, help="Store confident labels on indexed images that lack one.")
+@click.option("--write", is_flag=True, help="Store the labels given (those that pass --min-confidence and --min-score) on indexed images that "
+                   "lack one.")
 @store_options
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image (JSON Lines).")
