@@ -108,6 +108,23 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, data, tiny_models
     assert not (out / CHECKPOINT_DIR).exists()
 
 
+def test_a_run_stopped_on_an_epochs_last_step_resumes_with_that_epochs_whole_record(tmp_path, data, tiny_models):
+    base = {"base": str(tiny_models["vit"]), **FAST}
+    straight = train(data, tmp_path / "straight", **base)
+
+    def stop_on_the_last_step(event):
+        if event.kind == "step" and event.info["epoch"] == 0 and event.info["batch"] == event.info["batches"]:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "resumed"
+    with pytest.raises(TrainingInterrupted):
+        train(data, out, progress=stop_on_the_last_step, **base)
+    resumed = train(data, out, resume=True)
+    first, again = straight.history[0], resumed.history[0]
+    assert again["loss"] == pytest.approx(first["loss"], rel=1e-5)  # was NaN: an epoch resumed with no step left
+    assert again["images_per_second"] and again["seconds"] > 0
+
+
 def test_resume_needs_a_checkpoint_and_the_same_data(tmp_path, data, tiny_models):
     with pytest.raises(VitsearchError, match="nothing to resume"):
         train(data, tmp_path / "none", resume=True)

@@ -136,6 +136,10 @@ def _collate(items):
     return torch.stack(pixels), torch.tensor(labels), torch.tensor(positions), failed
 
 
+def _fresh_epoch() -> dict:
+    return {"losses": [], "seen": 0, "seconds": 0.0}
+
+
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """The batches of one epoch: a permutation drawn from (seed, epoch); a ragged tail is dropped."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
@@ -282,6 +286,9 @@ class _Run:
         self.epoch, self.position, self.step = 0, 0, 0
         self.saved_at = time.monotonic()
         self.history: list[dict] = []
+        # the epoch under way, so far: its step losses, images and seconds (a resumed epoch's line
+        # then covers all of it, also when it resumes with no step left)
+        self.partial: dict = _fresh_epoch()
         self.failed: dict[str, Failure] = {}
         self.normalise = Normalise(self.preprocessing.mean, self.preprocessing.std).to(self.device)  # of [0, 1] views
 
@@ -313,6 +320,7 @@ class _Run:
             "position": self.position,
             "step": self.step,
             "history": json.dumps(self.history),
+            "partial": json.dumps(self.partial),
             "backbone": self.backbone.state_dict(),
             "head": self.head.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -340,6 +348,7 @@ class _Run:
         self.schedule.load_state_dict(state["schedule"])
         self.epoch, self.position, self.step = state["epoch"], state["position"], state["step"]
         self.history = json.loads(state["history"])
+        self.partial = json.loads(state["partial"]) if "partial" in state else _fresh_epoch()
 
     # -- steps ----------------------------------------------------------------------------------
     def _autocast(self):
@@ -482,7 +491,8 @@ class _Run:
         while self.epoch < opts.epochs:
             started = time.perf_counter()
             batches = _epoch_batches(len(self.train_idx), opts.batch_size, opts.seed, self.epoch)
-            losses, seen = [], 0
+            earlier = self.partial if self.position else _fresh_epoch()
+            losses, seen = list(earlier["losses"]), earlier["seen"]
             self.optimizer.zero_grad(set_to_none=True)
             for b, (pixels, labels, positions, failed) in enumerate(self._loader(batches[self.position :]), start=self.position):
                 for failure in failed:
@@ -512,6 +522,8 @@ class _Run:
                          message=f"loss {step['loss']:.4f}, lr {step['lr']:.2e}")
                 except KeyboardInterrupt:  # raised by the caller's callback: a clean stop, like Ctrl-C
                     stop.set = True
+                self.partial = {"losses": losses, "seen": seen,
+                                "seconds": earlier["seconds"] + time.perf_counter() - started}
                 if not stop.set and time.monotonic() - self.saved_at > SAVE_EVERY_SECONDS:
                     self.save_state()
                 if stop.set:
@@ -520,9 +532,9 @@ class _Run:
                         f"stopped in epoch {self.epoch + 1}, batch {self.position} of {len(batches)}; "
                         f"the checkpoint in {self.out / CHECKPOINT_DIR} resumes it (add --resume)"
                     )
-            seconds = time.perf_counter() - started
+            seconds = earlier["seconds"] + time.perf_counter() - started
             val = self.validate()
-            self.epoch, self.position = self.epoch + 1, 0
+            self.epoch, self.position, self.partial = self.epoch + 1, 0, _fresh_epoch()
             record = {
                 "epoch": self.epoch, "loss": float(np.mean(losses)) if losses else None,
                 "seconds": round(seconds, 2), "images_per_second": round(seen / seconds, 2) if seconds else None,
