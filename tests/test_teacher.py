@@ -316,9 +316,9 @@ def test_distill_only_limits_the_term_to_matching_labels(tmp_path, tiny_models, 
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"distill_weight": -1.0}, "distill weight"),
+        ({"distill_weight": -1.0}, "distill.weight"),
         ({"freeze_layers": -1}, "freeze_layers"),
-        ({"teacher_size": 4}, "teacher size"),
+        ({"teacher_size": 4}, "teacher.size"),
         ({"teacher": "efficientnet-lite0,"}, "empty name"),
         ({"teacher": "efficientnet-lite0", "distill_only": "(unclosed"}, "regular expression"),
         ({"distill_only": "^clipart/"}, "give a teacher"),
