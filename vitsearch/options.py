@@ -105,17 +105,9 @@ class TrainOptions:
                                  f"not {value}")
 
     def check(self) -> None:
-        self._check_declared()
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "accumulate": self.accumulate, "val_k": self.val_k}
-        for name, value in positive.items():
-            if value < 1:
-                raise UsageError(f"{name} must be at least 1, not {value}")
-        if self.lr is not None and self.lr <= 0:
-            raise UsageError(f"lr must be positive, not {self.lr}")
-        if not 0 <= self.warmup < 1:
-            raise UsageError(f"warmup is a fraction of the steps in [0, 1), not {self.warmup}")
-        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
-            raise UsageError(f"layer_decay must be in (0, 1], not {self.layer_decay}")
+        self._check_declared()  # every bound a field declares (epochs, lr, warmup, image_size …)
+        if self.batch_size < 1:  # the command line's shared --batch-size: no bound declared here
+            raise UsageError(f"batch_size must be at least 1, not {self.batch_size}")
         if self.from_scratch is not None and self.from_scratch not in SCRATCH_SIZES:
             raise UsageError(f"unknown size {self.from_scratch!r}; valid: {', '.join(SCRATCH_SIZES)}")
         if self.from_scratch and self.base:
@@ -124,10 +116,6 @@ class TrainOptions:
             raise UsageError(f"unknown loss {self.loss!r}; valid: auto, {', '.join(LOSSES)}")
         if self.save_dtype not in SAVE_DTYPES:
             raise UsageError(f"save dtype must be one of {', '.join(SAVE_DTYPES)}, not {self.save_dtype!r}")
-        if self.instance_weight < 0:
-            raise UsageError(f"instance weight must be 0 or more, not {self.instance_weight}")
-        if self.distill_weight < 0:
-            raise UsageError(f"distill weight must be 0 or more, not {self.distill_weight}")
         if self.teacher is not None and not all(name.strip() for name in self.teacher.split(",")):
             raise UsageError(f"teacher: an empty name in {self.teacher!r}")
         if self.distill_only is not None:
@@ -137,16 +125,8 @@ class TrainOptions:
                 re.compile(self.distill_only)
             except re.error as exc:
                 raise UsageError(f"distill_only is not a regular expression: {exc}") from None
-        if self.distill_bank < 0:
-            raise UsageError(f"distill_bank must be 0 or more, not {self.distill_bank}")
         if self.distill_bank and not self.teacher:
             raise UsageError("distill_bank holds neighbours for a teacher's term: give a teacher too")
-        if self.freeze_layers < 0:
-            raise UsageError(f"freeze_layers must be 0 or more, not {self.freeze_layers}")
-        if self.teacher_size is not None and self.teacher_size < 8:
-            raise UsageError(f"teacher size must be at least 8, not {self.teacher_size}")
-        if self.image_size is not None and self.image_size < 8:
-            raise UsageError(f"image size must be at least 8, not {self.image_size}")
         if self.augment is not None and self.augment not in AUGMENTS:
             raise UsageError(f"unknown augmentation {self.augment!r}; valid: {', '.join(AUGMENTS)}")
         if self.labels not in LABEL_MODES:
