@@ -29,6 +29,7 @@ from .errors import (
 # neither torch nor numpy nor PIL: name -> module that defines it.
 _LAZY = {
     "VisualSearch": "api",
+    "CopySummary": "api",
     "load_image": "images",
     "IndexSummary": "indexer",
     "ModelSpec": "checkpoint",
@@ -42,6 +43,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "CopySummary",
     "Encoder",
     "FetchOptions",
     "FilterError",

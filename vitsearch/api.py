@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import __version__
@@ -37,11 +38,14 @@ from .filters import NearInput, PhotoFilter, TimeInput
 from .images import ImageInput, check_data, describe, named_bytes
 from .indexer import Indexer, IndexSummary
 from .metadata import check_field, check_value, read_metadata
-from .progress import Callback
+from .progress import Callback, Progress
 from .search import Hit, check_min_score, query_vectors, search_images
 from .settings import resolve_collection, resolve_model, resolve_token, resolve_uri
 from .sources import Folders, open_sources
 from .store import EXIF_FIELDS, Store, has_field, make_row, path_id, user_fields
+
+# Rows a copy reads before it writes them (a page of the source's rows; at 384 dimensions about 2 MB)
+COPY_BATCH = 1000
 from .tagging import Tag, tag_vectors
 
 if TYPE_CHECKING:
@@ -167,10 +171,7 @@ class VisualSearch:
         if meta is None:
             return
         if not meta.get("fingerprint"):
-            raise StoreError(
-                f"collection {self.store.collection!r} in {self.store.uri} was not created by vitsearch "
-                "(it has no model record); choose another --collection"
-            )
+            raise _not_ours(self.store, "--collection")
         if self._spec is None and self.model_arg is None and not meta.get("bundled") and self._moved(meta["model"]):
             # the collection's own model, moved away: what needs no model (an unchanged re-index, a query
             # by an indexed image) goes on; what needs it is told where it was (see ``spec``)
@@ -519,6 +520,89 @@ class VisualSearch:
             ids += [row["id"] for row in self.store.rows_under(key, ["id", "path"], sep=sep)]
         return self.store.delete(sorted(set(ids)))
 
+    def copy(
+        self,
+        uri: str | os.PathLike,
+        collection: str | None = None,
+        *,
+        token: str | None = None,
+        progress: Callback | None = None,
+    ) -> CopySummary:
+        """Copy every row of this collection (vector, file facts, EXIF fields and metadata) into
+        ``collection`` (default: this one's name) of the store at ``uri`` (a Milvus Lite file or a
+        server, with ``token``), embedding nothing: the way from Milvus Lite to a server, a backup, or
+        a second copy to try something on.
+
+        A collection that is not there is created with this one's model record, so the copy is used
+        (queried, indexed into, served) exactly as this one. One that is there must have been built
+        with the same model (else :class:`ModelMismatchError`): rows of the same path are replaced,
+        its other rows stay. So a copy cut short is finished by running it again. Rows keep their
+        paths: a file indexed on this machine keeps its path there (a query by stored vector and the
+        search work anywhere; the server's thumbnails need the files where the paths say).
+
+            >>> with VisualSearch("photos.db") as vs:
+            ...     _ = vs.index(["photos"])
+            ...     vs.copy("backup.db").as_dict()          # doctest: +ELLIPSIS
+            {'copied': 4, 'created': True, 'count': 4, 'uri': '.../backup.db', 'collection': 'images', ...}
+            >>> with VisualSearch("backup.db") as copy:     # an unchanged re-index embeds nothing
+            ...     copy.index(["photos"]).unchanged
+            4
+        """
+        import time
+
+        self._require_collection()
+        meta = self.store.meta() or {}
+        if not meta.get("fingerprint"):
+            raise _not_ours(self.store, "--collection")
+        if not isinstance(uri, (str, os.PathLike)) or not os.fspath(uri) or not str(os.fspath(uri)).strip():
+            raise UsageError("give the store to copy into: a Milvus Lite file (.db) or a server URI")
+        target = Store(os.fspath(uri), collection or self.store.collection, token=token)
+        if _same_collection(self.store, target):
+            raise UsageError(
+                f"collection {target.collection!r} in {target.uri} is the collection being copied: give another "
+                "store or collection to copy into"
+            )
+        started = time.monotonic()
+        summary = CopySummary(uri=target.uri, collection=target.collection)
+        try:
+            summary.created = not target.exists()
+            if summary.created:
+                target.create({key: value for key, value in meta.items() if key != "schema"})
+            else:
+                there = target.meta() or {}
+                if not there.get("fingerprint"):
+                    raise _not_ours(target, "--to-collection")
+                if there["fingerprint"] != meta["fingerprint"]:
+                    raise ModelMismatchError(
+                        f"collection {target.collection!r} in {target.uri} was indexed with another model "
+                        f"(fingerprint {there['fingerprint']}, this one's is {meta['fingerprint']}): copy into "
+                        "another collection, or remove that one first"
+                    )
+            total = self.store.count()
+            batch: list[dict] = []
+
+            def write() -> None:
+                if not summary.created:
+                    _replacing(target, batch)
+                target.upsert(batch)
+                summary.copied += len(batch)
+                batch.clear()
+                if progress is not None:
+                    progress(Progress("copying", summary.copied, max(total, summary.copied), unit="rows"))
+
+            for row in self.store.iter_rows(fields=["*", "vector"]):
+                batch.append(row)
+                if len(batch) >= COPY_BATCH:
+                    write()
+            if batch:
+                write()
+            target.flush()  # sealed segments: a Milvus Lite copy searches at full speed at once
+            summary.count = target.count()
+        finally:
+            target.close()
+        summary.seconds = time.monotonic() - started
+        return summary
+
     def count(self) -> int:
         return self.store.count()
 
@@ -553,6 +637,50 @@ class VisualSearch:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass
+class CopySummary:
+    """What :meth:`VisualSearch.copy` did: rows ``copied`` into ``collection`` of the store at ``uri``,
+    whether it ``created`` that collection, the ``count`` of rows it holds now and the run's
+    ``seconds``. :meth:`as_dict` is what ``copy --json`` prints."""
+
+    uri: str
+    collection: str
+    copied: int = 0
+    created: bool = False
+    count: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"copied": self.copied, "created": self.created, "count": self.count, "uri": self.uri,
+                "collection": self.collection, "seconds": round(self.seconds, 3)}
+
+
+def _replacing(target: Store, rows: list[dict]) -> None:
+    """Make ``rows`` replace the rows of the same id in ``target`` whole: a field that a stored row has
+    and the new one lacks is written as null, since Milvus Lite merges an upsert's dynamic fields into
+    the stored ones (see :func:`~vitsearch.store.make_row`)."""
+    new = {row["id"]: row for row in rows}
+    for stored in target.get(list(new), ["*"]):
+        for name in stored:
+            new[stored["id"]].setdefault(name, None)
+
+
+def _not_ours(store: Store, option: str) -> StoreError:
+    return StoreError(
+        f"collection {store.collection!r} in {store.uri} was not created by vitsearch "
+        f"(it has no model record); choose another {option}"
+    )
+
+
+def _same_collection(a: Store, b: Store) -> bool:
+    """Whether two stores name one collection (a Lite file by its real path, a server by its URI)."""
+    if a.collection != b.collection or a.is_server != b.is_server:
+        return False
+    if a.is_server:
+        return a.uri.rstrip("/").lower() == b.uri.rstrip("/").lower()
+    return os.path.realpath(a.uri) == os.path.realpath(b.uri)
 
 
 def _paths(paths) -> list[str | os.PathLike]:

@@ -555,6 +555,33 @@ def remove(paths, uri, collection, token, as_json):
         click.echo(f"removed {removed} row{'s' if removed != 1 else ''}")
 
 
+@main.command()
+@click.option("--to", "to_uri", required=True, metavar="URI",
+              help="The store to copy into: a Milvus Lite file (.db) or a server URI (http://host:19530).")
+@click.option("--to-collection", metavar="NAME", help="The collection there [default: the same name as here].")
+@click.option("--to-token", metavar="TOKEN", help="That server's token, if it needs one (--token is this store's).")
+@store_options
+@click.option("--json", "as_json", is_flag=True, help='Print {"copied", "created", "count", "uri", "collection", "seconds"}.')
+@_handle_errors
+def copy(to_uri, to_collection, to_token, uri, collection, token, as_json):
+    """Copy the collection, vectors and metadata, into another store without embedding anything again.
+
+    The way from Milvus Lite to a Milvus server (vitsearch copy --to http://host:19530), or a backup
+    to another file. The copy keeps the collection's model record: query it, index into it (an
+    unchanged re-index embeds nothing) and serve it as the original. A collection that is already
+    there must hold the same model's vectors; rows of the same path are replaced, the others stay,
+    so a copy cut short is finished by running it again. Rows keep their paths.
+    """
+    with _open(uri, collection, token) as vs, _ProgressDisplay() as display:
+        summary = vs.copy(to_uri, to_collection, token=to_token, progress=display)
+    if as_json:
+        click.echo(_json(summary.as_dict()))
+        return
+    where = f"collection {summary.collection!r} in {summary.uri}"
+    click.echo(f"copied {summary.copied} row{'s' if summary.copied != 1 else ''} into "
+               f"{'a new ' if summary.created else ''}{where} in {summary.seconds:.1f}s; it holds {summary.count}")
+
+
 class _ListItem(click.ParamType):
     """One value of a repeatable option that its environment variable gives as a comma-separated list;
     ``check`` validates it, and its message never quotes the value (an API key stays out of errors)."""

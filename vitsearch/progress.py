@@ -12,6 +12,7 @@ finished, ``done`` only grows until the task changes) or is a **note** (``total`
 =============  =====================================================================================
 ``embedding``  index: images embedded (count)
 ``fetching``   index: remote images fetched (count)
+``copying``    copy: rows copied into the other store (count; ``unit`` rows)
 ``teacher``    train: the teacher's features are being computed (note; info: ``images``, ``size``)
 ``start``      train: the run starts or resumes (note; info: ``epochs``, ``epoch``, ``batches``,
                ``position``, ``train``, ``val``, ``classes``, ``loss``, ``device``, ``precision``,
@@ -40,7 +41,7 @@ from typing import Any
 class Progress:
     """One progress event: a count (``done`` of ``total`` units of ``task``, ``message`` shown beside it)
     or, with ``total`` None, a note (``message`` a line for people); ``kind`` says what happened
-    (``embedding``, ``fetching``, ``teacher``, ``start``, ``step``, ``epoch``, ``embed``, ``near_dup``)
+    (``embedding``, ``fetching``, ``copying``, ``teacher``, ``start``, ``step``, ``epoch``, ``embed``, ``near_dup``)
     and ``info`` holds its figures. The module's docstring lists what each kind carries."""
 
     kind: str
