@@ -211,7 +211,12 @@ def test_a_collection_not_made_by_vitsearch_is_refused(lite_uri, photos):
     vs = VisualSearch(lite_uri, "foreign", device="cpu")
     with pytest.raises(StoreError, match="not created by vitsearch"):
         vs.index(photos)
+    with pytest.raises(StoreError, match="not created by vitsearch"):  # nor dropped to be rebuilt
+        vs.index(photos, reindex=True)
     vs.close()
+    client = MilvusClient(lite_uri)
+    assert client.has_collection("foreign") and not client.has_collection("foreign__reindex")
+    client.close()
 
 
 # -- the parts passed in, and the methods the server uses ------------------------------------------

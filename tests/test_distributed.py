@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from helpers import photo, tiny_model
 
+from vitsearch.api import STAGING
 from vitsearch.store import ROW_FIELDS, Store
 
 pytestmark = pytest.mark.slow
@@ -35,9 +36,9 @@ def folder(tmp_path) -> Path:
     return folder
 
 
-def _index(folder: Path, uri: str, collection: str, model: str, nproc: int = 1) -> dict:
+def _index(folder: Path, uri: str, collection: str, model: str, nproc: int = 1, *extra: str) -> dict:
     args = ["index", str(folder), "--uri", uri, "--collection", collection, "--model", model,
-            "--precision", "fp32", "--batch-size", "8", "--json"]
+            "--precision", "fp32", "--batch-size", "8", "--json", *extra]
     if nproc == 1:
         cmd = [sys.executable, "-m", "vitsearch", *args]
     else:
@@ -85,6 +86,14 @@ def _check(folder: Path, single: tuple[str, str], multi: tuple[str, str], model:
     assert (again["updated"], again["removed"], again["added"], again["embedded"]) == (1, 1, 1, 2)
     _index(folder, *single, model)
     _same_collection(_snapshot(*single), _snapshot(*multi))
+
+    # --reindex under torchrun: every rank writes into the new collection, which then replaces the old
+    again = _index(folder, *multi, model, 2, "--reindex")
+    assert (again["added"], again["embedded"], again["removed"]) == (46, 45, 0)
+    _same_collection(_snapshot(*single), _snapshot(*multi))
+    staging = Store(multi[0], multi[1] + STAGING)
+    assert not staging.exists()
+    staging.close()
 
 
 def test_torchrun_on_a_lite_file_rank_0_writes_what_both_ranks_embed(folder, tmp_path, model):

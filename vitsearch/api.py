@@ -44,6 +44,8 @@ from .settings import resolve_collection, resolve_model, resolve_token, resolve_
 from .sources import Folders, open_sources
 from .store import EXIF_FIELDS, Store, has_field, make_row, path_id, user_fields
 
+# The suffix of the collection that a reindex builds before it replaces the collection
+STAGING = "__reindex"
 # Rows a copy reads before it writes them (a page of the source's rows; at 384 dimensions about 2 MB)
 COPY_BATCH = 1000
 from .tagging import Tag, tag_vectors
@@ -238,6 +240,11 @@ class VisualSearch:
         ``metadata``: a CSV / JSON Lines file (see :mod:`vitsearch.metadata`) or a dict
         ``{path: {field: value}}``; its fields are stored with the rows and can be filtered on.
         ``id_column``: a feed column kept as text in a field of that name (e.g. ``sku``).
+        ``reindex``: embed every image again (with the model asked for, else the collection's) into a new
+        collection that takes the old one's place when the run is complete: the metadata stored with
+        each image (labels written by :meth:`tag`, ``metadata``, feed columns) is kept, and the old
+        collection answers until then; a reindex that is stopped leaves it as it was, and the next one
+        goes on where that one stopped. Rows of images no longer listed are counted as ``removed``.
         ``dist``: this process's place in a torch.distributed group (:mod:`vitsearch.distributed`);
         every rank calls ``index`` with the same arguments and rank 0 gets the whole run's summary.
         ``progress``: called with a :class:`~vitsearch.progress.Progress` count as images are embedded
@@ -274,21 +281,60 @@ class VisualSearch:
                 checked[_key(path)] = {k: v for k, v in fields.items() if v is not None}
             metadata = checked
         model = None
+        kept: dict[str, dict] = {}
+        old = None  # with reindex: the collection being replaced
         if dist is None or dist.is_main:  # with a Milvus Lite file, only rank 0 may open it
-            # decided before a --reindex drop: the asked-for model, else the collection's (otherwise only
-            # when something is embedded: a run with nothing new needs no model)
+            # decided before a --reindex switches collections: the asked-for model, else the collection's
+            # (otherwise only when something is embedded: a run with nothing new needs no model)
             spec = self.spec if reindex or dist is not None else None
             if reindex:
-                self.store.drop()
+                old, kept = self.store, self._kept_fields()
+                self.store = self._staging(spec)
             self.ensure_collection()
             model = None if spec is None or spec.is_bundled else spec.name
         if dist is not None:
             model = dist.broadcast(model)  # also: the collection exists before any rank writes to it
             if not dist.is_main:
                 self._spec = load_spec(model)
-        indexer = Indexer(self.store, lambda: self._encoder_for(early), batch_size=self.batch_size,
-                          progress=progress, fetcher=fetcher)
-        return indexer.sync(sources, keep_missing=keep_missing, metadata=metadata, dist=dist)
+                if reindex:
+                    old, self.store = self.store, self.store.sibling(self.store.collection + STAGING)
+        try:
+            indexer = Indexer(self.store, lambda: self._encoder_for(early), batch_size=self.batch_size,
+                              progress=progress, fetcher=fetcher)
+            summary = indexer.sync(sources, keep_missing=keep_missing, metadata=metadata, dist=dist, kept=kept)
+            if old is not None and (dist is None or dist.is_main):
+                summary.removed = self._replace(old, kept)
+        finally:
+            if old is not None and self.store is not old:  # stopped before the swap: the old collection stays
+                self.store.close()
+                self.store = old
+        return summary
+
+    def _kept_fields(self) -> dict[str, dict]:
+        """For a reindex: the metadata of every row of the collection (the user's fields, not EXIF's nor
+        vitsearch's), by path, for the new rows to keep; a row without any is listed with ``{}``."""
+        if not self.store.exists():
+            return {}
+        if not (self.store.meta() or {}).get("fingerprint"):
+            raise _not_ours(self.store, "--collection")  # not vitsearch's rows: nothing to rebuild, nothing to drop
+        return {row["path"]: user_fields(row) for row in self.store.iter_rows(fields=["id", "path", "$meta"])}
+
+    def _staging(self, spec: ModelSpec) -> Store:
+        """The collection a reindex builds (``<name>__reindex``) before it takes the old one's place. One
+        left by a reindex of the same model that was stopped is kept: its rows are not embedded again."""
+        staging = self.store.sibling(self.store.collection + STAGING)
+        if staging.exists() and (staging.meta() or {}).get("fingerprint") != spec.fingerprint:
+            staging.drop()
+        return staging
+
+    def _replace(self, old: Store, kept: dict[str, dict]) -> int:
+        """Put the collection a reindex built in the place of ``old``; returns how many rows of ``old``
+        the new one does not have (images no longer listed, or that failed this time)."""
+        kept_ids = {path_id(path) for path in kept}
+        new_ids = {row["id"] for row in self.store.iter_rows(fields=["id"])} if kept_ids else set()
+        old.take_over(self.store)
+        self.store = old
+        return len(kept_ids - new_ids)
 
     def _start_encoder_process(self):
         """With ``encoder_process``: the model starting in a second process now, before the store

@@ -292,7 +292,8 @@ def main():
 @workers_option()
 @click.option("--keep-missing", is_flag=True, help="Keep rows of images that are gone from the indexed folders, "
               "feeds or prefixes.")
-@click.option("--reindex", is_flag=True, help="Drop the collection and index again (e.g. with another --model).")
+@click.option("--reindex", is_flag=True, help="Embed every image again (e.g. with another --model) into a new collection that "
+              "replaces this one when complete; stored metadata and labels are kept.")
 @click.option("--metadata", type=click.Path(exists=True, dir_okay=False),
               help="CSV (with a 'path' column) or JSON Lines (with a 'path' key): fields to store with each image.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")

@@ -154,6 +154,7 @@ class Indexer:
         keep_missing: bool = False,
         metadata: dict[str, dict] | None = None,
         dist: Dist | None = None,
+        kept: dict[str, dict] | None = None,
     ) -> IndexSummary:
         """Bring the store in line with the images that ``paths`` list: sources, or local files and folders.
 
@@ -161,6 +162,10 @@ class Indexer:
         stored ones, and fields it does not name are kept (also when a file's content changes). The EXIF
         fields of an image (:mod:`vitsearch.exif`) are read whenever its content is (re)written, from
         the file or the fetched bytes; a metadata field of the same name wins over them.
+
+        ``kept`` (a reindex: the metadata of the rows of the collection being replaced, by path) lies
+        under ``metadata`` and the feeds' columns: the new rows keep it, and it is not counted as
+        unmatched.
 
         With ``dist`` (see :mod:`vitsearch.distributed`) every rank of the group calls this: rank 0
         plans, each rank embeds its shard, and rank 0 gets the summary of the whole run.
@@ -170,7 +175,7 @@ class Indexer:
         self._wrote = False
         summary = IndexSummary()
         sources = as_sources(paths)
-        plan = self._plan(sources, metadata or {}, summary) if dist is None or dist.is_main else None
+        plan = self._plan(sources, metadata or {}, summary, kept or {}) if dist is None or dist.is_main else None
         if plan and plan.remote and dist is not None:
             raise VitsearchError("remote images are indexed by one process, not under torchrun")
         work = plan.work if plan else None
@@ -199,7 +204,8 @@ class Indexer:
         summary.seconds = time.perf_counter() - start
         return summary
 
-    def _plan(self, sources: list[Source], metadata: dict[str, dict], summary: IndexSummary) -> _Plan:
+    def _plan(self, sources: list[Source], metadata: dict[str, dict], summary: IndexSummary,
+              kept: dict[str, dict]) -> _Plan:
         """List, compare with the store, hash the local files that changed, write rows whose content is
         known; what is left to embed becomes ``work``: one list per new content hash of (entry, sha256,
         fields, stored row or None, EXIF fields) tuples, the first of which is the file to decode. Remote images not known
@@ -223,6 +229,8 @@ class Indexer:
         for entry in entries:
             if entry.fields is not None:  # a feed row's columns; a --metadata file's fields win
                 metadata[entry.path] = {**entry.fields, **metadata.get(entry.path, {})}
+            if kept.get(entry.path):  # a reindex: the replaced row's metadata, under what is given now
+                metadata[entry.path] = {**kept[entry.path], **metadata.get(entry.path, {})}
 
         existing: dict[str, dict] = {}
         for source in sources:
@@ -292,31 +300,40 @@ class Indexer:
         rounds = -(-len(work[0::world]) // chunk) if relay else 1  # rank 0's shard is the longest
         done = 0
         emit(self.progress, "embedding", done=done, total=len(mine))
-        for r in range(rounds):
-            groups = mine[r * chunk : (r + 1) * chunk]
-            firsts = {group[0][0].path: group for group in groups}
-            results = encoder.encode_files(list(firsts), batch_size=self.batch_size) if groups else ()
-            for res in results:
-                group = firsts[res.path]
-                if res.vector is None:
-                    summary.failed.extend(Failure(item[0].path, res.error or "cannot decode") for item in group)
-                else:
-                    summary.embedded += 1
-                    for i, (entry, sha, fields, old, exif) in enumerate(group):
-                        pending.append(_row(entry, sha, res.vector, res.width, res.height, exif, fields, old))
-                        summary.reused += i > 0  # a copy within this run: the first one's vector
-                        self._count(summary, old)
-                    if not relay:
-                        self._flush(pending)
-                done += 1
-                emit(self.progress, "embedding", done=done, total=len(mine))
-            if relay:
-                gathered = dist.gather(pending)
-                if dist.is_main:
-                    for rows in gathered:
-                        self.store.upsert(rows)
-                        self._wrote = self._wrote or bool(rows)
-                pending = []
+        try:
+            for r in range(rounds):
+                groups = mine[r * chunk : (r + 1) * chunk]
+                firsts = {group[0][0].path: group for group in groups}
+                results = encoder.encode_files(list(firsts), batch_size=self.batch_size) if groups else ()
+                for res in results:
+                    group = firsts[res.path]
+                    if res.vector is None:
+                        summary.failed.extend(Failure(item[0].path, res.error or "cannot decode") for item in group)
+                    else:
+                        summary.embedded += 1
+                        for i, (entry, sha, fields, old, exif) in enumerate(group):
+                            pending.append(_row(entry, sha, res.vector, res.width, res.height, exif, fields, old))
+                            summary.reused += i > 0  # a copy within this run: the first one's vector
+                            self._count(summary, old)
+                        if not relay:
+                            self._flush(pending)
+                    done += 1
+                    emit(self.progress, "embedding", done=done, total=len(mine))
+                if relay:
+                    gathered = dist.gather(pending)
+                    if dist.is_main:
+                        for rows in gathered:
+                            self.store.upsert(rows)
+                            self._wrote = self._wrote or bool(rows)
+                    pending.clear()
+        except BaseException:
+            if not relay and pending:  # Ctrl-C, a failure: what is embedded is written first (a re-run skips it)
+                try:
+                    self.store.upsert(pending)
+                    self._wrote = True
+                except Exception:  # noqa: BLE001, S110 - the store may be what failed; the first error goes on
+                    pass
+            raise
         self._flush(pending, force=True)
 
     def _fetch(self, plan: _Plan, summary: IndexSummary) -> None:

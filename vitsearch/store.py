@@ -534,6 +534,19 @@ class Store:
         index.add_index("vector", index_type="HNSW", metric_type="COSINE", params=dict(_HNSW))
         return index
 
+    def sibling(self, collection: str) -> Store:
+        """Another collection of the same store, opened with this one's settings."""
+        return Store(self.uri, collection, token=self.token, timeout=self.timeout,
+                     retry_for=self.retry_for if self.is_server else None)
+
+    def take_over(self, other: Store) -> None:
+        """Put the collection ``other`` (of the same store) in this one's place: this one is dropped and
+        that one renamed to its name, then loaded. Between the two calls the name holds nothing."""
+        self.drop()
+        self._call("rename_collection", self.client.rename_collection, other.collection, self.collection)
+        other.close()
+        self._ensure_loaded()  # a renamed collection comes back released (Milvus Lite)
+
     def drop(self) -> None:
         if self.exists():
             self._call("drop_collection", self.client.drop_collection, self.collection)
