@@ -24,6 +24,7 @@ and :meth:`VisualSearch.query` takes a URL (see docs/catalogues.md)::
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -43,11 +44,6 @@ from .search import Hit, check_min_score, query_vectors, search_images
 from .settings import resolve_collection, resolve_model, resolve_token, resolve_uri
 from .sources import Folders, open_sources
 from .store import EXIF_FIELDS, Store, has_field, make_row, path_id, user_fields
-
-# The suffix of the collection that a reindex builds before it replaces the collection
-STAGING = "__reindex"
-# Rows a copy reads before it writes them (a page of the source's rows; at 384 dimensions about 2 MB)
-COPY_BATCH = 1000
 from .tagging import Tag, tag_vectors
 
 if TYPE_CHECKING:
@@ -55,6 +51,12 @@ if TYPE_CHECKING:
 
     from .distributed import Dist
     from .embed import Encoder
+
+
+# The suffix of the collection that a reindex builds before it replaces the collection
+STAGING = "__reindex"
+# Rows a copy reads before it writes them (a page of the source's rows; at 384 dimensions about 2 MB)
+COPY_BATCH = 1000
 
 
 def model_record(spec: ModelSpec) -> dict:
@@ -282,13 +284,14 @@ class VisualSearch:
             metadata = checked
         model = None
         kept: dict[str, dict] = {}
+        old_ids: set[int] = set()
         old = None  # with reindex: the collection being replaced
         if dist is None or dist.is_main:  # with a Milvus Lite file, only rank 0 may open it
             # decided before a --reindex switches collections: the asked-for model, else the collection's
             # (otherwise only when something is embedded: a run with nothing new needs no model)
             spec = self.spec if reindex or dist is not None else None
             if reindex:
-                old, kept = self.store, self._kept_fields()
+                old, (kept, old_ids) = self.store, self._kept_fields()
                 self.store = self._staging(spec)
             self.ensure_collection()
             model = None if spec is None or spec.is_bundled else spec.name
@@ -303,21 +306,28 @@ class VisualSearch:
                               progress=progress, fetcher=fetcher)
             summary = indexer.sync(sources, keep_missing=keep_missing, metadata=metadata, dist=dist, kept=kept)
             if old is not None and (dist is None or dist.is_main):
-                summary.removed = self._replace(old, kept)
+                summary.removed = self._replace(old, old_ids)
         finally:
             if old is not None and self.store is not old:  # stopped before the swap: the old collection stays
                 self.store.close()
                 self.store = old
         return summary
 
-    def _kept_fields(self) -> dict[str, dict]:
-        """For a reindex: the metadata of every row of the collection (the user's fields, not EXIF's nor
-        vitsearch's), by path, for the new rows to keep; a row without any is listed with ``{}``."""
+    def _kept_fields(self) -> tuple[dict[str, dict], set[int]]:
+        """For a reindex: the metadata of the collection's rows (the user's fields, not EXIF's nor
+        vitsearch's) by path, for the new rows to keep, and the ids of all its rows."""
+        kept: dict[str, dict] = {}
+        ids: set[int] = set()
         if not self.store.exists():
-            return {}
+            return kept, ids
         if not (self.store.meta() or {}).get("fingerprint"):
             raise _not_ours(self.store, "--collection")  # not vitsearch's rows: nothing to rebuild, nothing to drop
-        return {row["path"]: user_fields(row) for row in self.store.iter_rows(fields=["id", "path", "$meta"])}
+        for row in self.store.iter_rows(fields=["id", "path", "$meta"]):
+            ids.add(row["id"])
+            fields = user_fields(row)
+            if fields:
+                kept[row["path"]] = fields
+        return kept, ids
 
     def _staging(self, spec: ModelSpec) -> Store:
         """The collection a reindex builds (``<name>__reindex``) before it takes the old one's place. One
@@ -327,14 +337,13 @@ class VisualSearch:
             staging.drop()
         return staging
 
-    def _replace(self, old: Store, kept: dict[str, dict]) -> int:
-        """Put the collection a reindex built in the place of ``old``; returns how many rows of ``old``
-        the new one does not have (images no longer listed, or that failed this time)."""
-        kept_ids = {path_id(path) for path in kept}
-        new_ids = {row["id"] for row in self.store.iter_rows(fields=["id"])} if kept_ids else set()
+    def _replace(self, old: Store, old_ids: set[int]) -> int:
+        """Put the collection a reindex built in the place of ``old``; returns how many of the rows of
+        ``old`` (``old_ids``) the new one does not have (images no longer listed, or that failed now)."""
+        new_ids = {row["id"] for row in self.store.iter_rows(fields=["id"])} if old_ids else set()
         old.take_over(self.store)
         self.store = old
-        return len(kept_ids - new_ids)
+        return len(old_ids - new_ids)
 
     def _start_encoder_process(self):
         """With ``encoder_process``: the model starting in a second process now, before the store
@@ -594,8 +603,6 @@ class VisualSearch:
             ...     copy.index(["photos"]).unchanged
             4
         """
-        import time
-
         self._require_collection()
         meta = self.store.meta() or {}
         if not meta.get("fingerprint"):
