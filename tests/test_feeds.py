@@ -90,12 +90,22 @@ def test_parquet_decimals_dates_and_nan(tmp_path):
         ("f.csv", 'sku,image\n1,"[oops"\n', "line 2", "'image' starts with '[' but is not a JSON array"),
         ("f.jsonl", '{"sku": 1, "image": 5}\n', "line 1", "'image' must be a URL or path, or a list of them"),
         ("f.jsonl", '{"sku": 1, "image": []}\n', "line 1", "no image in column 'image'"),
+        # after a good line, a damaged one (an export cut short, a stray array) is that line's failure
+        ("f.jsonl", '{"sku": 0, "image": "a.jpg"}\n{"sku": 1, "ima\n', "line 2", "not JSON ("),
+        ("f.jsonl", '{"sku": 0, "image": "a.jpg"}\n["b.jpg"]\n', "line 2", "each line must be a JSON object"),
     ],
 )
 def test_a_bad_row_costs_one_line(tmp_path, name, text, where, reason):
     (tmp_path / name).write_text(text)
-    row = next(read_feed(tmp_path / name, "image", "sku"))
-    assert (row.where, row.error) == (where, reason)
+    row = list(read_feed(tmp_path / name, "image", "sku"))[-1]
+    assert row.where == where and row.error.startswith(reason)
+
+
+def test_a_csv_cell_may_be_long(tmp_path):
+    description = "<p>" + "very " * 40_000 + "long</p>"  # 200 KB: beyond the csv module's 128 KiB default
+    (tmp_path / "f.csv").write_text(f"sku,image,description\n1,a.jpg,{description}\n2,b.jpg,short\n")
+    rows = list(read_feed(tmp_path / "f.csv", "image", "sku"))
+    assert [r.fields["description"] for r in rows] == [description, "short"]
 
 
 @pytest.mark.parametrize(

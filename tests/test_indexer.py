@@ -270,6 +270,31 @@ def test_feed_metadata_changes_rewrite_rows_without_downloading(remote, tmp_path
     assert sum(host.bodies.values()) == 0
 
 
+def test_an_empty_cell_is_no_value_and_an_unchanged_feed_rewrites_nothing(remote, tmp_path):
+    indexer, store, host, _made = remote
+    rows = [(f"s{i}", host.image(f"/{i}.png", _png(i)), "" if i == 0 else i) for i in range(3)]
+    assert indexer.sync([_feed(tmp_path / "feed.csv", rows)]).added == 3
+    for _ in range(2):  # the empty cell is "no value", stored as none: nothing to rewrite, run after run
+        assert indexer.sync([_feed(tmp_path / "feed.csv", rows)]).metadata_updated == 0
+    rows[1] = ("s1", rows[1][1], "")  # a cell emptied: its value goes, once
+    assert indexer.sync([_feed(tmp_path / "feed.csv", rows)]).metadata_updated == 1
+    assert indexer.sync([_feed(tmp_path / "feed.csv", rows)]).metadata_updated == 0
+    assert {r["path"]: r.get("price") for r in store.iter_rows("", ["*"])} == {
+        rows[0][1]: None, rows[1][1]: None, rows[2][1]: 2}
+
+
+def test_a_damaged_line_of_a_json_lines_feed_costs_that_line(remote, tmp_path):
+    indexer, _store, host, _made = remote
+    urls = [host.image(f"/{i}.png", _png(i)) for i in range(3)]
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(f'{{"sku": "a", "image": "{urls[0]}"}}\n{{"sku": "b", "ima\n{{"sku": "c", "image": "{urls[2]}"}}\n')
+    from vitsearch.sources import Feed
+
+    summary = indexer.sync([Feed(feed, "image", "sku")])
+    assert summary.added == 2 and [f.reason for f in summary.failed] == [summary.failed[0].reason]
+    assert "line 2" in summary.failed[0].path + summary.failed[0].reason and "not JSON" in summary.failed[0].reason
+
+
 def test_urls_that_leave_the_feed_are_removed_and_failing_ones_kept(remote, tmp_path):
     indexer, store, host, _made = remote
     rows = [(f"s{i}", host.image(f"/{i}.png", _png(i)), 1) for i in range(4)]

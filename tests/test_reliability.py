@@ -293,6 +293,11 @@ def test_transient_errors_are_told_apart_from_bad_requests():
     quoted = RuntimeError("unexpected token 'UNAVAILABLE' at column 8 SERVER UNAVAILABLE ^^^")
     assert is_transient(quoted) and not is_transient(quoted, echo="SERVER UNAVAILABLE")
     assert not is_transient(RuntimeError('bad value "connection refused"'), echo='label == "connection refused"')
+    # a Milvus 2.3 server that is stopping: its proxy answers, its coordinators are gone (pymilvus's words)
+    from pymilvus.exceptions import MilvusException
+
+    stopping = MilvusException(code=65535, message="empty grpc client: find no available rootcoord, check rootcoord state")
+    assert is_transient(stopping)
 
 
 def test_retry_seconds_must_be_a_number(monkeypatch):

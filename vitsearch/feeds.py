@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .errors import VitsearchError
-from .metadata import Scalar, check_field, check_value, infer, json_lines
+from .metadata import NotJson, Scalar, check_field, check_value, infer, json_lines
 
 FEED_EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
                    ".pq": "parquet"}
@@ -124,7 +124,12 @@ def _typed(value, name: str, where: str) -> Scalar | None:
     return check_value(name, value, where)
 
 
+# The longest CSV cell read (Python's csv module stops at 128 KiB): product descriptions with markup run long
+CSV_CELL_LIMIT = 16 << 20
+
+
 def _csv_rows(path: str, columns: _Columns) -> Iterator[FeedRow]:
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_CELL_LIMIT))
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh, delimiter="\t" if path.lower().endswith(".tsv") else ",")
         names = [(n or "").strip() for n in reader.fieldnames or []]
@@ -137,9 +142,13 @@ def _csv_rows(path: str, columns: _Columns) -> Iterator[FeedRow]:
 
 def _jsonl_rows(path: str, columns: _Columns) -> Iterator[FeedRow]:
     first = True
-    for number, record in json_lines(path):
+    for number, record in json_lines(path, bad_lines=True):
         if not isinstance(record, dict):
-            raise VitsearchError(f"{path}, line {number}: each line must be a JSON object")
+            problem = record if isinstance(record, NotJson) else "each line must be a JSON object"
+            if first:  # no good line yet: not a JSON Lines feed at all (a wrong file, an export cut short)
+                raise VitsearchError(f"{path}, line {number}: {problem}")
+            yield FeedRow(f"line {number}", [], {}, problem)  # one damaged line costs that line
+            continue
         if first:  # a misspelt column fails the run once, not every row
             columns.require(list(record))
             first = False

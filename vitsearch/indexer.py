@@ -448,8 +448,9 @@ class Indexer:
             for row in self.store.get([existing[e.path]["id"] for e in chunk], STORED_FIELDS + names):
                 entry = by_path[row["path"]]
                 fields = metadata.get(row["path"], {})
+                # a None is "no value", whether the row lacks the field or holds null (an emptied cell)
                 if exif_unread(entry) or entry.source_fields() != source_of(row) or any(
-                    row.get(name) != value or (value is None and name in row) for name, value in fields.items()
+                    row.get(name) != value for name, value in fields.items()
                 ):
                     stale.append(row)
             changed = []

@@ -92,9 +92,14 @@ def _read_csv(path: str, base: str) -> dict[str, dict]:
     return out
 
 
-def json_lines(path: str) -> Iterator[tuple[int, Any]]:
+class NotJson(str):
+    """What :func:`json_lines` gives for a line that is not JSON, with ``bad_lines``: why."""
+
+
+def json_lines(path: str, *, bad_lines: bool = False) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) of each non-blank line of a JSON Lines file; a line that is not
-    JSON raises VitsearchError naming the file and the line."""
+    JSON raises VitsearchError naming the file and the line, or with ``bad_lines`` is given as a
+    :class:`NotJson` (the reason) for the caller to report."""
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -102,7 +107,9 @@ def json_lines(path: str) -> Iterator[tuple[int, Any]]:
             try:
                 yield number, json.loads(line)
             except ValueError as exc:
-                raise VitsearchError(f"{path}, line {number}: not JSON ({exc})") from None
+                if not bad_lines:
+                    raise VitsearchError(f"{path}, line {number}: not JSON ({exc})") from None
+                yield number, NotJson(f"not JSON ({exc})")
 
 
 def _read_jsonl(path: str, base: str) -> dict[str, dict]:

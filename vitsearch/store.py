@@ -302,7 +302,9 @@ def _message(exc: BaseException) -> str:
 
 _TRANSIENT_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
 _TRANSIENT_WORDS = ("server unavailable", "fail connecting to server", "connection refused", "connection reset",
-                    "socket closed", "failed to connect to all addresses")
+                    "socket closed", "failed to connect to all addresses",
+                    # a Milvus server stopping or starting: its proxy answers, its coordinators do not yet
+                    "find no available rootcoord", "find no available querycoord", "find no available datacoord")
 
 
 def _shortened(message: str, limit: int = 400) -> str:
