@@ -540,3 +540,41 @@ def test_the_photo_library_example_of_docs_photos_md_works_as_written(tmp_path):
     assert [h["path"].rsplit("/", 1)[1] for h in near["results"]] == ["IMG_0001.HEIC"]
     assert near["results"][0]["taken_at"] == 1720976400 and near["results"][0]["camera_model"] == "iPhone 13"
     assert [line.split()[-1].rsplit("/", 1)[1] for line in camera.splitlines()[1:]] == ["IMG_0002.jpg"]
+
+
+def test_the_command_quiets_only_milvus_lites_grpc_thread_stopped_under_it(monkeypatch):
+    import threading
+
+    from vitsearch import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_THREAD_HOOK", seen.append)
+
+    def args(exc):
+        return threading.ExceptHookArgs((type(exc), exc, None, None))
+
+    cli._thread_exception(args(ValueError("server must be started and not shutting down")))  # Ctrl-C's echo
+    assert seen == []
+    other = args(ValueError("something else"))
+    cli._thread_exception(other)
+    assert seen == [other]
+
+
+def test_file_uris_name_local_files_everywhere(run, photos, tmp_path):
+    from vitsearch.fetch import local_path
+
+    assert local_path("file:///a%20b/c.jpg") == "/a b/c.jpg" and local_path("file://localhost/x.png") == "/x.png"
+    assert local_path("s3://b/k.jpg") == "s3://b/k.jpg" and local_path("/plain") == "/plain"
+    folder = tmp_path / "with space"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes((photos / "chelsea.jpg").read_bytes())
+    uri = "file://" + str(folder).replace(" ", "%20")
+    result = run("index", uri, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["added"] == 1
+    result = run("query", uri + "/cat.jpg", "-k", "1", "--json")
+    assert json.loads(result.output)["results"][0]["path"] == str(folder / "cat.jpg")
+    result = run("remove", uri, "--json")
+    assert json.loads(result.output) == {"removed": 1}
+    result = run("query", "file:///no/such/file.jpg")
+    assert result.exit_code == 2 and "does not exist" in result.output

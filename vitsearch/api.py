@@ -34,7 +34,7 @@ from .checkpoint import BUNDLED_DIR, ModelSpec, load_spec
 from .dups import DupGroup, find_duplicates
 from .errors import ImageError, ModelError, ModelMismatchError, StoreError, UsageError, VitsearchError, check_count
 from .exif import read_exif
-from .fetch import Fetcher, FetchError, FetchOptions, is_remote
+from .fetch import Fetcher, FetchError, FetchOptions, is_remote, local_path
 from .filters import NearInput, PhotoFilter, TimeInput
 from .images import ImageInput, check_data, describe, named_bytes
 from .indexer import Indexer, IndexSummary
@@ -441,6 +441,7 @@ class VisualSearch:
         """``images`` with each URL or object-store URI replaced by its bytes, which messages call by the
         URL (:class:`ImageError` naming the URL and the reason when one cannot be fetched, or is not
         an image: then with what the server said it sent, as the indexer says it)."""
+        images = [local_path(item) if isinstance(item, str) else item for item in images]  # file:// URIs
         remote = [i for i, item in enumerate(images) if isinstance(item, str) and is_remote(item)]
         if not remote:
             return images
@@ -759,4 +760,4 @@ def _key(path: str | os.PathLike) -> str:
         raise UsageError(f"a path must be text, not {type(text).__name__} (decode it with os.fsdecode)")
     if not text.strip():
         raise UsageError("an empty path names no file (a blank cell or an unset variable?)")
-    return text if is_remote(text) else os.path.abspath(text)
+    return text if is_remote(text) else os.path.abspath(local_path(text))

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import sys
+import threading
 import time
 
 import click
@@ -28,8 +29,21 @@ def _done_reading() -> None:
     _READ_ONLY_DONE = True
 
 
+def _thread_exception(args) -> None:
+    """Threads' uncaught exceptions, but for the one of Milvus Lite's in-process gRPC server thread when
+    the store is closed under it at Ctrl-C ("server must be started and not shutting down"): the
+    user pressed Ctrl-C and is told "Interrupted.", not a traceback of a thread they never started."""
+    if isinstance(args.exc_value, ValueError) and "not shutting down" in str(args.exc_value):
+        return
+    _THREAD_HOOK(args)
+
+
+_THREAD_HOOK = threading.excepthook
+
+
 def run() -> None:
     """The ``vitsearch`` console command: :func:`main`, then a quick exit after a read-only command."""
+    threading.excepthook = _thread_exception
     try:
         main(prog_name="vitsearch")
     except SystemExit as exc:
@@ -173,14 +187,15 @@ def _local_or_remote(dir_okay: bool = True):
     """A click callback: URLs and object-store URIs pass as given; local paths must exist (exit 2)."""
 
     def check(ctx, param, values):
-        from .fetch import is_remote
+        from .fetch import is_remote, local_path
 
         for value in values:
             if is_remote(value):
                 continue
-            if not os.path.exists(value):
+            path = local_path(value)  # file:// URIs name local files
+            if not os.path.exists(path):
                 raise click.BadParameter(f"Path {value!r} does not exist.", ctx, param)
-            if not dir_okay and os.path.isdir(value):
+            if not dir_okay and os.path.isdir(path):
                 raise click.BadParameter(f"File {value!r} is a directory.", ctx, param)
         return values
 

@@ -64,6 +64,20 @@ def scheme_of(key: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
+def local_path(key: str) -> str:
+    """A ``file://`` URI as the local path it names (``file:///photos/a%20b.jpg`` is
+    ``/photos/a b.jpg``; ``file://photos/a.jpg``, a host-less slip, is ``photos/a.jpg``); any other
+    key as it is."""
+    if scheme_of(key) != "file":
+        return key
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname
+
+    parts = urlsplit(key)
+    path = parts.path if parts.netloc.lower() in ("", "localhost") else parts.netloc + parts.path
+    return url2pathname(path)
+
+
 def is_remote(key: str) -> bool:
     """True for keys that are fetched (URLs and object-store URIs), False for local paths and ``file://``."""
     return scheme_of(key) not in (None, "file")

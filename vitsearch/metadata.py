@@ -66,11 +66,11 @@ def check_value(key: str, value, where: str) -> Scalar:
 
 
 def _absolute(base: str, path: str) -> str:
-    if path.lower().startswith("file://"):
-        path = path[len("file://") :]
-    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
+    from .fetch import is_remote, local_path
+
+    if is_remote(path):
         return path  # a URL or an object-store URI: the row's key as given
-    return os.path.abspath(os.path.join(base, os.path.expanduser(path)))
+    return os.path.abspath(os.path.join(base, os.path.expanduser(local_path(path))))
 
 
 def _read_csv(path: str, base: str) -> dict[str, dict]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .errors import VitsearchError
 from .feeds import feed_format, read_feed
-from .fetch import is_remote, scheme_of
+from .fetch import is_remote, local_path, scheme_of
 from .images import Failure, FileEntry, check_roots, discover, is_image_name
 from .store import Store, path_id, quote
 
@@ -188,9 +188,7 @@ class Feed:
 
 
 def _local(base: str, path: str) -> str:
-    if scheme_of(path) == "file":
-        path = path[len("file://") :]
-    return os.path.abspath(os.path.join(base, os.path.expanduser(path)))
+    return os.path.abspath(os.path.join(base, os.path.expanduser(local_path(path))))
 
 
 def open_sources(
