@@ -283,6 +283,33 @@ def test_an_empty_cell_is_no_value_and_an_unchanged_feed_rewrites_nothing(remote
         rows[0][1]: None, rows[1][1]: None, rows[2][1]: 2}
 
 
+def test_a_column_the_feed_drops_leaves_its_rows_and_other_fields_stay(remote, tmp_path):
+    from vitsearch.sources import Feed
+
+    indexer, store, host, _made = remote
+    urls = [host.image(f"/{i}.png", _png(i)) for i in range(3)]
+    feed = tmp_path / "feed.csv"
+    feed.write_text("sku,image,cat,price\n" + "".join(f"s{i},{u},bags,{i}\n" for i, u in enumerate(urls)))
+    indexer.sync([Feed(feed, "image", "sku")])
+    rows = {r["path"]: r for r in store.iter_rows("", ["*"])}
+    store.upsert([{**rows[urls[0]], "label": "tote"}])  # a field of the user's (tag --write), not the feed's
+    host.replace("/1.png", _png(41))  # and one image changes: its new row is made afresh
+    feed.write_text("sku,image,price\n" + "".join(f"s{i},{u},{i}\n" for i, u in enumerate(urls)))
+    summary = indexer.sync([Feed(feed, "image", "sku")])
+    assert (summary.metadata_updated, summary.updated) == (2, 1)
+    rows = {r["path"]: r for r in store.iter_rows("", ["*"])}
+    assert [rows[u].get("cat") for u in urls] == [None, None, None]
+    assert [rows[u]["price"] for u in urls] == [0, 1, 2] and rows[urls[0]]["label"] == "tote"
+    assert store.count('cat == "bags"') == 0
+    assert indexer.sync([Feed(feed, "image", "sku")]).metadata_updated == 0
+    # a column added later is the feed's too: dropped again, it goes again
+    feed.write_text("sku,image,price,cat\n" + "".join(f"s{i},{u},{i},shoes\n" for i, u in enumerate(urls)))
+    assert indexer.sync([Feed(feed, "image", "sku")]).metadata_updated == 3
+    feed.write_text("sku,image,price\n" + "".join(f"s{i},{u},{i}\n" for i, u in enumerate(urls)))
+    assert indexer.sync([Feed(feed, "image", "sku")]).metadata_updated == 3
+    assert store.count('cat == "shoes"') == 0 and store.count('label == "tote"') == 1
+
+
 def test_a_damaged_line_of_a_json_lines_feed_costs_that_line(remote, tmp_path):
     indexer, _store, host, _made = remote
     urls = [host.image(f"/{i}.png", _png(i)) for i in range(3)]

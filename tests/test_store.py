@@ -180,13 +180,22 @@ def test_bad_uris(uri, words):
 # -- the row, defined once ------------------------------------------------------------------------
 def test_every_field_vitsearch_writes_itself_is_reserved_from_user_metadata():
     from vitsearch.metadata import check_field
-    from vitsearch.store import EXIF_FIELDS, EXIF_SOURCE, RESERVED, ROW_FIELDS, collection_schema, make_row
+    from vitsearch.store import (
+        EXIF_FIELDS,
+        EXIF_SOURCE,
+        FEED_SOURCE,
+        RESERVED,
+        ROW_FIELDS,
+        collection_schema,
+        make_row,
+    )
 
     schema = collection_schema(4)
     assert {f.name for f in schema.fields} <= RESERVED
-    row = make_row("/p.jpg", 1, 2.0, "0" * 64, 3, 4, [0.0] * 4, exif={"camera_make": "X"}, user={"label": "y"})
+    row = make_row("/p.jpg", 1, 2.0, "0" * 64, 3, 4, [0.0] * 4, exif={"camera_make": "X"}, user={"label": "y"},
+                   feed_fields=["label"])
     own = set(row) - {"label"} - set(EXIF_FIELDS) - {"camera_words"}
-    assert own <= RESERVED and set(ROW_FIELDS) | {"vector", EXIF_SOURCE} == own
+    assert own <= RESERVED and set(ROW_FIELDS) | {"vector", EXIF_SOURCE, FEED_SOURCE} == own
     for name in RESERVED:
         with pytest.raises(Exception, match="vitsearch's own"):
             check_field(name, "metadata")

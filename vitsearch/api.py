@@ -43,7 +43,7 @@ from .progress import Callback, Progress
 from .search import Hit, check_min_score, query_vectors, search_images
 from .settings import resolve_collection, resolve_model, resolve_token, resolve_uri
 from .sources import Folders, open_sources
-from .store import EXIF_FIELDS, Store, has_field, make_row, path_id, user_fields
+from .store import EXIF_FIELDS, Store, fields_to_keep, has_field, make_row, path_id, user_fields
 from .tagging import Tag, tag_vectors
 
 if TYPE_CHECKING:
@@ -324,7 +324,7 @@ class VisualSearch:
             raise _not_ours(self.store, "--collection")  # not vitsearch's rows: nothing to rebuild, nothing to drop
         for row in self.store.iter_rows(fields=["id", "path", "$meta"]):
             ids.add(row["id"])
-            fields = user_fields(row)
+            fields = fields_to_keep(row, from_feed=True)  # a feed's columns come from the feed again
             if fields:
                 kept[row["path"]] = fields
         return kept, ids

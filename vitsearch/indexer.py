@@ -27,7 +27,18 @@ from .exif import read_exif
 from .images import Failure, check_file
 from .progress import Callback, emit
 from .sources import Entry, Folders, Source
-from .store import EXIF_SOURCE, ROW_FIELDS, SOURCE_FIELDS, Store, exif_of, is_utf8, make_row, user_fields
+from .store import (
+    EXIF_SOURCE,
+    FEED_SOURCE,
+    ROW_FIELDS,
+    SOURCE_FIELDS,
+    Store,
+    exif_of,
+    fields_to_keep,
+    is_utf8,
+    make_row,
+    user_fields,
+)
 
 if TYPE_CHECKING:
     from .distributed import Dist
@@ -36,7 +47,7 @@ if TYPE_CHECKING:
 
 FLUSH_ROWS = 256
 FLUSH_SECONDS = 5.0  # a killed run keeps all but the last few seconds of its work
-STORED_FIELDS = ROW_FIELDS + SOURCE_FIELDS + [EXIF_SOURCE]  # what the comparison with a listing reads
+STORED_FIELDS = ROW_FIELDS + SOURCE_FIELDS + [EXIF_SOURCE, FEED_SOURCE]  # what the comparison with a listing reads
 
 
 @dataclass
@@ -95,7 +106,12 @@ def source_of(row: dict) -> dict:
 def _row(entry: Entry, sha: str, vector, width: int, height: int, exif: dict, fields: dict,
          previous: dict | None) -> dict:
     return make_row(entry.path, entry.size, entry.mtime, sha, width, height, vector, exif=exif, user=fields,
-                    source=entry.source_fields(), previous=previous)
+                    source=entry.source_fields(), previous=previous, feed_fields=_columns(entry))
+
+
+def _columns(entry: Entry) -> list[str] | None:
+    """The columns of the feed row that lists ``entry``; None for an image no feed lists."""
+    return None if entry.fields is None else list(entry.fields)
 
 
 @dataclass
@@ -267,7 +283,7 @@ class Indexer:
         written) already holds, and the rest grouped by content to embed. An image whose content
         changed keeps its stored metadata, with ``metadata``'s fields over it."""
         recent = recent or {}
-        old_fields = self._old_fields([existing[e.path] for e, _, _ in items if e.path in existing])
+        old_fields = self._old_fields([(e, existing[e.path]) for e, _, _ in items if e.path in existing])
         wanted = {sha for _, sha, _ in items} - recent.keys()
         known = {**(self.store.by_sha256(wanted) if wanted else {}), **recent}
         pending: list[dict] = []
@@ -438,8 +454,11 @@ class Indexer:
         def exif_unread(entry: Entry) -> bool:
             return not entry.remote and EXIF_SOURCE not in existing[entry.path]
 
+        def columns_changed(entry: Entry, row: dict) -> bool:  # a feed's columns: one dropped, or one added
+            return entry.fields is not None and sorted(entry.fields) != (row.get(FEED_SOURCE) or [])
+
         entries = [e for e in entries if e.path in metadata or exif_unread(e)
-                   or e.source_fields() != source_of(existing[e.path])]
+                   or e.source_fields() != source_of(existing[e.path]) or columns_changed(e, existing[e.path])]
         names = sorted({name for e in entries for name in metadata.get(e.path, {})})
         by_path = {e.path: e for e in entries}
         for start in range(0, len(entries), FLUSH_ROWS):
@@ -449,30 +468,33 @@ class Indexer:
                 entry = by_path[row["path"]]
                 fields = metadata.get(row["path"], {})
                 # a None is "no value", whether the row lacks the field or holds null (an emptied cell)
-                if exif_unread(entry) or entry.source_fields() != source_of(row) or any(
+                if exif_unread(entry) or entry.source_fields() != source_of(row) or columns_changed(entry, row) or any(
                     row.get(name) != value for name, value in fields.items()
                 ):
                     stale.append(row)
             changed = []
             for full in next(self._full_rows(stale), []):
                 entry = by_path[full["path"]]
-                wanted = {**user_fields(full), **metadata.get(full["path"], {})}
+                wanted = {**fields_to_keep(full, entry.fields is not None), **metadata.get(full["path"], {})}
                 exif = exif_of(full)
                 if exif is None:
                     exif = {} if entry.remote else read_exif(full["path"])
                     summary.exif_added += not entry.remote
-                summary.metadata_updated += wanted != user_fields(full) or entry.source_fields() != source_of(full)
+                given = {k: v for k, v in wanted.items() if v is not None}
+                summary.metadata_updated += given != user_fields(full) or entry.source_fields() != source_of(full)
                 changed.append(make_row(*(full[k] for k in ROW_FIELDS[1:]), full["vector"], exif=exif, user=wanted,
-                                        source=entry.source_fields(), previous=full))
+                                        source=entry.source_fields(), previous=full, feed_fields=_columns(entry)))
             self.store.upsert(changed)
             self._wrote = self._wrote or bool(changed)
 
-    def _old_fields(self, rows: list[dict]) -> dict[str, dict]:
-        """path -> metadata of the stored rows of files about to be rewritten, so that it survives."""
+    def _old_fields(self, pairs: list[tuple[Entry, dict]]) -> dict[str, dict]:
+        """path -> metadata of the stored rows of images about to be rewritten (``(entry, row)`` pairs),
+        so that it survives (see :func:`~vitsearch.store.fields_to_keep`)."""
+        from_feed = {row["path"]: entry.fields is not None for entry, row in pairs}
         out: dict[str, dict] = {}
-        for chunk in self._full_rows(rows):
+        for chunk in self._full_rows([row for _, row in pairs]):
             for full in chunk:
-                fields = user_fields(full)
+                fields = fields_to_keep(full, from_feed[full["path"]])
                 if fields:
                     out[full["path"]] = fields
         return out

@@ -34,10 +34,13 @@ EXIF_SOURCE = "exif_fields"
 # Where a row came from (see vitsearch.sources): the change token of a remote image (its ETag) and the
 # feed file that lists it; vitsearch writes them, present when the source gives them.
 SOURCE_FIELDS = ["etag", "feed"]
+# Which of a row's fields are its feed's columns (rows from a feed; those written before vitsearch
+# recorded it lack it), so that a column the feed drops is cleared from the rows it gave it to.
+FEED_SOURCE = "feed_fields"
 # Names a user's metadata cannot take. The EXIF names are not among them: a user's value wins.
-RESERVED = frozenset(ROW_FIELDS + SOURCE_FIELDS + ["vector", EXIF_SOURCE, CAMERA_WORDS, "score", "rank"])
+RESERVED = frozenset(ROW_FIELDS + SOURCE_FIELDS + ["vector", EXIF_SOURCE, FEED_SOURCE, CAMERA_WORDS, "score", "rank"])
 # Bookkeeping that hits and API answers leave out (and fields whose value is null: see make_row).
-HIDDEN_FIELDS = frozenset({EXIF_SOURCE, CAMERA_WORDS})
+HIDDEN_FIELDS = frozenset({EXIF_SOURCE, FEED_SOURCE, CAMERA_WORDS})
 MAX_K = 16384
 _BATCH = 1000
 _HNSW = {"M": 16, "efConstruction": 200}
@@ -103,15 +106,19 @@ def make_row(
     user: dict | None = None,
     source: dict | None = None,
     previous: dict | None = None,
+    feed_fields: Iterable[str] | None = None,
 ) -> dict:
     """A row as it is stored: the file's facts and vector, the EXIF fields its file gave (``exif``, see
     :func:`vitsearch.exif.read_exif`) and the user's metadata (``user``), whose value wins where both
     name a field. ``exif_fields`` records which fields came from the file. ``source`` holds the
     :data:`SOURCE_FIELDS` the image's source gave (its ETag, the feed that lists it).
 
+    ``feed_fields``, for an image listed by a feed: the feed's columns (some may be in ``user``).
+
     ``previous`` is the stored row this one replaces: its EXIF and source fields that the image no
-    longer has are written as null, since Milvus Lite merges an upsert's dynamic fields into the stored ones (a server
-    replaces the row; null is "no value" to both, and to filters)."""
+    longer has, and the feed columns that its feed no longer has, are written as null, since Milvus Lite merges an
+    upsert's dynamic fields into the stored ones (a server replaces the row; null is "no value" to both, and to
+    filters)."""
     user = dict(user or {})
     from_file = {k: v for k, v in (exif or {}).items() if k not in user and k != CAMERA_WORDS and v is not None}
     row = {**user, **from_file}
@@ -130,7 +137,21 @@ def make_row(
     for name in SOURCE_FIELDS:
         if (previous or {}).get(name):
             row.setdefault(name, None)
+    if feed_fields is not None:
+        row[FEED_SOURCE] = sorted(feed_fields)
+        for name in set((previous or {}).get(FEED_SOURCE) or ()) - set(feed_fields):
+            row.setdefault(name, None)
     return row
+
+
+def fields_to_keep(row: dict, from_feed: bool) -> dict:
+    """The user's metadata of a stored row that a rewrite of it keeps: all of it, but for an image now
+    listed by a feed, what its feed gave it last time (the feed's row gives its columns anew)."""
+    fields = user_fields(row)
+    if from_feed:
+        for name in row.get(FEED_SOURCE) or ():
+            fields.pop(name, None)
+    return fields
 
 
 def user_fields(row: dict) -> dict:
