@@ -310,6 +310,22 @@ def test_a_column_the_feed_drops_leaves_its_rows_and_other_fields_stay(remote, t
     assert store.count('cat == "shoes"') == 0 and store.count('label == "tote"') == 1
 
 
+def test_images_read_from_the_fetch_cache_are_not_counted_as_downloaded(remote, tmp_path):
+    from vitsearch.fetch import Fetcher, FetchOptions
+
+    _, _, host, _ = remote
+    feed = _feed(tmp_path / "feed.csv", [(f"s{i}", host.image(f"/{i}.png", _png(i)), i) for i in range(3)])
+    with Fetcher(FetchOptions(retries=0, timeout=5, cache_dir=str(tmp_path / "cache"))) as fetcher:
+        counts = []
+        for name in ("a", "b"):  # the second store (a reindex, another collection) asks and reads the cache
+            store = Store(str(tmp_path / "idx.db"), name)
+            store.create({"model": "fake", "fingerprint": "f", "dim": 8})
+            summary = Indexer(store, FakeRemoteEncoder, batch_size=4, fetcher=fetcher).sync([feed])
+            counts.append((summary.added, summary.fetched))
+            store.close()
+    assert counts == [(3, 3), (3, 0)] and sum(host.bodies.values()) == 3
+
+
 def test_a_damaged_line_of_a_json_lines_feed_costs_that_line(remote, tmp_path):
     indexer, _store, host, _made = remote
     urls = [host.image(f"/{i}.png", _png(i)) for i in range(3)]

@@ -133,6 +133,7 @@ class _Download:
     width: int
     height: int
     exif: dict  # the EXIF fields of the fetched bytes (see vitsearch.exif)
+    from_cache: bool = False  # the bytes came from the fetch cache (the server said "not modified")
 
 
 def as_sources(paths: Iterable) -> list[Source]:
@@ -377,7 +378,7 @@ class Indexer:
             except ImageError as exc:
                 raise ImageError(f"{exc}{fetched.hint}") from None
             token = Entry(fetched.key, fetched.size, fetched.mtime or 0.0, fetched.etag)
-            return _Download(token, fetched.sha256, pixels, width, height, read_exif(fetched.data))
+            return _Download(token, fetched.sha256, pixels, width, height, read_exif(fetched.data), fetched.from_cache)
 
         jobs = []
         for entry in plan.remote:
@@ -399,7 +400,7 @@ class Indexer:
             elif isinstance(outcome, Exception):
                 summary.failed.append(Failure(entry.path, str(outcome)))
             else:
-                summary.fetched += 1
+                summary.fetched += not outcome.from_cache  # downloaded, not read from the cache
                 got = outcome.entry
                 window.append((replace(entry, size=got.size, mtime=got.mtime, etag=got.etag), outcome))
             if len(window) >= batch:
