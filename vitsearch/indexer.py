@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ImageError, VitsearchError
+from .errors import ImageError, StoreError, VitsearchError
 from .exif import read_exif
 from .images import Failure, check_file
 from .progress import Callback, emit
@@ -343,12 +343,14 @@ class Indexer:
                             self.store.upsert(rows)
                             self._wrote = self._wrote or bool(rows)
                     pending.clear()
-        except BaseException:
-            if not relay and pending:  # Ctrl-C, a failure: what is embedded is written first (a re-run skips it)
+        except BaseException as exc:
+            # Ctrl-C, a failure of the model: what is embedded is written first (a re-run skips it); not when
+            # the store itself failed (retrying it would only delay the error)
+            if not relay and pending and not isinstance(exc, StoreError):
                 try:
                     self.store.upsert(pending)
                     self._wrote = True
-                except Exception:  # noqa: BLE001, S110 - the store may be what failed; the first error goes on
+                except Exception:  # noqa: BLE001, S110 - the first error is the one to report
                     pass
             raise
         self._flush(pending, force=True)
