@@ -150,6 +150,31 @@ def test_out_must_be_free(tmp_path, data, tiny_models):
         train(data, tmp_path / "o", learning_rate=1)
 
 
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, data, tiny_models, monkeypatch):
+    import builtins
+    import errno
+
+    (tmp_path / "file").write_text("a file")
+    events = []
+    with pytest.raises(VitsearchError, match=r"cannot write the model to .*file/sub \(.*Not a directory\)"):
+        train(data, tmp_path / "file" / "sub", base=str(tiny_models["vit"]), progress=events.append, **FAST)
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_open = builtins.open
+
+    def read_only_open(file, mode="r", *args, **kwargs):  # the tests run as root: a chmod would not stop them
+        if str(file).startswith(str(locked)) and any(c in mode for c in "wax+"):
+            raise OSError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", read_only_open)
+    with pytest.raises(VitsearchError, match=r"cannot write the model to .*locked \(.*Permission denied\)") as caught:
+        train(data, locked, base=str(tiny_models["vit"]), progress=events.append, **FAST)
+    assert "\n" not in str(caught.value) and not events  # refused before the model was loaded or a step taken
+    assert os.listdir(locked) == []  # and the checkpoint folder made to try is gone
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

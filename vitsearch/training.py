@@ -326,10 +326,13 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
         }
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_path)
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, tmp)
+            os.replace(tmp, self.state_path)
+        except OSError as exc:  # a disk that filled up during the run
+            raise VitsearchError(f"cannot write the checkpoint {self.state_path}: {exc.strerror or exc}") from None
         self.saved_at = time.monotonic()
 
     def load_state(self) -> None:
@@ -615,6 +618,26 @@ def _resume_options(out: Path, given: dict) -> TrainOptions:
     return TrainOptions(**{**saved, **{k: v for k, v in given.items() if k in _RESUMABLE_CHANGES}})
 
 
+def _check_writable(out: Path) -> None:
+    """Make ``out`` and its checkpoint folder and write a file in each, before any work: a folder that
+    cannot be written is one line now, not a traceback at the first checkpoint. Leaves nothing new behind."""
+    made = [p for p in (out / CHECKPOINT_DIR, out, *out.parents) if not p.exists()]
+    try:
+        try:
+            (out / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+            for folder in (out, out / CHECKPOINT_DIR):
+                probe = folder / f".write-test-{os.getpid()}"
+                with open(probe, "xb"):
+                    pass
+                probe.unlink()
+        finally:
+            for folder in made:  # deepest first
+                if folder.is_dir():
+                    folder.rmdir()
+    except OSError as exc:
+        raise VitsearchError(f"cannot write the model to {out} ({exc.filename or out}: {exc.strerror or exc})") from None
+
+
 def train(
     data: str | os.PathLike | ImageSet,
     out: str | os.PathLike,
@@ -651,6 +674,7 @@ def train(
         if out.exists() and not out.is_dir():
             raise VitsearchError(f"{out} exists and is not a folder")
     opts.check()
+    _check_writable(out)
     images = data if isinstance(data, ImageSet) else read_images(data, labels=opts.labels)
     run = _Run(images, out, opts, progress)
     if resume:
