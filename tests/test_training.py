@@ -191,11 +191,61 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, data
         ({"temperature": 0.0}, "temperature must be more than 0"),  # was taken as "the default"
         ({"epochs": 1.5}, "epochs must be a whole number"),
         ({"augment": "heavy"}, "unknown augmentation"),
+        ({"lr": float("nan")}, "lr must be a finite number, not nan"),  # was taken: NaN passes every bound
+        ({"temperature": float("inf")}, "temperature must be a finite number"),
+        ({"warmup": float("nan")}, "warmup must be a finite number"),
     ],
 )
 def test_bad_options(tmp_path, data, options, message):
     with pytest.raises(ValueError, match=message):
         train(data, tmp_path / "o", **options)
+
+
+def test_a_run_that_diverges_stops_at_once_and_leaves_no_unfinishable_checkpoint(tmp_path, data, tiny_models, monkeypatch):
+    import vitsearch.training
+
+    real_loss = vitsearch.training._Run._loss
+    calls = []
+
+    def diverging_loss(self, *args):
+        calls.append(1)
+        loss = real_loss(self, *args)
+        return loss * float("nan") if len(calls) >= 5 else loss  # the fifth batch: epoch 2 (3 batches an epoch)
+
+    monkeypatch.setattr(vitsearch.training._Run, "_loss", diverging_loss)
+    out = tmp_path / "out"
+    events = []
+    with pytest.raises(VitsearchError, match=r"^training diverged in epoch 2, batch 2: the loss is nan; "
+                                             r"lower --lr \(it was 0.001\)$"):
+        train(data, out, base=str(tiny_models["vit"]), progress=events.append, **FAST)
+    assert len(calls) == 5 and sum(e.kind == "epoch" for e in events) == 1  # no further step, no epoch line
+    assert not (out / CHECKPOINT_DIR).exists()  # epoch 1's checkpoint is gone: resuming it would diverge again
+    monkeypatch.setattr(vitsearch.training._Run, "_loss", real_loss)
+    assert train(data, out, base=str(tiny_models["vit"]), **FAST).epochs == 3  # the same command runs again
+
+    def stop(event):
+        if event.kind == "step":
+            raise KeyboardInterrupt
+
+    other = tmp_path / "resumed"
+    with pytest.raises(TrainingInterrupted):
+        train(data, other, base=str(tiny_models["vit"]), progress=stop, **FAST)
+    calls.clear()
+    monkeypatch.setattr(vitsearch.training._Run, "_loss", diverging_loss)
+    with pytest.raises(VitsearchError, match="diverged in epoch 2, batch 3: .* the checkpoint in .* is kept"):
+        train(data, other, resume=True)
+    # a resumed run's checkpoint is the user's: kept, at its last good save (the end of epoch 1)
+    assert torch.load(other / CHECKPOINT_DIR / "state.pt", weights_only=True)["epoch"] == 1
+
+
+def test_weights_that_are_not_finite_are_named_so_when_saving(tmp_path, tiny_models):
+    from vitsearch.model import save_backbone
+
+    backbone = load_backbone(load_spec(str(tiny_models["vit"])))
+    with torch.no_grad():
+        next(backbone.parameters()).fill_(float("nan"))
+    with pytest.raises(ModelError, match="holds NaN or infinite values"):  # was "cannot save in float32 … overflows it"
+        save_backbone(backbone, str(tmp_path / "out"))
 
 
 def test_training_at_another_resolution_resamples_positions(tmp_path, data, tiny_models):

@@ -156,6 +156,9 @@ def save_backbone(backbone: VitBackbone, out: str, dtype: torch.dtype = torch.fl
     if not core and not hasattr(model, "save_pretrained"):
         raise ModelError(f"{type(model).__name__} cannot be saved with save_pretrained")
     state = vit.checkpoint_state(model) if core else model.state_dict()
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelError(f"cannot save the model: {bad[0]} holds NaN or infinite values (did training diverge?)")
     state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in state.items()}
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -96,6 +97,8 @@ class TrainOptions:
                 raise UsageError(f"{f.name} must be a number, not {value!r}")
             if not number:
                 continue
+            if not math.isfinite(value):
+                raise UsageError(f"{f.name} must be a finite number, not {value}")
             low, high = meta.get("min"), meta.get("max")
             if low is not None and (value < low or (meta.get("min_open") and value == low)):
                 raise UsageError(f"{f.name} must be {'more than' if meta.get('min_open') else 'at least'} {low}, "

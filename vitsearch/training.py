@@ -284,6 +284,7 @@ class _Run:
             self.optimizer, warmup_cosine(self.steps_per_epoch * opts.epochs, opts.warmup)
         )
         self.epoch, self.position, self.step = 0, 0, 0
+        self.resumed = False  # True once load_state has read a checkpoint
         self.saved_at = time.monotonic()
         self.history: list[dict] = []
         # the epoch under way, so far: its step losses, images and seconds (a resumed epoch's line
@@ -311,7 +312,22 @@ class _Run:
     def data_signature(self) -> dict:
         return {"images": len(self.data), "classes": list(self.data.classes), "train": len(self.train_idx)}
 
+    def diverged(self, where: str) -> None:
+        """Stop a run whose loss or weights are no longer finite. Its checkpoint cannot help (a resume takes
+        the same steps again, and cannot lower the learning rate): a new run's is removed, so the same
+        command with a lower ``lr`` starts again; a resumed run's is left as it was at its last save."""
+        advice = f"lower --lr (it was {self.base_lr:g})"
+        if self.resumed:
+            advice += f"; the checkpoint in {self.state_path.parent} is kept (start again with --overwrite)"
+        else:
+            self.state_path.unlink(missing_ok=True)  # the teacher's cache stays: it does not depend on lr
+            if self.state_path.parent.is_dir() and not any(self.state_path.parent.iterdir()):
+                self.state_path.parent.rmdir()
+        raise VitsearchError(f"training diverged in {where}; {advice}")
+
     def save_state(self) -> None:
+        if not all(torch.isfinite(p).all() for p in self.backbone.parameters()):
+            self.diverged(f"epoch {self.epoch + 1}: the weights hold NaN or infinite values")
         state = {
             "vitsearch_version": __version__,
             "options": dataclasses.asdict(self.opts),
@@ -345,6 +361,7 @@ class _Run:
                 f"the data changed since the checkpoint in {self.out} was written "
                 f"({state['data']['images']} images then, {len(self.data)} now); resume needs the same data"
             )
+        self.resumed = True
         self.backbone.load_state_dict(state["backbone"])
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -503,6 +520,8 @@ class _Run:
                 if pixels is not None:
                     torch.manual_seed(_step_seed(opts.seed, self.epoch, b))
                     loss = self._loss(pixels, labels, positions)
+                    if not math.isfinite(loss.item()):
+                        self.diverged(f"epoch {self.epoch + 1}, batch {b + 1}: the loss is {loss.item()}")
                     (loss / opts.accumulate).backward()
                     losses.append(loss.item())
                     seen += len(pixels)
