@@ -175,6 +175,25 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, data
     assert os.listdir(locked) == []  # and the checkpoint folder made to try is gone
 
 
+def test_fine_tuning_a_model_folder_in_place_is_refused_up_front(tmp_path, data, tiny_models):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_models["vit"], folder)
+    before = weights(folder)
+    with pytest.raises(ValueError, match="the base model and --out are the same folder"):  # was SameFileError at the end
+        train(data, folder, base=str(folder) + "/", overwrite=True, **FAST)
+    assert sorted(weights(folder)) == sorted(before) and all(torch.equal(weights(folder)[k], before[k]) for k in before)
+    assert not (folder / CHECKPOINT_DIR).exists()
+
+
+def test_train_under_torchrun_is_refused(tmp_path, data, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets in each process
+    with pytest.raises(ValueError, match=r"under torchrun \(WORLD_SIZE=2\) every process would train"):
+        train(data, tmp_path / "out", **FAST)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

@@ -59,6 +59,7 @@ from .augment import train_views
 from .checkpoint import ModelSpec, load_spec
 from .data import ImageSet, read_images, split
 from .device import Normalise, autocast, choose_device, choose_precision, default_workers
+from .distributed import world_size_from_env
 from .embed import Encoder, worker_init
 from .errors import ImageError, TrainingInterrupted, UsageError, VitsearchError
 from .evaluation import embed_set, retrieval_metrics
@@ -680,10 +681,16 @@ def train(
         raise UsageError(f"unknown training option(s): {', '.join(sorted(unknown))}")
     out = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
     started = time.perf_counter()
-    if resume:
-        opts = _resume_options(out, options)
-    else:
-        opts = TrainOptions(**options)
+    world = world_size_from_env()
+    if world > 1:
+        raise UsageError(f"train runs in one process: under torchrun (WORLD_SIZE={world}) every process would train "
+                         "into the same folder; run it without torchrun (only index scales out)")
+    opts = _resume_options(out, options) if resume else TrainOptions(**options)
+    opts.check()
+    base = Path(os.path.expanduser(opts.base)) if opts.base else None
+    if base is not None and base.is_dir() and base.resolve() == out.resolve():
+        raise UsageError(f"the base model and --out are the same folder ({out}): save the trained model to another one")
+    if not resume:
         if (out / CHECKPOINT_DIR / STATE_FILE).is_file() and not overwrite:
             raise VitsearchError(f"{out} holds an interrupted run; resume it with --resume, or choose another --out")
         # a run killed before its first checkpoint leaves only the teacher's cache (keyed by the teachers
@@ -692,7 +699,6 @@ def train(
             raise VitsearchError(f"{out} is not empty; choose another --out (or --overwrite)")
         if out.exists() and not out.is_dir():
             raise VitsearchError(f"{out} exists and is not a folder")
-    opts.check()
     _check_writable(out)
     images = data if isinstance(data, ImageSet) else read_images(data, labels=opts.labels)
     run = _Run(images, out, opts, progress)
