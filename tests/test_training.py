@@ -267,6 +267,19 @@ def test_weights_that_are_not_finite_are_named_so_when_saving(tmp_path, tiny_mod
         save_backbone(backbone, str(tmp_path / "out"))
 
 
+@pytest.mark.parametrize("kind", ["vit", "clip"])  # the built-in core's writer and transformers' save_pretrained
+def test_saved_weights_are_readable_by_others_as_the_umask_allows(tmp_path, tiny_models, kind):
+    from vitsearch.model import save_backbone
+
+    previous = os.umask(0o022)
+    try:
+        save_backbone(load_backbone(load_spec(str(tiny_models[kind]))), str(tmp_path / "out"))
+    finally:
+        os.umask(previous)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "out").iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"] == "0o644", modes  # safetensors wrote 0o600
+
+
 def test_training_at_another_resolution_resamples_positions(tmp_path, data, tiny_models):
     out = tmp_path / "out"
     train(data, out, base=str(tiny_models["dinov2"]), image_size=48, save_dtype="fp16", **{**FAST, "epochs": 1})

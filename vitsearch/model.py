@@ -165,14 +165,20 @@ def save_backbone(backbone: VitBackbone, out: str, dtype: torch.dtype = torch.fl
         raise ModelError(f"cannot save in {dtype}: {bad[0]} overflows it (save in float32 instead)")
     if core:
         vit.save_pretrained(model, out, state, dtype)
-        return
-    from transformers.utils import logging as hf_logging
+    else:
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    model.save_pretrained(out, state_dict=state)  # safetensors by default
-    # transformers names the dtype of the model in memory (float32), not of the weights it wrote
-    config = Path(out) / "config.json"
-    write_json(config, vit.with_dtype(json.loads(config.read_text(encoding="utf-8")), dtype))
+        hf_logging.disable_progress_bar()
+        model.save_pretrained(out, state_dict=state)  # safetensors by default
+        # transformers names the dtype of the model in memory (float32), not of the weights it wrote
+        config = Path(out) / "config.json"
+        write_json(config, vit.with_dtype(json.loads(config.read_text(encoding="utf-8")), dtype))
+    # safetensors writes owner-only files (0600): give them the umask's usual mode, like every other file
+    # here, so that another user (a container's) can read a model folder it is given
+    umask = os.umask(0)
+    os.umask(umask)
+    for weights in Path(out).glob("*.safetensors"):
+        os.chmod(weights, 0o666 & ~umask)
 
 
 def save_model(
