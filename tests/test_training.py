@@ -135,9 +135,29 @@ def test_resume_needs_a_checkpoint_and_the_same_data(tmp_path, data, tiny_models
 
     with pytest.raises(TrainingInterrupted):
         train(data, tmp_path / "out", base=str(tiny_models["vit"]), progress=stop, **FAST)
+    (data / "checks").rename(data / "swap")  # two classes' folders swapped: the same counts and class names
+    (data / "hstripes").rename(data / "checks")
+    (data / "swap").rename(data / "hstripes")
+    with pytest.raises(VitsearchError, match="data changed .* other files"):  # it resumed on other data
+        train(data, tmp_path / "out", resume=True)
     photo(9).save(data / "checks" / "new.png")
     with pytest.raises(VitsearchError, match="data changed"):
         train(data, tmp_path / "out", resume=True)
+
+
+def test_a_checkpoint_that_predates_the_data_fingerprint_still_resumes(tmp_path, data, tiny_models):
+    def stop(event):
+        if event.kind == "step":
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with pytest.raises(TrainingInterrupted):
+        train(data, out, base=str(tiny_models["vit"]), progress=stop, **{**FAST, "epochs": 1})
+    path = out / CHECKPOINT_DIR / "state.pt"
+    state = torch.load(path, weights_only=True)
+    del state["data"]["files"]  # what vitsearch wrote before it recorded the files
+    torch.save(state, path)
+    assert train(data, out, resume=True).epochs == 1
 
 
 def test_out_must_be_free(tmp_path, data, tiny_models):

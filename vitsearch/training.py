@@ -141,6 +141,22 @@ def _fresh_epoch() -> dict:
     return {"losses": [], "seen": 0, "seconds": 0.0}
 
 
+def files_digest(data: ImageSet) -> str:
+    """sha256 over every image's path (relative to the data's folder), class, size and modification time:
+    what tells a run's data from other files of the same counts and class names (two class folders swapped)."""
+    root = data.source if os.path.isdir(data.source) else os.path.dirname(data.source)
+    digest = hashlib.sha256()
+    for path, label in zip(data.paths, data.labels):
+        try:
+            st = os.stat(path)
+            stamp = f"{st.st_size} {st.st_mtime_ns}"
+        except OSError:
+            stamp = "unreadable"
+        name = data.classes[label] if label >= 0 else ""
+        digest.update(f"{os.path.relpath(path, root)}\0{name}\0{stamp}\n".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """The batches of one epoch: a permutation drawn from (seed, epoch); a ragged tail is dropped."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
@@ -251,6 +267,7 @@ class _Run:
         self.labelled = self.loss_name != "infonce"
         val_fraction = opts.val_fraction if data.labelled else 0.0
         self.train_idx, self.val_idx = split(data, val_fraction, opts.seed)
+        self.files = files_digest(data)
         if len(self.train_idx) < 2:
             raise VitsearchError(f"{data.source} has {len(self.train_idx)} training image(s); at least 2 are needed")
         torch.manual_seed(opts.seed)
@@ -311,7 +328,8 @@ class _Run:
         return self.out / CHECKPOINT_DIR / STATE_FILE
 
     def data_signature(self) -> dict:
-        return {"images": len(self.data), "classes": list(self.data.classes), "train": len(self.train_idx)}
+        return {"images": len(self.data), "classes": list(self.data.classes), "train": len(self.train_idx),
+                "files": self.files}
 
     def diverged(self, where: str) -> None:
         """Stop a run whose loss or weights are no longer finite. Its checkpoint cannot help (a resume takes
@@ -357,10 +375,16 @@ class _Run:
             state = torch.load(self.state_path, map_location=self.device, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - a damaged checkpoint: say so
             raise VitsearchError(f"cannot read the checkpoint {self.state_path}: {exc}") from None
-        if state["data"] != self.data_signature():
+        then, now = state["data"], self.data_signature()
+        if any(then[key] != now[key] for key in ("images", "classes", "train")):
             raise VitsearchError(
                 f"the data changed since the checkpoint in {self.out} was written "
-                f"({state['data']['images']} images then, {len(self.data)} now); resume needs the same data"
+                f"({then['images']} images then, {len(self.data)} now); resume needs the same data"
+            )
+        if then.get("files", self.files) != self.files:  # a checkpoint from before vitsearch recorded it: not known
+            raise VitsearchError(
+                f"the data changed since the checkpoint in {self.out} was written (the same counts and classes, "
+                "but other files: renamed, changed, or in another class); resume needs the same data"
             )
         self.resumed = True
         self.backbone.load_state_dict(state["backbone"])
