@@ -195,6 +195,16 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, data
     assert os.listdir(locked) == []  # and the checkpoint folder made to try is gone
 
 
+def test_every_broken_image_is_listed_also_those_held_out(tmp_path, tiny_models):
+    data = labelled_folder(tmp_path / "data", per_class=4)
+    broken = {str(data / name / "broken.png") for name in ("hstripes", "vstripes", "checks")}
+    for path in broken:
+        with open(path, "wb") as fh:
+            fh.write(b"\x89PNG\r\n\x1a\n garbage")
+    result = train(data, tmp_path / "out", base=str(tiny_models["vit"]), **{**FAST, "epochs": 1, "val_fraction": 0.5})
+    assert {f.path for f in result.failed} == broken  # those in the validation split were not listed
+
+
 def test_fine_tuning_a_model_folder_in_place_is_refused_up_front(tmp_path, data, tiny_models):
     import shutil
 

@@ -512,7 +512,9 @@ class _Run:
                 self.backbone, spec, device=self.device, precision=self.precision,
                 batch_size=max(self.opts.batch_size, 32), num_workers=self.opts.num_workers,
             )
-            vectors, kept, _ = embed_set(encoder, val.paths)
+            vectors, kept, failed = embed_set(encoder, val.paths)
+            for failure in failed:
+                self.failed.setdefault(failure.path, failure)
             if len(kept) < 2 or len({val.labels[i] for i in kept}) == len(kept):
                 return None
             metrics = retrieval_metrics(vectors, [val.labels[i] for i in kept], min(self.opts.val_k, len(kept) - 1))
