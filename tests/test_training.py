@@ -195,6 +195,14 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, data
     assert os.listdir(locked) == []  # and the checkpoint folder made to try is gone
 
 
+def test_validation_k_is_capped_by_the_held_out_class_size_so_a_perfect_model_scores_1(tmp_path, tiny_models):
+    data = labelled_folder(tmp_path / "data", per_class=20)  # 20 % held out: 4 images a class, 3 others each
+    result = train(data, tmp_path / "out", base=str(tiny_models["vit"]), **{**FAST, "epochs": 1, "val_k": 7})
+    val = result.history[0]["val"]
+    assert val["k"] == 3  # was 7: capped by the 12 held-out images only, so P@7 could not pass 3/7
+    assert "P@3" in (tmp_path / "out" / "README.md").read_text()
+
+
 def test_every_broken_image_is_listed_also_those_held_out(tmp_path, tiny_models):
     data = labelled_folder(tmp_path / "data", per_class=4)
     broken = {str(data / name / "broken.png") for name in ("hstripes", "vstripes", "checks")}
