@@ -642,8 +642,9 @@ class _Run:
              "`vitsearch index --model DIR` or `AutoModel.from_pretrained(DIR)`."),
         ]
         if val:
+            pk = f"P@{val['k']} {val['precision_at_k']:.3f}, " if val["k"] > 1 else ""
             lines += ["", (f"Validation ({len(self.val_idx)} held-out images): P@1 {val['precision_at_1']:.3f}, "
-                           f"P@{val['k']} {val['precision_at_k']:.3f}, mAP@R {val['map_at_r']:.3f}.")]
+                           f"{pk}mAP@R {val['map_at_r']:.3f}.")]
         return "\n".join(lines) + "\n"
 
 
