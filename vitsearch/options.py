@@ -128,6 +128,8 @@ class TrainOptions:
                 re.compile(self.distill_only)
             except re.error as exc:
                 raise UsageError(f"distill_only is not a regular expression: {exc}") from None
+        if self.teacher_size is not None and not self.teacher:
+            raise UsageError("teacher_size is the resolution a teacher sees: give a teacher too")
         if self.distill_bank and not self.teacher:
             raise UsageError("distill_bank holds neighbours for a teacher's term: give a teacher too")
         if self.augment is not None and self.augment not in AUGMENTS:

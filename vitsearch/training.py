@@ -462,8 +462,14 @@ class _Run:
         key = {"teacher": self.opts.teacher, "size": self.opts.teacher_size, "data": self.data_signature(),
                "train_images": images.hexdigest()}
         if self.teacher_path.is_file():
-            cached = torch.load(self.teacher_path, map_location="cpu", weights_only=True)
-            if json.loads(cached["key"]) == key:
+            try:
+                cached = torch.load(self.teacher_path, map_location="cpu", weights_only=True)
+                found = json.loads(cached["key"]) == key and len(cached["rows"]) == len(self.train_idx)
+            except Exception:  # noqa: BLE001 - only a cache: a damaged one is computed again
+                emit(self.progress, "teacher", message=f"the teacher's cache {self.teacher_path} is damaged: "
+                                                       "computing its rows again")
+                found = False
+            if found:
                 self.teacher_rows = cached["rows"]
                 return
         parts = [self._teacher_rows(name.strip()) for name in self.opts.teacher.split(",")]
