@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -143,6 +144,17 @@ def test_resume_needs_a_checkpoint_and_the_same_data(tmp_path, data, tiny_models
     photo(9).save(data / "checks" / "new.png")
     with pytest.raises(VitsearchError, match="data changed"):
         train(data, tmp_path / "out", resume=True)
+
+
+def test_a_damaged_checkpoint_is_one_line_that_says_how_to_start_again(tmp_path, data):
+    (tmp_path / "out" / CHECKPOINT_DIR).mkdir(parents=True)
+    (tmp_path / "out" / CHECKPOINT_DIR / "state.pt").write_text("garbage\n")
+    with pytest.raises(VitsearchError) as caught:
+        train(data, tmp_path / "out", resume=True)
+    message = str(caught.value)
+    assert re.fullmatch(r"the checkpoint .*state.pt is damaged: start again without --resume \(and with "
+                        r"--overwrite\), or remove .*checkpoint", message), message
+    assert "weights_only" not in message  # torch's paragraphs advised loading it unsafely
 
 
 def test_a_checkpoint_that_predates_the_data_fingerprint_still_resumes(tmp_path, data, tiny_models):

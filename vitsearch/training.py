@@ -372,10 +372,7 @@ class _Run:
         self.saved_at = time.monotonic()
 
     def load_state(self) -> None:
-        try:
-            state = torch.load(self.state_path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a damaged checkpoint: say so
-            raise VitsearchError(f"cannot read the checkpoint {self.state_path}: {exc}") from None
+        state = _read_state(self.state_path, self.device)
         then, now = state["data"], self.data_signature()
         if any(then[key] != now[key] for key in ("images", "classes", "train")):
             raise VitsearchError(
@@ -662,14 +659,26 @@ def _epoch_line(record: dict, epochs: int) -> str:
             f"({record['seconds']:.0f}s, {record['images_per_second'] or 0:.1f} img/s)")
 
 
+def _read_state(path: Path, device: str = "cpu") -> dict:
+    """The training state in ``path``; one line when it cannot be read (torch's own message is paragraphs,
+    and advises loading the file unsafely)."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or "options" not in state:
+            raise ValueError("not a training state")
+        return state
+    except OSError as exc:
+        raise VitsearchError(f"cannot read the checkpoint {path}: {exc.strerror or exc}") from None
+    except Exception:  # noqa: BLE001 - any other failure: the file is not what a run wrote
+        raise VitsearchError(f"the checkpoint {path} is damaged: start again without --resume (and with "
+                             f"--overwrite), or remove {path.parent}") from None
+
+
 def _resume_options(out: Path, given: dict) -> TrainOptions:
     path = out / CHECKPOINT_DIR / STATE_FILE
     if not path.is_file():
         raise VitsearchError(f"nothing to resume: {path} does not exist")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)["options"]
-    except Exception as exc:  # noqa: BLE001
-        raise VitsearchError(f"cannot read the checkpoint {path}: {exc}") from None
+    saved = _read_state(path)["options"]
     for key, value in given.items():
         if key not in _RESUMABLE_CHANGES and key in saved and saved[key] != value:
             raise UsageError(f"--resume continues the interrupted run as it was; {key} was {saved[key]!r}, not {value!r}")
