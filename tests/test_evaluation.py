@@ -9,7 +9,7 @@ import pytest
 from helpers import SAMPLES, labelled_folder
 
 from vitsearch.data import read_images
-from vitsearch.errors import VitsearchError
+from vitsearch.errors import UsageError, VitsearchError
 from vitsearch.evaluation import evaluate, near_dup_recall, retrieval_metrics, sample
 
 
@@ -153,3 +153,17 @@ def test_images_beside_class_folders_are_reported_and_used_by_the_near_duplicate
     report = evaluate(str(tmp_path), model=bundled_encoder, k=1, near_dup=True)
     assert report.n == 4 and report.metrics["precision_at_1"] == 1.0
     assert report.near_dup["copies"] == 7 * 6  # every image, each copied once per edit
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"limit": 2.5}, "limit must be a whole number"),  # was a TypeError
+        ({"limit": 1}, "limit must be at least 2"),
+        ({"num_workers": -1}, "num_workers must be at least 0"),  # was a ValueError from the data loader
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+    ],
+)
+def test_bad_arguments_are_usage_errors_before_any_work(tmp_path, options, message):
+    with pytest.raises(UsageError, match=message):  # before the data (which does not exist) is read
+        evaluate(str(tmp_path / "no-such-folder"), **options)

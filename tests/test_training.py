@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from vitsearch.checkpoint import RECORD_FILE, load_spec
 from vitsearch.embed import Encoder
-from vitsearch.errors import ModelError, VitsearchError
+from vitsearch.errors import ModelError, UsageError, VitsearchError
 from vitsearch.model import load_backbone
 from vitsearch.training import (
     CHECKPOINT_DIR,
@@ -263,11 +263,14 @@ def test_train_under_torchrun_is_refused(tmp_path, data, monkeypatch):
         ({"lr": float("nan")}, "lr must be a finite number, not nan"),  # was taken: NaN passes every bound
         ({"temperature": float("inf")}, "temperature must be a finite number"),
         ({"warmup": float("nan")}, "warmup must be a finite number"),
+        ({"num_workers": -1}, "num_workers must be at least 0"),  # was a ValueError once the model had loaded
+        ({"base": 5}, "base must be a string, not 5"),  # was a TypeError
     ],
 )
 def test_bad_options(tmp_path, data, options, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UsageError, match=message):
         train(data, tmp_path / "o", **options)
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_run_that_diverges_stops_at_once_and_leaves_no_unfinishable_checkpoint(tmp_path, data, tiny_models, monkeypatch):

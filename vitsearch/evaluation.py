@@ -246,6 +246,10 @@ def evaluate(
     from .embed import Encoder
 
     k = check_count(k, "k")
+    limit = None if limit is None else check_count(limit, "limit", 2)
+    batch_size = None if batch_size is None else check_count(batch_size, "batch_size")
+    num_workers = None if num_workers is None else check_count(num_workers, "num_workers", 0)
+    seed = check_count(seed, "seed", low=-(2**63))
     started = time.perf_counter()
     images = data if isinstance(data, ImageSet) else read_images(data)
     if not images.labelled and not near_dup:

@@ -77,11 +77,11 @@ class TrainOptions:
     save_dtype: str = _option("fp32", "Precision of the saved weights.", choices=SAVE_DTYPES)
     device: str | None = _option("auto")
     precision: str | None = _option("auto")
-    num_workers: int | None = _option(None)
+    num_workers: int | None = _option(None, min=0)
     keep_checkpoint: bool = _option(False, "Keep the training state in OUT/checkpoint after the run.", flag=True)
 
     def _check_declared(self) -> None:
-        """Each field's type (a whole number for an int field) and the bounds its option declares, as
+        """Each field's type (a whole number for an int field, a string for a str field) and the bounds its option declares, as
         the command line enforces them: the Python API gets the same checks."""
         import numbers
         from dataclasses import fields
@@ -95,6 +95,8 @@ class TrainOptions:
                 raise UsageError(f"{f.name} must be a whole number, not {value!r}")
             if f.type in ("float", "float | None") and not number:
                 raise UsageError(f"{f.name} must be a number, not {value!r}")
+            if f.type in ("str", "str | None") and not isinstance(value, str):
+                raise UsageError(f"{f.name} must be a string, not {value!r}")
             if not number:
                 continue
             if not math.isfinite(value):
