@@ -90,6 +90,20 @@ def test_sample_is_balanced_and_reproducible(tmp_path):
     assert sample(data, None) is data
 
 
+@pytest.mark.parametrize("limit", [5, 10, 13, 50, 119])
+def test_a_limit_samples_exactly_that_many_images_still_balanced(limit):
+    from vitsearch.data import ImageSet
+
+    counts = (30, 30, 30, 30) if limit != 13 else (50, 30, 20, 20)
+    labels = [c for c, n in enumerate(counts) for _ in range(n)]
+    data = ImageSet("d", [f"{i}.png" for i in range(len(labels))], labels, ["a", "b", "c", "d"])
+    got = sample(data, limit, seed=1)
+    assert len(got) == limit  # was 8 for 10, 48 for 50: each class's share rounded down
+    per_class = list(got.class_counts().values())
+    share = [n * limit / len(data) for n in counts]
+    assert all(abs(have - want) < 1 for have, want in zip(per_class, share)) or limit < 2 * len(counts)
+
+
 def test_evaluate_a_labelled_folder(tmp_path, tiny_models):
     data = labelled_folder(tmp_path / "d", per_class=4)
     (data / "hstripes" / "broken.png").write_bytes(b"not a png")
