@@ -265,6 +265,8 @@ def test_train_under_torchrun_is_refused(tmp_path, data, monkeypatch):
         ({"warmup": float("nan")}, "warmup must be a finite number"),
         ({"num_workers": -1}, "num_workers must be at least 0"),  # was a ValueError once the model had loaded
         ({"base": 5}, "base must be a string, not 5"),  # was a TypeError
+        ({"loss": "supcon", "batch_size": 1}, "supcon compares the images of a batch"),  # trained with loss 0
+        ({"instance_weight": 1.0, "batch_size": 1}, "the instance term compares"),
     ],
 )
 def test_bad_options(tmp_path, data, options, message):

@@ -266,6 +266,9 @@ class _Run:
         if self.loss_name != "infonce" and not data.labelled:
             raise VitsearchError(f"loss {self.loss_name!r} needs labels, and {data.source} has none; use infonce")
         self.labelled = self.loss_name != "infonce"
+        if opts.batch_size < 2 and (self.loss_name != "normsoftmax" or opts.instance_weight > 0):
+            term = self.loss_name if self.loss_name != "normsoftmax" else "the instance term"
+            raise UsageError(f"{term} compares the images of a batch with each other: batch_size must be at least 2")
         val_fraction = opts.val_fraction if data.labelled else 0.0
         self.train_idx, self.val_idx = split(data, val_fraction, opts.seed)
         self.files = files_digest(data)
