@@ -81,8 +81,9 @@ class TrainOptions:
     keep_checkpoint: bool = _option(False, "Keep the training state in OUT/checkpoint after the run.", flag=True)
 
     def _check_declared(self) -> None:
-        """Each field's type (a whole number for an int field, a string for a str field) and the bounds its option declares, as
-        the command line enforces them: the Python API gets the same checks."""
+        """Each field's type (a whole number for an int field, a string for a str field, a finite number for
+        a number) and the bounds its option declares, as the command line enforces them: the Python API gets
+        the same checks."""
         import numbers
         from dataclasses import fields
 

@@ -145,7 +145,7 @@ def _fresh_epoch() -> dict:
 def files_digest(data: ImageSet) -> str:
     """sha256 over every image's path (relative to the data's folder), class, size and modification time:
     what tells a run's data from other files of the same counts and class names (two class folders swapped)."""
-    root = data.source if os.path.isdir(data.source) else os.path.dirname(data.source)
+    root = data.source if os.path.isdir(data.source) else os.path.dirname(data.source) or os.curdir
     digest = hashlib.sha256()
     for path, label in zip(data.paths, data.labels):
         try:
@@ -558,10 +558,10 @@ class _Run:
                 if pixels is not None:
                     torch.manual_seed(_step_seed(opts.seed, self.epoch, b))
                     loss = self._loss(pixels, labels, positions)
-                    if not math.isfinite(loss.item()):
-                        self.diverged(f"epoch {self.epoch + 1}, batch {b + 1}: the loss is {loss.item()}")
+                    if not math.isfinite(value := loss.item()):
+                        self.diverged(f"epoch {self.epoch + 1}, batch {b + 1}: the loss is {value}")
                     (loss / opts.accumulate).backward()
-                    losses.append(loss.item())
+                    losses.append(value)
                     seen += len(pixels)
                 if (b + 1) % opts.accumulate and b + 1 < len(batches):
                     continue
