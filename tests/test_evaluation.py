@@ -9,7 +9,7 @@ import pytest
 from helpers import SAMPLES, labelled_folder
 
 from vitsearch.data import read_images
-from vitsearch.errors import VitsearchError
+from vitsearch.errors import UsageError, VitsearchError
 from vitsearch.evaluation import evaluate, near_dup_recall, retrieval_metrics, sample
 
 
@@ -90,6 +90,20 @@ def test_sample_is_balanced_and_reproducible(tmp_path):
     assert sample(data, None) is data
 
 
+@pytest.mark.parametrize("limit", [5, 10, 13, 50, 119])
+def test_a_limit_samples_exactly_that_many_images_still_balanced(limit):
+    from vitsearch.data import ImageSet
+
+    counts = (30, 30, 30, 30) if limit != 13 else (50, 30, 20, 20)
+    labels = [c for c, n in enumerate(counts) for _ in range(n)]
+    data = ImageSet("d", [f"{i}.png" for i in range(len(labels))], labels, ["a", "b", "c", "d"])
+    got = sample(data, limit, seed=1)
+    assert len(got) == limit  # was 8 for 10, 48 for 50: each class's share rounded down
+    per_class = list(got.class_counts().values())
+    share = [n * limit / len(data) for n in counts]
+    assert all(abs(have - want) < 1 for have, want in zip(per_class, share)) or limit < 2 * len(counts)
+
+
 def test_evaluate_a_labelled_folder(tmp_path, tiny_models):
     data = labelled_folder(tmp_path / "d", per_class=4)
     (data / "hstripes" / "broken.png").write_bytes(b"not a png")
@@ -153,3 +167,17 @@ def test_images_beside_class_folders_are_reported_and_used_by_the_near_duplicate
     report = evaluate(str(tmp_path), model=bundled_encoder, k=1, near_dup=True)
     assert report.n == 4 and report.metrics["precision_at_1"] == 1.0
     assert report.near_dup["copies"] == 7 * 6  # every image, each copied once per edit
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"limit": 2.5}, "limit must be a whole number"),  # was a TypeError
+        ({"limit": 1}, "limit must be at least 2"),
+        ({"num_workers": -1}, "num_workers must be at least 0"),  # was a ValueError from the data loader
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+    ],
+)
+def test_bad_arguments_are_usage_errors_before_any_work(tmp_path, options, message):
+    with pytest.raises(UsageError, match=message):  # before the data (which does not exist) is read
+        evaluate(str(tmp_path / "no-such-folder"), **options)

@@ -265,6 +265,18 @@ def test_the_teacher_sees_each_image_once_and_a_resumed_run_reuses_its_features(
     assert sum(seen) == trained
 
 
+def test_a_damaged_teacher_cache_is_computed_again(tmp_path, tiny_models):
+    data = labelled_folder(tmp_path / "data", per_class=4)
+    (tmp_path / "out" / CHECKPOINT_DIR).mkdir(parents=True)
+    (tmp_path / "out" / CHECKPOINT_DIR / TEACHER_FILE).write_text("garbage\n")  # was an UnpicklingError traceback
+    events = []
+    result = train(data, tmp_path / "out", base=str(tiny_models["vit"]), teacher=str(tiny_models["vit"]),
+                   progress=events.append, **{**FAST, "epochs": 1})
+    notes = [e.message for e in events if e.kind == "teacher"]
+    assert "cache" in notes[0] and "damaged" in notes[0] and "computing its rows again" in notes[0]
+    assert "\n" not in notes[0] and result.epochs == 1
+
+
 def test_an_ensemble_of_teachers_gives_each_one_centred_unit_rows_side_by_side(tmp_path, tiny_models):
     data = labelled_folder(tmp_path / "data", per_class=10)
     vit, clip = str(tiny_models["vit"]), str(tiny_models["clip"])
@@ -323,6 +335,7 @@ def test_distill_only_limits_the_term_to_matching_labels(tmp_path, tiny_models, 
         ({"teacher": "efficientnet-lite0", "distill_only": "(unclosed"}, "regular expression"),
         ({"distill_only": "^clipart/"}, "give a teacher"),
         ({"distill_bank": 64}, "give a teacher"),
+        ({"teacher_size": 224}, "give a teacher"),  # was silently ignored
         ({"teacher": "efficientnet-lite0", "distill_bank": -1}, "distill_bank"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from safetensors.torch import load_file
 
 from vitsearch.checkpoint import RECORD_FILE, load_spec
 from vitsearch.embed import Encoder
-from vitsearch.errors import ModelError, VitsearchError
+from vitsearch.errors import ModelError, UsageError, VitsearchError
 from vitsearch.model import load_backbone
 from vitsearch.training import (
     CHECKPOINT_DIR,
@@ -135,9 +136,40 @@ def test_resume_needs_a_checkpoint_and_the_same_data(tmp_path, data, tiny_models
 
     with pytest.raises(TrainingInterrupted):
         train(data, tmp_path / "out", base=str(tiny_models["vit"]), progress=stop, **FAST)
+    (data / "checks").rename(data / "swap")  # two classes' folders swapped: the same counts and class names
+    (data / "hstripes").rename(data / "checks")
+    (data / "swap").rename(data / "hstripes")
+    with pytest.raises(VitsearchError, match="data changed .* other files"):  # it resumed on other data
+        train(data, tmp_path / "out", resume=True)
     photo(9).save(data / "checks" / "new.png")
     with pytest.raises(VitsearchError, match="data changed"):
         train(data, tmp_path / "out", resume=True)
+
+
+def test_a_damaged_checkpoint_is_one_line_that_says_how_to_start_again(tmp_path, data):
+    (tmp_path / "out" / CHECKPOINT_DIR).mkdir(parents=True)
+    (tmp_path / "out" / CHECKPOINT_DIR / "state.pt").write_text("garbage\n")
+    with pytest.raises(VitsearchError) as caught:
+        train(data, tmp_path / "out", resume=True)
+    message = str(caught.value)
+    assert re.fullmatch(r"the checkpoint .*state.pt is damaged: start again without --resume \(and with "
+                        r"--overwrite\), or remove .*checkpoint", message), message
+    assert "weights_only" not in message  # torch's paragraphs advised loading it unsafely
+
+
+def test_a_checkpoint_that_predates_the_data_fingerprint_still_resumes(tmp_path, data, tiny_models):
+    def stop(event):
+        if event.kind == "step":
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with pytest.raises(TrainingInterrupted):
+        train(data, out, base=str(tiny_models["vit"]), progress=stop, **{**FAST, "epochs": 1})
+    path = out / CHECKPOINT_DIR / "state.pt"
+    state = torch.load(path, weights_only=True)
+    del state["data"]["files"]  # what vitsearch wrote before it recorded the files
+    torch.save(state, path)
+    assert train(data, out, resume=True).epochs == 1
 
 
 def test_out_must_be_free(tmp_path, data, tiny_models):
@@ -148,6 +180,68 @@ def test_out_must_be_free(tmp_path, data, tiny_models):
     assert (tmp_path / "full" / "x").read_text() == "keep me"
     with pytest.raises(ValueError, match="unknown training option"):
         train(data, tmp_path / "o", learning_rate=1)
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, data, tiny_models, monkeypatch):
+    import builtins
+    import errno
+
+    (tmp_path / "file").write_text("a file")
+    events = []
+    with pytest.raises(VitsearchError, match=r"cannot write the model to .*file/sub \(.*Not a directory\)"):
+        train(data, tmp_path / "file" / "sub", base=str(tiny_models["vit"]), progress=events.append, **FAST)
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_open = builtins.open
+
+    def read_only_open(file, mode="r", *args, **kwargs):  # the tests run as root: a chmod would not stop them
+        if str(file).startswith(str(locked)) and any(c in mode for c in "wax+"):
+            raise OSError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", read_only_open)
+    with pytest.raises(VitsearchError, match=r"cannot write the model to .*locked \(.*Permission denied\)") as caught:
+        train(data, locked, base=str(tiny_models["vit"]), progress=events.append, **FAST)
+    assert "\n" not in str(caught.value) and not events  # refused before the model was loaded or a step taken
+    assert os.listdir(locked) == []  # and the checkpoint folder made to try is gone
+
+
+def test_validation_k_is_capped_by_the_held_out_class_size_so_a_perfect_model_scores_1(tmp_path, tiny_models):
+    data = labelled_folder(tmp_path / "data", per_class=20)  # 20 % held out: 4 images a class, 3 others each
+    result = train(data, tmp_path / "out", base=str(tiny_models["vit"]), **{**FAST, "epochs": 1, "val_k": 7})
+    val = result.history[0]["val"]
+    assert val["k"] == 3  # was 7: capped by the 12 held-out images only, so P@7 could not pass 3/7
+    assert "P@3" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_every_broken_image_is_listed_also_those_held_out(tmp_path, tiny_models):
+    data = labelled_folder(tmp_path / "data", per_class=4)
+    broken = {str(data / name / "broken.png") for name in ("hstripes", "vstripes", "checks")}
+    for path in broken:
+        with open(path, "wb") as fh:
+            fh.write(b"\x89PNG\r\n\x1a\n garbage")
+    result = train(data, tmp_path / "out", base=str(tiny_models["vit"]), **{**FAST, "epochs": 1, "val_fraction": 0.5})
+    assert {f.path for f in result.failed} == broken  # those in the validation split were not listed
+
+
+def test_fine_tuning_a_model_folder_in_place_is_refused_up_front(tmp_path, data, tiny_models):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_models["vit"], folder)
+    before = weights(folder)
+    with pytest.raises(ValueError, match="the base model and --out are the same folder"):  # was SameFileError at the end
+        train(data, folder, base=str(folder) + "/", overwrite=True, **FAST)
+    assert sorted(weights(folder)) == sorted(before) and all(torch.equal(weights(folder)[k], before[k]) for k in before)
+    assert not (folder / CHECKPOINT_DIR).exists()
+
+
+def test_train_under_torchrun_is_refused(tmp_path, data, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets in each process
+    with pytest.raises(ValueError, match=r"under torchrun \(WORLD_SIZE=2\) every process would train"):
+        train(data, tmp_path / "out", **FAST)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
@@ -166,11 +260,79 @@ def test_out_must_be_free(tmp_path, data, tiny_models):
         ({"temperature": 0.0}, "temperature must be more than 0"),  # was taken as "the default"
         ({"epochs": 1.5}, "epochs must be a whole number"),
         ({"augment": "heavy"}, "unknown augmentation"),
+        ({"lr": float("nan")}, "lr must be a finite number, not nan"),  # was taken: NaN passes every bound
+        ({"temperature": float("inf")}, "temperature must be a finite number"),
+        ({"warmup": float("nan")}, "warmup must be a finite number"),
+        ({"num_workers": -1}, "num_workers must be at least 0"),  # was a ValueError once the model had loaded
+        ({"base": 5}, "base must be a string, not 5"),  # was a TypeError
+        ({"loss": "supcon", "batch_size": 1}, "supcon compares the images of a batch"),  # trained with loss 0
+        ({"instance_weight": 1.0, "batch_size": 1}, "the instance term compares"),
     ],
 )
 def test_bad_options(tmp_path, data, options, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UsageError, match=message):
         train(data, tmp_path / "o", **options)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_run_that_diverges_stops_at_once_and_leaves_no_unfinishable_checkpoint(tmp_path, data, tiny_models, monkeypatch):
+    import vitsearch.training
+
+    real_loss = vitsearch.training._Run._loss
+    calls = []
+
+    def diverging_loss(self, *args):
+        calls.append(1)
+        loss = real_loss(self, *args)
+        return loss * float("nan") if len(calls) >= 5 else loss  # the fifth batch: epoch 2 (3 batches an epoch)
+
+    monkeypatch.setattr(vitsearch.training._Run, "_loss", diverging_loss)
+    out = tmp_path / "out"
+    events = []
+    with pytest.raises(VitsearchError, match=r"^training diverged in epoch 2, batch 2: the loss is nan; "
+                                             r"lower --lr \(it was 0.001\)$"):
+        train(data, out, base=str(tiny_models["vit"]), progress=events.append, **FAST)
+    assert len(calls) == 5 and sum(e.kind == "epoch" for e in events) == 1  # no further step, no epoch line
+    assert not (out / CHECKPOINT_DIR).exists()  # epoch 1's checkpoint is gone: resuming it would diverge again
+    monkeypatch.setattr(vitsearch.training._Run, "_loss", real_loss)
+    assert train(data, out, base=str(tiny_models["vit"]), **FAST).epochs == 3  # the same command runs again
+
+    def stop(event):
+        if event.kind == "step":
+            raise KeyboardInterrupt
+
+    other = tmp_path / "resumed"
+    with pytest.raises(TrainingInterrupted):
+        train(data, other, base=str(tiny_models["vit"]), progress=stop, **FAST)
+    calls.clear()
+    monkeypatch.setattr(vitsearch.training._Run, "_loss", diverging_loss)
+    with pytest.raises(VitsearchError, match="diverged in epoch 2, batch 3: .* the checkpoint in .* is kept"):
+        train(data, other, resume=True)
+    # a resumed run's checkpoint is the user's: kept, at its last good save (the end of epoch 1)
+    assert torch.load(other / CHECKPOINT_DIR / "state.pt", weights_only=True)["epoch"] == 1
+
+
+def test_weights_that_are_not_finite_are_named_so_when_saving(tmp_path, tiny_models):
+    from vitsearch.model import save_backbone
+
+    backbone = load_backbone(load_spec(str(tiny_models["vit"])))
+    with torch.no_grad():
+        next(backbone.parameters()).fill_(float("nan"))
+    with pytest.raises(ModelError, match="holds NaN or infinite values"):  # was "cannot save in float32 … overflows it"
+        save_backbone(backbone, str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("kind", ["vit", "clip"])  # the built-in core's writer and transformers' save_pretrained
+def test_saved_weights_are_readable_by_others_as_the_umask_allows(tmp_path, tiny_models, kind):
+    from vitsearch.model import save_backbone
+
+    previous = os.umask(0o022)
+    try:
+        save_backbone(load_backbone(load_spec(str(tiny_models[kind]))), str(tmp_path / "out"))
+    finally:
+        os.umask(previous)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "out").iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"] == "0o644", modes  # safetensors wrote 0o600
 
 
 def test_training_at_another_resolution_resamples_positions(tmp_path, data, tiny_models):

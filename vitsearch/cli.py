@@ -827,7 +827,9 @@ def train(ctx, data, out, resume, overwrite, as_json, options):
     val = last.get("val")
     summary = f"saved {result.out} ({result.epochs} epochs, {result.steps} steps, {result.seconds:.0f}s"
     if val:
-        summary += f"; validation P@1 {val['precision_at_1']:.4f}, P@{val['k']} {val['precision_at_k']:.4f}"
+        summary += f"; validation P@1 {val['precision_at_1']:.4f}"
+        if val["k"] > 1:
+            summary += f", P@{val['k']} {val['precision_at_k']:.4f}"
     click.echo(summary + ")")
 
 

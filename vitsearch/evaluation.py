@@ -14,6 +14,7 @@ Queries alone in their class (R = 0) are left out and counted.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -143,7 +144,7 @@ class EvalReport:
 
 
 def sample(data: ImageSet, limit: int | None, seed: int = 0) -> ImageSet:
-    """At most ``limit`` images, the same share of each class, chosen reproducibly."""
+    """``limit`` images (all of them when there are fewer), the same share of each class, chosen reproducibly."""
     if limit is None or limit >= len(data):
         return data
     if limit < 2:
@@ -156,10 +157,16 @@ def sample(data: ImageSet, limit: int | None, seed: int = 0) -> ImageSet:
     by_class: dict[int, list[int]] = {}
     for i in order:
         by_class.setdefault(data.labels[i], []).append(i)
-    share = limit / len(data)
-    chosen = [i for members in by_class.values() for i in members[: max(2, round(len(members) * share))]]
+    # each class its share, rounded down, at least two (a query needs a classmate); the images left over
+    # go one each to the classes whose share lost most in the rounding, so that there are exactly ``limit``
+    share = {label: len(members) * limit / len(data) for label, members in by_class.items()}
+    take = {label: min(len(by_class[label]), max(2, math.floor(share[label]))) for label in by_class}
+    while sum(take.values()) < limit:
+        label = max((c for c in by_class if take[c] < len(by_class[c])), key=lambda c: share[c] - take[c])
+        take[label] += 1
+    chosen = [i for label, members in by_class.items() for i in members[: take[label]]]
     rng.shuffle(chosen)
-    return data.subset(sorted(chosen[:limit]))
+    return data.subset(sorted(chosen[:limit]))  # more than limit only when two a class do not fit
 
 
 def embed_set(encoder: Encoder, paths: list[str], progress: Callback | None = None) -> tuple[np.ndarray, list[int], list[Failure]]:
@@ -246,6 +253,10 @@ def evaluate(
     from .embed import Encoder
 
     k = check_count(k, "k")
+    limit = None if limit is None else check_count(limit, "limit", 2)
+    batch_size = None if batch_size is None else check_count(batch_size, "batch_size")
+    num_workers = None if num_workers is None else check_count(num_workers, "num_workers", 0)
+    seed = check_count(seed, "seed", low=-(2**63))
     started = time.perf_counter()
     images = data if isinstance(data, ImageSet) else read_images(data)
     if not images.labelled and not near_dup:

@@ -156,20 +156,29 @@ def save_backbone(backbone: VitBackbone, out: str, dtype: torch.dtype = torch.fl
     if not core and not hasattr(model, "save_pretrained"):
         raise ModelError(f"{type(model).__name__} cannot be saved with save_pretrained")
     state = vit.checkpoint_state(model) if core else model.state_dict()
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelError(f"cannot save the model: {bad[0]} holds NaN or infinite values (did training diverge?)")
     state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in state.items()}
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ModelError(f"cannot save in {dtype}: {bad[0]} overflows it (save in float32 instead)")
     if core:
         vit.save_pretrained(model, out, state, dtype)
-        return
-    from transformers.utils import logging as hf_logging
+    else:
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    model.save_pretrained(out, state_dict=state)  # safetensors by default
-    # transformers names the dtype of the model in memory (float32), not of the weights it wrote
-    config = Path(out) / "config.json"
-    write_json(config, vit.with_dtype(json.loads(config.read_text(encoding="utf-8")), dtype))
+        hf_logging.disable_progress_bar()
+        model.save_pretrained(out, state_dict=state)  # safetensors by default
+        # transformers names the dtype of the model in memory (float32), not of the weights it wrote
+        config = Path(out) / "config.json"
+        write_json(config, vit.with_dtype(json.loads(config.read_text(encoding="utf-8")), dtype))
+    # safetensors writes owner-only files (0600): give them the umask's usual mode, like every other file
+    # here, so that another user (a container's) can read a model folder it is given
+    umask = os.umask(0)
+    os.umask(umask)
+    for weights in Path(out).glob("*.safetensors"):
+        os.chmod(weights, 0o666 & ~umask)
 
 
 def save_model(

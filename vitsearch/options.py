@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -76,12 +77,13 @@ class TrainOptions:
     save_dtype: str = _option("fp32", "Precision of the saved weights.", choices=SAVE_DTYPES)
     device: str | None = _option("auto")
     precision: str | None = _option("auto")
-    num_workers: int | None = _option(None)
+    num_workers: int | None = _option(None, min=0)
     keep_checkpoint: bool = _option(False, "Keep the training state in OUT/checkpoint after the run.", flag=True)
 
     def _check_declared(self) -> None:
-        """Each field's type (a whole number for an int field) and the bounds its option declares, as
-        the command line enforces them: the Python API gets the same checks."""
+        """Each field's type (a whole number for an int field, a string for a str field, a finite number for
+        a number) and the bounds its option declares, as the command line enforces them: the Python API gets
+        the same checks."""
         import numbers
         from dataclasses import fields
 
@@ -94,8 +96,12 @@ class TrainOptions:
                 raise UsageError(f"{f.name} must be a whole number, not {value!r}")
             if f.type in ("float", "float | None") and not number:
                 raise UsageError(f"{f.name} must be a number, not {value!r}")
+            if f.type in ("str", "str | None") and not isinstance(value, str):
+                raise UsageError(f"{f.name} must be a string, not {value!r}")
             if not number:
                 continue
+            if not math.isfinite(value):
+                raise UsageError(f"{f.name} must be a finite number, not {value}")
             low, high = meta.get("min"), meta.get("max")
             if low is not None and (value < low or (meta.get("min_open") and value == low)):
                 raise UsageError(f"{f.name} must be {'more than' if meta.get('min_open') else 'at least'} {low}, "
@@ -125,6 +131,8 @@ class TrainOptions:
                 re.compile(self.distill_only)
             except re.error as exc:
                 raise UsageError(f"distill_only is not a regular expression: {exc}") from None
+        if self.teacher_size is not None and not self.teacher:
+            raise UsageError("teacher_size is the resolution a teacher sees: give a teacher too")
         if self.distill_bank and not self.teacher:
             raise UsageError("distill_bank holds neighbours for a teacher's term: give a teacher too")
         if self.augment is not None and self.augment not in AUGMENTS:

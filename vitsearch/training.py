@@ -35,6 +35,7 @@ saves is a ``save_pretrained`` directory that every command accepts with ``--mod
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -59,6 +60,7 @@ from .augment import train_views
 from .checkpoint import ModelSpec, load_spec
 from .data import ImageSet, read_images, split
 from .device import Normalise, autocast, choose_device, choose_precision, default_workers
+from .distributed import world_size_from_env
 from .embed import Encoder, worker_init
 from .errors import ImageError, TrainingInterrupted, UsageError, VitsearchError
 from .evaluation import embed_set, retrieval_metrics
@@ -138,6 +140,22 @@ def _collate(items):
 
 def _fresh_epoch() -> dict:
     return {"losses": [], "seen": 0, "seconds": 0.0}
+
+
+def files_digest(data: ImageSet) -> str:
+    """sha256 over every image's path (relative to the data's folder), class, size and modification time:
+    what tells a run's data from other files of the same counts and class names (two class folders swapped)."""
+    root = data.source if os.path.isdir(data.source) else os.path.dirname(data.source) or os.curdir
+    digest = hashlib.sha256()
+    for path, label in zip(data.paths, data.labels):
+        try:
+            st = os.stat(path)
+            stamp = f"{st.st_size} {st.st_mtime_ns}"
+        except OSError:
+            stamp = "unreadable"
+        name = data.classes[label] if label >= 0 else ""
+        digest.update(f"{os.path.relpath(path, root)}\0{name}\0{stamp}\n".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -248,8 +266,12 @@ class _Run:
         if self.loss_name != "infonce" and not data.labelled:
             raise VitsearchError(f"loss {self.loss_name!r} needs labels, and {data.source} has none; use infonce")
         self.labelled = self.loss_name != "infonce"
+        if opts.batch_size < 2 and (self.loss_name != "normsoftmax" or opts.instance_weight > 0):
+            term = self.loss_name if self.loss_name != "normsoftmax" else "the instance term"
+            raise UsageError(f"{term} compares the images of a batch with each other: batch_size must be at least 2")
         val_fraction = opts.val_fraction if data.labelled else 0.0
         self.train_idx, self.val_idx = split(data, val_fraction, opts.seed)
+        self.files = files_digest(data)
         if len(self.train_idx) < 2:
             raise VitsearchError(f"{data.source} has {len(self.train_idx)} training image(s); at least 2 are needed")
         torch.manual_seed(opts.seed)
@@ -284,6 +306,7 @@ class _Run:
             self.optimizer, warmup_cosine(self.steps_per_epoch * opts.epochs, opts.warmup)
         )
         self.epoch, self.position, self.step = 0, 0, 0
+        self.resumed = False  # True once load_state has read a checkpoint
         self.saved_at = time.monotonic()
         self.history: list[dict] = []
         # the epoch under way, so far: its step losses, images and seconds (a resumed epoch's line
@@ -309,9 +332,25 @@ class _Run:
         return self.out / CHECKPOINT_DIR / STATE_FILE
 
     def data_signature(self) -> dict:
-        return {"images": len(self.data), "classes": list(self.data.classes), "train": len(self.train_idx)}
+        return {"images": len(self.data), "classes": list(self.data.classes), "train": len(self.train_idx),
+                "files": self.files}
+
+    def diverged(self, where: str) -> None:
+        """Stop a run whose loss or weights are no longer finite. Its checkpoint cannot help (a resume takes
+        the same steps again, and cannot lower the learning rate): a new run's is removed, so the same
+        command with a lower ``lr`` starts again; a resumed run's is left as it was at its last save."""
+        advice = f"lower --lr (it was {self.base_lr:g})"
+        if self.resumed:
+            advice += f"; the checkpoint in {self.state_path.parent} is kept (start again with --overwrite)"
+        else:
+            self.state_path.unlink(missing_ok=True)  # the teacher's cache stays: it does not depend on lr
+            if self.state_path.parent.is_dir() and not any(self.state_path.parent.iterdir()):
+                self.state_path.parent.rmdir()
+        raise VitsearchError(f"training diverged in {where}; {advice}")
 
     def save_state(self) -> None:
+        if not all(torch.isfinite(p).all() for p in self.backbone.parameters()):
+            self.diverged(f"epoch {self.epoch + 1}: the weights hold NaN or infinite values")
         state = {
             "vitsearch_version": __version__,
             "options": dataclasses.asdict(self.opts),
@@ -326,22 +365,29 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
         }
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_path)
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, tmp)
+            os.replace(tmp, self.state_path)
+        except OSError as exc:  # a disk that filled up during the run
+            raise VitsearchError(f"cannot write the checkpoint {self.state_path}: {exc.strerror or exc}") from None
         self.saved_at = time.monotonic()
 
     def load_state(self) -> None:
-        try:
-            state = torch.load(self.state_path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a damaged checkpoint: say so
-            raise VitsearchError(f"cannot read the checkpoint {self.state_path}: {exc}") from None
-        if state["data"] != self.data_signature():
+        state = _read_state(self.state_path, self.device)
+        then, now = state["data"], self.data_signature()
+        if any(then[key] != now[key] for key in ("images", "classes", "train")):
             raise VitsearchError(
                 f"the data changed since the checkpoint in {self.out} was written "
-                f"({state['data']['images']} images then, {len(self.data)} now); resume needs the same data"
+                f"({then['images']} images then, {len(self.data)} now); resume needs the same data"
             )
+        if then.get("files", self.files) != self.files:  # a checkpoint from before vitsearch recorded it: not known
+            raise VitsearchError(
+                f"the data changed since the checkpoint in {self.out} was written (the same counts and classes, "
+                "but other files: renamed, changed, or in another class); resume needs the same data"
+            )
+        self.resumed = True
         self.backbone.load_state_dict(state["backbone"])
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -416,8 +462,14 @@ class _Run:
         key = {"teacher": self.opts.teacher, "size": self.opts.teacher_size, "data": self.data_signature(),
                "train_images": images.hexdigest()}
         if self.teacher_path.is_file():
-            cached = torch.load(self.teacher_path, map_location="cpu", weights_only=True)
-            if json.loads(cached["key"]) == key:
+            try:
+                cached = torch.load(self.teacher_path, map_location="cpu", weights_only=True)
+                found = json.loads(cached["key"]) == key and len(cached["rows"]) == len(self.train_idx)
+            except Exception:  # noqa: BLE001 - only a cache: a damaged one is computed again
+                emit(self.progress, "teacher", message=f"the teacher's cache {self.teacher_path} is damaged: "
+                                                       "computing its rows again")
+                found = False
+            if found:
                 self.teacher_rows = cached["rows"]
                 return
         parts = [self._teacher_rows(name.strip()) for name in self.opts.teacher.split(",")]
@@ -467,10 +519,16 @@ class _Run:
                 self.backbone, spec, device=self.device, precision=self.precision,
                 batch_size=max(self.opts.batch_size, 32), num_workers=self.opts.num_workers,
             )
-            vectors, kept, _ = embed_set(encoder, val.paths)
-            if len(kept) < 2 or len({val.labels[i] for i in kept}) == len(kept):
+            vectors, kept, failed = embed_set(encoder, val.paths)
+            for failure in failed:
+                self.failed.setdefault(failure.path, failure)
+            labels = [val.labels[i] for i in kept]
+            largest = max(collections.Counter(labels).values(), default=0)
+            if largest < 2:
                 return None
-            metrics = retrieval_metrics(vectors, [val.labels[i] for i in kept], min(self.opts.val_k, len(kept) - 1))
+            # k at most the others of the largest held-out class: with 2-3 held-out images a class, P@10 could
+            # not pass 0.2 even for a perfect model
+            metrics = retrieval_metrics(vectors, labels, min(self.opts.val_k, largest - 1))
         finally:
             self.backbone.train()
         return {key: metrics[key] for key in ("k", "precision_at_1", "precision_at_k", "recall_at_k", "map_at_r")}
@@ -500,8 +558,10 @@ class _Run:
                 if pixels is not None:
                     torch.manual_seed(_step_seed(opts.seed, self.epoch, b))
                     loss = self._loss(pixels, labels, positions)
+                    if not math.isfinite(value := loss.item()):
+                        self.diverged(f"epoch {self.epoch + 1}, batch {b + 1}: the loss is {value}")
                     (loss / opts.accumulate).backward()
-                    losses.append(loss.item())
+                    losses.append(value)
                     seen += len(pixels)
                 if (b + 1) % opts.accumulate and b + 1 < len(batches):
                     continue
@@ -588,8 +648,9 @@ class _Run:
              "`vitsearch index --model DIR` or `AutoModel.from_pretrained(DIR)`."),
         ]
         if val:
+            pk = f"P@{val['k']} {val['precision_at_k']:.3f}, " if val["k"] > 1 else ""
             lines += ["", (f"Validation ({len(self.val_idx)} held-out images): P@1 {val['precision_at_1']:.3f}, "
-                           f"P@{val['k']} {val['precision_at_k']:.3f}, mAP@R {val['map_at_r']:.3f}.")]
+                           f"{pk}mAP@R {val['map_at_r']:.3f}.")]
         return "\n".join(lines) + "\n"
 
 
@@ -601,18 +662,50 @@ def _epoch_line(record: dict, epochs: int) -> str:
             f"({record['seconds']:.0f}s, {record['images_per_second'] or 0:.1f} img/s)")
 
 
+def _read_state(path: Path, device: str = "cpu") -> dict:
+    """The training state in ``path``; one line when it cannot be read (torch's own message is paragraphs,
+    and advises loading the file unsafely)."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or "options" not in state:
+            raise ValueError("not a training state")
+        return state
+    except OSError as exc:
+        raise VitsearchError(f"cannot read the checkpoint {path}: {exc.strerror or exc}") from None
+    except Exception:  # noqa: BLE001 - any other failure: the file is not what a run wrote
+        raise VitsearchError(f"the checkpoint {path} is damaged: start again without --resume (and with "
+                             f"--overwrite), or remove {path.parent}") from None
+
+
 def _resume_options(out: Path, given: dict) -> TrainOptions:
     path = out / CHECKPOINT_DIR / STATE_FILE
     if not path.is_file():
         raise VitsearchError(f"nothing to resume: {path} does not exist")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)["options"]
-    except Exception as exc:  # noqa: BLE001
-        raise VitsearchError(f"cannot read the checkpoint {path}: {exc}") from None
+    saved = _read_state(path)["options"]
     for key, value in given.items():
         if key not in _RESUMABLE_CHANGES and key in saved and saved[key] != value:
             raise UsageError(f"--resume continues the interrupted run as it was; {key} was {saved[key]!r}, not {value!r}")
     return TrainOptions(**{**saved, **{k: v for k, v in given.items() if k in _RESUMABLE_CHANGES}})
+
+
+def _check_writable(out: Path) -> None:
+    """Make ``out`` and its checkpoint folder and write a file in each, before any work: a folder that
+    cannot be written is one line now, not a traceback at the first checkpoint. Leaves nothing new behind."""
+    made = [p for p in (out / CHECKPOINT_DIR, out, *out.parents) if not p.exists()]
+    try:
+        try:
+            (out / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+            for folder in (out, out / CHECKPOINT_DIR):
+                probe = folder / f".write-test-{os.getpid()}"
+                with open(probe, "xb"):
+                    pass
+                probe.unlink()
+        finally:
+            for folder in made:  # deepest first
+                if folder.is_dir():
+                    folder.rmdir()
+    except OSError as exc:
+        raise VitsearchError(f"cannot write the model to {out} ({exc.filename or out}: {exc.strerror or exc})") from None
 
 
 def train(
@@ -638,10 +731,16 @@ def train(
         raise UsageError(f"unknown training option(s): {', '.join(sorted(unknown))}")
     out = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
     started = time.perf_counter()
-    if resume:
-        opts = _resume_options(out, options)
-    else:
-        opts = TrainOptions(**options)
+    world = world_size_from_env()
+    if world > 1:
+        raise UsageError(f"train runs in one process: under torchrun (WORLD_SIZE={world}) every process would train "
+                         "into the same folder; run it without torchrun (only index scales out)")
+    opts = _resume_options(out, options) if resume else TrainOptions(**options)
+    opts.check()
+    base = Path(os.path.expanduser(opts.base)) if opts.base else None
+    if base is not None and base.is_dir() and base.resolve() == out.resolve():
+        raise UsageError(f"the base model and --out are the same folder ({out}): save the trained model to another one")
+    if not resume:
         if (out / CHECKPOINT_DIR / STATE_FILE).is_file() and not overwrite:
             raise VitsearchError(f"{out} holds an interrupted run; resume it with --resume, or choose another --out")
         # a run killed before its first checkpoint leaves only the teacher's cache (keyed by the teachers
@@ -650,7 +749,7 @@ def train(
             raise VitsearchError(f"{out} is not empty; choose another --out (or --overwrite)")
         if out.exists() and not out.is_dir():
             raise VitsearchError(f"{out} exists and is not a folder")
-    opts.check()
+    _check_writable(out)
     images = data if isinstance(data, ImageSet) else read_images(data, labels=opts.labels)
     run = _Run(images, out, opts, progress)
     if resume:
