@@ -17,6 +17,7 @@ from helpers import labelled_folder, photo
 from safetensors.torch import load_file
 
 from vitsearch.checkpoint import RECORD_FILE, load_spec
+from vitsearch.data import read_images
 from vitsearch.embed import Encoder
 from vitsearch.errors import ModelError, UsageError, VitsearchError
 from vitsearch.model import load_backbone
@@ -223,6 +224,22 @@ def test_every_broken_image_is_listed_also_those_held_out(tmp_path, tiny_models)
             fh.write(b"\x89PNG\r\n\x1a\n garbage")
     result = train(data, tmp_path / "out", base=str(tiny_models["vit"]), **{**FAST, "epochs": 1, "val_fraction": 0.5})
     assert {f.path for f in result.failed} == broken  # those in the validation split were not listed
+
+
+def test_a_broken_image_that_no_epoch_draws_is_listed_too(tmp_path, tiny_models):
+    from vitsearch.training import _epoch_batches
+
+    data = labelled_folder(tmp_path / "data", per_class=4)
+    for name in ("hstripes", "vstripes", "checks"):
+        with open(data / name / "broken.png", "wb") as fh:
+            fh.write(b"\x89PNG\r\n\x1a\n garbage")
+    paths = read_images(data).paths
+    broken = {i for i, p in enumerate(paths) if p.endswith("broken.png")}
+    # one epoch of one batch of 8 from 15 images: the other 7 are a ragged tail no step decodes
+    seed = next(s for s in range(50) if broken - set(_epoch_batches(len(paths), 8, s, 0)[0]))
+    result = train(data, tmp_path / "out", base=str(tiny_models["vit"]),
+                   **{**FAST, "epochs": 1, "val_fraction": 0.0, "seed": seed})
+    assert {f.path for f in result.failed} == {paths[i] for i in broken}
 
 
 def test_fine_tuning_a_model_folder_in_place_is_refused_up_front(tmp_path, data, tiny_models):

@@ -603,6 +603,17 @@ class _Run:
             self.history.append(record)
             self.save_state()
             emit(self.progress, "epoch", info=record, message=_epoch_line(record, opts.epochs))
+        self.decode_undrawn()
+
+    def decode_undrawn(self) -> None:
+        """Decode the training images that no epoch drew (each drops its ragged tail), once, so that a broken
+        one among them is listed as skipped too. The epochs' batches follow from the seed: no state needed."""
+        n, opts = len(self.train_idx), self.opts
+        drawn = {i for e in range(opts.epochs) for batch in _epoch_batches(n, opts.batch_size, opts.seed, e) for i in batch}
+        undrawn = [i for i in range(n) if i not in drawn]
+        for _, _, _, failed in self._loader([undrawn]) if undrawn else ():
+            for failure in failed:
+                self.failed.setdefault(failure.path, failure)
 
     def save_model(self) -> None:
         record = {
