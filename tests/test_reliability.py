@@ -214,6 +214,11 @@ def test_a_connection_the_server_closed_is_opened_again(lite_server_uri, monkeyp
     channel pymilvus had cached: opening a store tries once more before it reports the server down."""
     import pymilvus
 
+    # a fresh cached channel to the server first: one that earlier tests left idle may have been closed by
+    # the server since (the very GOAWAY this test stands for), and the fake failure below would not replace it
+    warm = Store(lite_server_uri, "reopened")
+    warm.exists()
+    warm.close()
     real, calls = pymilvus.MilvusClient, []
 
     def closed_once(*args, **kwargs):
