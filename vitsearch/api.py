@@ -171,11 +171,9 @@ class VisualSearch:
         return self._encoder
 
     def _check_model(self) -> None:
-        meta = self.store.meta()
-        if meta is None:
+        if self.store.meta() is None:
             return
-        if not meta.get("fingerprint"):
-            raise _not_ours(self.store, "--collection")
+        meta = _model_record_of(self.store, "--collection")
         if self._spec is None and self.model_arg is None and not meta.get("bundled") and self._moved(meta["model"]):
             # the collection's own model, moved away: what needs no model (an unchanged re-index, a query
             # by an indexed image) goes on; what needs it is told where it was (see ``spec``)
@@ -300,7 +298,7 @@ class VisualSearch:
             if not dist.is_main:
                 self._spec = load_spec(model)
                 if reindex:
-                    old, self.store = self.store, self.store.sibling(self.store.collection + STAGING)
+                    old, self.store = self.store, self._staging_store()
         try:
             indexer = Indexer(self.store, lambda: self._encoder_for(early), batch_size=self.batch_size,
                               progress=progress, fetcher=fetcher)
@@ -320,8 +318,7 @@ class VisualSearch:
         ids: set[int] = set()
         if not self.store.exists():
             return kept, ids
-        if not (self.store.meta() or {}).get("fingerprint"):
-            raise _not_ours(self.store, "--collection")  # not vitsearch's rows: nothing to rebuild, nothing to drop
+        _model_record_of(self.store, "--collection")  # not vitsearch's rows: nothing to rebuild, nothing to drop
         for row in self.store.iter_rows(fields=["id", "path", "$meta"]):
             ids.add(row["id"])
             fields = fields_to_keep(row, from_feed=True)  # a feed's columns come from the feed again
@@ -332,10 +329,13 @@ class VisualSearch:
     def _staging(self, spec: ModelSpec) -> Store:
         """The collection a reindex builds (``<name>__reindex``) before it takes the old one's place. One
         left by a reindex of the same model that was stopped is kept: its rows are not embedded again."""
-        staging = self.store.sibling(self.store.collection + STAGING)
+        staging = self._staging_store()
         if staging.exists() and (staging.meta() or {}).get("fingerprint") != spec.fingerprint:
             staging.drop()
         return staging
+
+    def _staging_store(self) -> Store:
+        return self.store.sibling(self.store.collection + STAGING)
 
     def _replace(self, old: Store, old_ids: set[int]) -> int:
         """Put the collection a reindex built in the place of ``old``; returns how many of the rows of
@@ -605,10 +605,8 @@ class VisualSearch:
             4
         """
         self._require_collection()
-        meta = self.store.meta() or {}
-        if not meta.get("fingerprint"):
-            raise _not_ours(self.store, "--collection")
-        if not isinstance(uri, (str, os.PathLike)) or not os.fspath(uri) or not str(os.fspath(uri)).strip():
+        meta = _model_record_of(self.store, "--collection")
+        if not isinstance(uri, (str, os.PathLike)) or not str(os.fspath(uri)).strip():
             raise UsageError("give the store to copy into: a Milvus Lite file (.db) or a server URI")
         target = Store(os.fspath(uri), collection or self.store.collection, token=token)
         if _same_collection(self.store, target):
@@ -623,9 +621,7 @@ class VisualSearch:
             if summary.created:
                 target.create({key: value for key, value in meta.items() if key != "schema"})
             else:
-                there = target.meta() or {}
-                if not there.get("fingerprint"):
-                    raise _not_ours(target, "--to-collection")
+                there = _model_record_of(target, "--to-collection")
                 if there["fingerprint"] != meta["fingerprint"]:
                     raise ModelMismatchError(
                         f"collection {target.collection!r} in {target.uri} was indexed with another model "
@@ -721,11 +717,16 @@ def _replacing(target: Store, rows: list[dict]) -> None:
             new[stored["id"]].setdefault(name, None)
 
 
-def _not_ours(store: Store, option: str) -> StoreError:
-    return StoreError(
-        f"collection {store.collection!r} in {store.uri} was not created by vitsearch "
-        f"(it has no model record); choose another {option}"
-    )
+def _model_record_of(store: Store, option: str) -> dict:
+    """The model record of ``store``'s collection (which exists); a :class:`StoreError` naming ``option``
+    (the one to change) when it has none: a collection vitsearch did not create."""
+    meta = store.meta() or {}
+    if not meta.get("fingerprint"):
+        raise StoreError(
+            f"collection {store.collection!r} in {store.uri} was not created by vitsearch "
+            f"(it has no model record); choose another {option}"
+        )
+    return meta
 
 
 def _same_collection(a: Store, b: Store) -> bool:

@@ -156,13 +156,14 @@ def save_backbone(backbone: VitBackbone, out: str, dtype: torch.dtype = torch.fl
     if not core and not hasattr(model, "save_pretrained"):
         raise ModelError(f"{type(model).__name__} cannot be saved with save_pretrained")
     state = vit.checkpoint_state(model) if core else model.state_dict()
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ModelError(f"cannot save the model: {bad[0]} holds NaN or infinite values (did training diverge?)")
+    def not_finite(tensors: dict) -> str | None:
+        return next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+
+    if bad := not_finite(state):
+        raise ModelError(f"cannot save the model: {bad} holds NaN or infinite values (did training diverge?)")
     state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in state.items()}
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ModelError(f"cannot save in {dtype}: {bad[0]} overflows it (save in float32 instead)")
+    if bad := not_finite(state):  # finite before the cast: too large for ``dtype``
+        raise ModelError(f"cannot save in {dtype}: {bad} overflows it (save in float32 instead)")
     if core:
         vit.save_pretrained(model, out, state, dtype)
     else:
